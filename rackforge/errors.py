@@ -1,0 +1,72 @@
+"""Errors that reach the operator.
+
+Every failure the operator sees is one line: what went wrong, where, and what
+to do next.  Subclasses are message templates in the manner of Ironic's
+exceptions: they declare ``message`` with ``{named}`` fields and are raised
+with keyword arguments, so the sentence is written once, next to its class.
+
+Errors are sorted by what the caller should do about them (MAAS style):
+``retryable`` ones may succeed if tried again, the others need a change by the
+operator first.
+"""
+
+
+class RackforgeError(Exception):
+    """Base class: an operator-facing error with a one-line message."""
+
+    message = "an unexpected error occurred"
+    retryable = False
+    exit_code = 1
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.message.format(**kwargs)
+            except (KeyError, IndexError):
+                # A template bug must not hide the error itself.
+                message = "%s (%s)" % (self.message, kwargs)
+        # One line, always: a stray newline would break the contract.
+        super().__init__(" ".join(str(message).split()))
+
+    def __str__(self):
+        return self.args[0]
+
+
+class ConfigError(RackforgeError):
+    """A setting or input file is wrong; fix it and run again."""
+
+    exit_code = 2
+
+
+class ProfileError(ConfigError):
+    message = "{path}: {detail}"
+
+
+class UnknownProfile(ConfigError):
+    message = ("unknown profile '{name}': no {name}.yaml in {searched}; "
+               "run 'rackforge profile list' to see the profiles")
+
+
+class HostToolMissing(RackforgeError):
+    message = "missing host tool '{tool}': install it with '{install}' and run again"
+
+
+class NotPrivileged(RackforgeError):
+    message = ("{action} needs root: run it as root or give this user "
+               "passwordless sudo")
+
+
+class NotEnoughDisk(RackforgeError):
+    message = ("not enough free disk in {path}: {free_gib:.1f} GiB free, "
+               "{need_gib:.1f} GiB needed; free some space or set "
+               "RACKFORGE_WORKDIR to a larger file system")
+
+
+class BuildFailed(RackforgeError):
+    message = "{step} failed: {detail}; full log: {log}"
+
+
+class Interrupted(RackforgeError):
+    message = "{what} interrupted; nothing was left under a final name, run it again to resume"
+    exit_code = 130
