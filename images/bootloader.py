@@ -39,7 +39,7 @@ def early_config(root_uuid):
 
 def _mkimage(fmt, out, modules, config_path, run):
     run(["grub-mkimage", "-O", fmt, "-o", str(out), "-p", "/boot/grub",
-         "-c", str(config_path), *modules])
+         "-c", str(config_path), *modules], check=True, capture_output=True, text=True)
 
 
 def make_efi_loader(workdir, root_uuid, run=subprocess.run):

@@ -10,14 +10,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import jinja2
-
 TEMPLATES = Path(__file__).parent / "templates"
 ISO_VOLUME_ID = "RACKFORGE"
 CONSOLE_ARGS = "console=tty0 console=ttyS0,115200n8"
 
 
 def render(template, **context):
+    import jinja2  # only the build needs it; keep `rackforge` start-up light
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.get_template(template).render(**context)
@@ -70,6 +70,8 @@ def render_ipxe(bundle_template, base_url, kernel_args=""):
     Used by tests and, later, by the rack's boot services; the template is
     plain jinja2 so any server can render it.
     """
+    import jinja2
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     tpl = env.from_string(Path(bundle_template).read_text())
     return tpl.render(base_url=base_url.rstrip("/"), console=CONSOLE_ARGS,

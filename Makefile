@@ -1,0 +1,48 @@
+# rackforge: the commands a developer and CI run.  See README.md.
+PROFILE ?= hci
+PYTHON  ?= python3
+PYTEST  ?= $(PYTHON) -m pytest
+
+.PHONY: all setup setup-test image iso test unit integration e2e bench lint clean
+
+all: test
+
+# Host packages and the Python package itself (idempotent).
+setup:
+	./tools/setup-host
+
+# The default profile: disk (raw, qcow2), ISO/USB and PXE bundle in images/$(PROFILE)/.
+setup-test:
+	./tools/setup-host --test
+
+image: setup
+	$(PYTHON) -m rackforge build $(PROFILE)
+
+# Only the ISO of a profile (it is built together with the rest).
+iso: image
+	@ls -l images/$(PROFILE)/*.iso
+
+# Unit tests, then the integration tests CI runs (build minimal, boot it).
+test: setup-test
+	$(PYTEST) -q tests/unit
+	$(PYTEST) -q -m "integration and not e2e" tests/integration
+
+unit:
+	$(PYTEST) -q tests/unit
+
+# Every boot path, every error case: slow.
+e2e: setup-test
+	$(PYTEST) -q -m "integration or e2e" tests/integration tests/e2e
+
+# Cold build vs warm rebuild after touching one Python file.
+bench: setup-test
+	$(PYTHON) bench/build_cache.py
+
+lint:
+	$(PYTHON) -m ruff check rackforge images installer pxe firstboot nodeagent tests bench
+	bash -n elements/*/*.d/* tools/setup-host .ci/run
+
+clean:
+	find images -mindepth 1 -maxdepth 1 -type d ! -name templates ! -name __pycache__ -exec rm -rf {} +
+	rm -rf images/.build-* images/*.failed.log .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

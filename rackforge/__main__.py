@@ -1,0 +1,5 @@
+import sys
+
+from rackforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""QEMU guests for the boot tests: start, watch the serial console, stop.
+
+Guests run under TCG (this test bed has no usable KVM) with the serial
+console on QEMU's stdout; a reader thread collects it and ``wait_for``
+blocks on a condition until a pattern shows up, the guest exits or the
+deadline passes.  No sleeping.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+class GuestFailed(AssertionError):
+    pass
+
+
+class Guest:
+    """One QEMU process.  ``firmware`` is "bios" (SeaBIOS) or "uefi" (OVMF)."""
+
+    def __init__(self, workdir, firmware="bios", memory_mib=2048, cpus=2, netns=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.firmware = firmware
+        self.memory_mib = memory_mib
+        self.cpus = cpus
+        self.netns = netns
+        self.devices = []
+        self.proc = None
+        self._buf = []
+        self._cond = threading.Condition()
+        self._done = False
+        self.console_log = self.workdir / "console.log"
+
+    # -- devices -------------------------------------------------------
+    def add_disk(self, path, fmt):
+        # -snapshot keeps the artifact (and its manifest hash) untouched
+        self.devices += ["-drive", "file=%s,if=virtio,format=%s,snapshot=on" % (path, fmt)]
+
+    def add_cdrom(self, path):
+        self.devices += ["-drive", "file=%s,media=cdrom,readonly=on,if=ide,index=2" % path,
+                         "-boot", "order=d"]
+
+    def add_usb_stick(self, path):
+        self.devices += ["-device", "qemu-xhci,id=xhci",
+                         "-drive", "if=none,id=stick,format=raw,file=%s,snapshot=on" % path,
+                         "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
+
+    def add_pxe_nic(self, tap, mac="52:54:00:12:34:56"):
+        self.devices += ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no" % tap,
+                         "-device", "virtio-net-pci,netdev=n0,mac=%s,bootindex=1" % mac]
+
+    def command(self):
+        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-smp", str(self.cpus),
+               "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
+               "-serial", "stdio", "-no-reboot"]
+        if self.firmware == "uefi":
+            vars_copy = self.workdir / "OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, vars_copy)
+            cmd += ["-drive", "if=pflash,format=raw,readonly=on,file=%s" % OVMF_CODE,
+                    "-drive", "if=pflash,format=raw,file=%s" % vars_copy]
+        cmd += self.devices
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns] + cmd
+        return cmd
+
+    # -- life cycle ----------------------------------------------------
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self):
+        with open(self.console_log, "wb") as log:
+            while True:
+                chunk = self.proc.stdout.read1(4096)
+                if not chunk:
+                    break
+                log.write(chunk)
+                log.flush()
+                with self._cond:
+                    self._buf.append(chunk.decode(errors="replace"))
+                    self._cond.notify_all()
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    @property
+    def output(self):
+        with self._cond:
+            return "".join(self._buf)
+
+    def wait_for(self, pattern, timeout):
+        """Block until ``pattern`` (regex) appears on the console; returns the match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                m = regex.search("".join(self._buf))
+                if m:
+                    return m
+                if self._done:
+                    raise GuestFailed("guest exited before %r; console: %s\n%s"
+                                      % (pattern, self.console_log, self._tail()))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise GuestFailed("no %r within %ds; console: %s\n%s"
+                                      % (pattern, timeout, self.console_log, self._tail()))
+                self._cond.wait(left)
+
+    def _tail(self, lines=25):
+        return "\n".join("".join(self._buf).splitlines()[-lines:])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def banner_regex(version, profile):
+    return re.escape("rackforge %s appliance (profile: %s)" % (version, profile))
+
+
+def wait_for_login(guest, version, profile, timeout):
+    """The banner from /etc/issue, then the getty's prompt after it."""
+    m = guest.wait_for(banner_regex(version, profile) + r"[\s\S]*?login:", timeout)
+    return m.group(0)
+
+
+def env_has_tcg():
+    return shutil.which("qemu-system-x86_64") is not None and os.path.exists(OVMF_CODE)
