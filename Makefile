@@ -39,7 +39,7 @@ bench: setup-test
 	$(PYTHON) bench/build_cache.py
 
 lint:
-	$(PYTHON) -m ruff check rackforge images installer pxe firstboot nodeagent tests bench
+	$(PYTHON) -m flake8 --max-line-length 100 rackforge images/*.py installer pxe firstboot nodeagent tests bench
 	bash -n elements/*/*.d/* tools/setup-host .ci/run
 
 clean:

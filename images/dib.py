@@ -15,7 +15,10 @@ from pathlib import Path
 from rackforge import errors, paths
 from rackforge.images import mirrors
 
-PHASE_RE = re.compile(r"Running hooks from \S+/hooks/(\S+)")
+# phases run outside the chroot ("Running hooks from .../hooks/root.d") and
+# inside it ("dib-run-parts Running /tmp/in_target.d/install.d/01-...")
+PHASE_RE = re.compile(r"Running hooks from \S+/hooks/([\w-]+\.d)\b"
+                      r"|dib-run-parts Running /tmp/in_target\.d/([\w-]+\.d)/")
 SCRIPT_RE = re.compile(r"dib-run-parts Running \S+/([^/\s]+)$")
 TAIL_LINES = 3
 
@@ -84,8 +87,7 @@ def run(profile, workdir, version, log, progress, verbose=False):
                 progress.raw(line)
             m = PHASE_RE.search(line)
             if m:
-                progress.substep("diskimage-builder %s" % m.group(1))
-                continue
+                progress.substep("diskimage-builder %s" % (m.group(1) or m.group(2)))
             m = SCRIPT_RE.search(line)
             if m:
                 progress.detail(m.group(1))

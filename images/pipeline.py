@@ -204,14 +204,7 @@ class Build:
             subprocess.run(["chown", "-R", "%s:%s" % (uid, gid), str(final)], check=False)
 
     def _run(self, cmd, step):
-        self.log.write("+ %s\n" % " ".join(map(str, cmd)))
-        res = subprocess.run(list(map(str, cmd)), stdin=subprocess.DEVNULL, capture_output=True,
-                             text=True, errors="replace")
-        self.log.write(res.stdout + res.stderr)
-        if res.returncode != 0:
-            last = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["exit %d" % res.returncode]
-            raise errors.BuildFailed(step=step, detail=last[0], log=self._log_hint())
-        return res
+        return self._logged_run(step)(cmd, check=True)
 
     def _logged_run(self, step):
         """A ``run`` callable for the assembly helpers: logs, and fails with one line."""
@@ -221,8 +214,8 @@ class Build:
             self.log.write("+ %s\n%s%s" % (" ".join(map(str, cmd)), res.stdout, res.stderr))
             if check and res.returncode != 0:
                 last = (res.stderr or res.stdout).strip().splitlines()[-1:]
-                raise errors.BuildFailed(step=step, detail=(last or ["exit %d" % res.returncode])[0],
-                                         log=self._log_hint())
+                detail = last[0] if last else "exit %d" % res.returncode
+                raise errors.BuildFailed(step=step, detail=detail, log=self._log_hint())
             return res
         return run
 

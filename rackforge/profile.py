@@ -252,7 +252,8 @@ def _check_merged(layers, data):
             problems.append(Problem(path, line, delta_key,
                                     "add/remove needs a parent profile (extends)"))
     search = element_search_path()
-    for i, element in enumerate(data.get("elements") or []):
+    elements = data.get("elements")
+    for i, element in enumerate(elements if isinstance(elements, list) else []):
         if isinstance(element, str) and not any((d / element).is_dir() for d in search):
             path, line = _where(layers, "elements")
             problems.append(Problem(path, line, "elements[%d]" % i,

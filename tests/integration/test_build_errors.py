@@ -20,8 +20,10 @@ pytestmark = pytest.mark.integration
 FIXTURE_ELEMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "elements"
 
 
-def error_lines(res):
-    return [line for line in res.stderr.splitlines() if line.strip()]
+def one_error_line(res):
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
 
 
 def assert_clean(images):
@@ -43,26 +45,26 @@ def scratch(tmp_path):
     return images, profiles, env
 
 
-def write_profile(profiles, name, elements, extra=""):
+def write_profile(profiles, name, elements, extra="", outputs="raw"):
     (profiles / (name + ".yaml")).write_text(
         "description: test profile\n"
         "distro: {name: debian, release: bookworm}\n"
         "elements: [%s]\n"
-        "outputs: [raw]\n%s" % (", ".join(elements), extra))
+        "outputs: [%s]\n%s" % (", ".join(elements), outputs, extra))
 
 
 def test_unknown_profile(scratch):
     images, _, env = scratch
     res = rackforge("build", "no-such-profile", env=env)
     assert res.returncode == 2
-    (line,) = error_lines(res)
+    line = one_error_line(res)
     assert "unknown profile 'no-such-profile'" in line and "rackforge profile list" in line
     assert_clean(images)
 
 
 def test_missing_host_tool_names_the_package(scratch, tmp_path):
     images, profiles, env = scratch
-    write_profile(profiles, "t", ["debian-minimal"], "outputs: [pxe]\n")
+    write_profile(profiles, "t", ["debian-minimal"], outputs="pxe")
     # a PATH with every command the build needs except mksquashfs
     from rackforge.images import hosttools
     bindir = tmp_path / "bin"
@@ -74,7 +76,7 @@ def test_missing_host_tool_names_the_package(scratch, tmp_path):
     env["PATH"] = str(bindir)
     res = rackforge("build", "t", env=env)
     assert res.returncode == 1
-    (line,) = error_lines(res)
+    line = one_error_line(res)
     assert "missing host tool 'mksquashfs'" in line
     assert "apt-get install squashfs-tools" in line
     assert_clean(images)
@@ -85,7 +87,7 @@ def test_too_little_disk_is_refused_before_starting(scratch):
     write_profile(profiles, "t", ["debian-minimal"], "build: {min_free_gib: 1000}\n")
     res = rackforge("build", "t", env=env)
     assert res.returncode == 1
-    (line,) = error_lines(res)
+    line = one_error_line(res)
     assert "not enough free disk in %s" % images in line and "1000.0 GiB needed" in line
     assert_clean(images)
 
@@ -95,7 +97,7 @@ def test_not_root_and_no_sudo(scratch, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to nobody")
     images, profiles, env = scratch
-    write_profile(profiles, "t", ["debian-minimal"])
+    write_profile(profiles, "t", ["rf-test-fail"])
     # install the package where nobody can read it, and run the system Python
     pkg = tmp_path / "pkg"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
@@ -105,12 +107,13 @@ def test_not_root_and_no_sudo(scratch, tmp_path):
         if p != Path("/"):
             os.chmod(p, os.stat(p).st_mode | 0o005)
     os.chmod(images, 0o777)
-    env.update(PYTHONPATH=str(pkg), HOME=str(tmp_path), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update(PYTHONPATH=str(pkg), HOME=str(tmp_path), PATH="/usr/sbin:/usr/bin:/sbin:/bin",
+               RACKFORGE_SOURCE=str(Path(__file__).parents[2]))
     res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                           "/usr/bin/python3", "-m", "rackforge", "build", "t"],
-                         env=env, capture_output=True, text=True, timeout=60)
+                         env=env, capture_output=True, text=True, timeout=60, cwd=pkg)
     assert res.returncode == 1, res.stderr
-    (line,) = error_lines(res)
+    line = one_error_line(res)
     assert "building an image needs root" in line and "passwordless sudo" in line
     assert_clean(images)
 
@@ -120,7 +123,7 @@ def test_diskimage_builder_failure(scratch):
     write_profile(profiles, "t", ["debian-minimal", "rf-test-fail"])
     res = rackforge("build", "t", env=env, timeout=600)
     assert res.returncode == 1
-    (line,) = error_lines(res)
+    line = one_error_line(res)
     assert line.startswith("rackforge: error: diskimage-builder failed: exit")
     assert "rf-test-fail: this element fails on purpose" in line
     log = images / "t.failed.log"
@@ -145,7 +148,7 @@ def test_interrupted_build(scratch):
     os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C does
     rest, err = proc.communicate(timeout=300)
     assert proc.returncode == 130
-    (line,) = error_lines(subprocess.CompletedProcess([], 130, rest, err))
+    line = one_error_line(subprocess.CompletedProcess([], 130, rest, err))
     assert "rackforge build interrupted" in line
     # diskimage-builder and its sleep are gone too
     assert "rf-test-block" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,

@@ -18,7 +18,8 @@ def test_missing_tool_names_its_package(tmp_path, monkeypatch):
 
 
 def test_outputs_decide_the_tools():
-    names = lambda outs: {t.name for t in hosttools.required_tools(outs)}
+    def names(outputs):
+        return {t.name for t in hosttools.required_tools(outputs)}
     assert "mksquashfs" in names(["pxe"]) and "sgdisk" not in names(["pxe"])
     assert "qemu-img" in names(["qcow2"]) and "qemu-img" not in names(["raw"])
     assert "xorriso" in names(["iso"])

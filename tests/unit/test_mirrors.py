@@ -31,7 +31,8 @@ def test_deb822(tmp_path):
 
 
 def test_one_line_format(tmp_path):
-    d = apt_dir(tmp_path, listfile="# comment\ndeb [arch=amd64] http://m.example/debian bookworm main\n"
+    d = apt_dir(tmp_path, listfile="# comment\n"
+                "deb [arch=amd64] http://m.example/debian bookworm main\n"
                 "deb http://s.example/debian-security bookworm-security main\n")
     assert mirrors.debian_mirrors(d) == ("http://m.example/debian",
                                          "http://s.example/debian-security")
