@@ -21,6 +21,9 @@ PHASE_RE = re.compile(r"Running hooks from \S+/hooks/([\w-]+\.d)\b"
                       r"|dib-run-parts Running /tmp/in_target\.d/([\w-]+\.d)/")
 SCRIPT_RE = re.compile(r"dib-run-parts Running \S+/([^/\s]+)$")
 TAIL_LINES = 3
+# diskimage-builder's own housekeeping, which follows a failure and would
+# push the lines that explain it out of the error message
+NOISE_RE = re.compile(r"^(Unmount |INFO diskimage_builder|dib-run-parts |\+ |Running hooks )")
 
 
 def dib_version():
@@ -82,7 +85,9 @@ def run(profile, workdir, version, log, progress, verbose=False):
         for line in proc.stdout:
             log.write(line)
             line = line.rstrip("\n")
-            tail.append(line.split(" | ", 1)[-1])
+            text = line.split(" | ", 1)[-1]
+            if text.strip() and not NOISE_RE.match(text):
+                tail.append(text)
             if verbose:
                 progress.raw(line)
             m = PHASE_RE.search(line)

@@ -56,7 +56,7 @@ def pxe_network(workdir, http_root):
         procs.append(subprocess.Popen(http, stdin=subprocess.DEVNULL,
                                       stdout=open(workdir / "http.log", "wb"),
                                       stderr=subprocess.STDOUT))
-        _wait_http(name, base_url + "/boot.ipxe", procs[-1])
+        _wait_http(name, base_url + "/", procs[-1])
         yield name, "tap0", base_url
     finally:
         for proc in procs:
@@ -78,6 +78,7 @@ def _wait_http(netns, url, proc, timeout=30):
         if proc.poll() is not None:
             raise RuntimeError("HTTP server exited with %d" % proc.returncode)
         res = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sf", "-o", "/dev/null",
+                              "--noproxy", "*",
                               "--retry-connrefused", "--retry", "3", "--retry-delay", "1",
                               url], capture_output=True)
         if res.returncode == 0:

@@ -35,7 +35,10 @@ def test_failure_line_carries_the_last_lines(tmp_path, monkeypatch):
     fake = tmp_path / "bin" / "disk-image-create"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\necho '2026 | Running hooks from /x/hooks/root.d'\n"
-                    "echo '2026 | step one'\necho '2026 | it broke'\nexit 4\n")
+                    "echo '2026 | step one'\necho '2026 | it broke'\n"
+                    "echo '2026 | Unmount /x/mnt/dev'\n"
+                    "echo '2026 | INFO diskimage_builder.block_device [-] State cleaned'\n"
+                    "exit 4\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:/usr/bin:/bin" % fake.parent)
     profile = SimpleNamespace(packages=(), elements=("e",), name="t",
@@ -46,8 +49,9 @@ def test_failure_line_carries_the_last_lines(tmp_path, monkeypatch):
             dib.run(profile, tmp_path, "0.1.0", log, Progress(stream=out))
         except Exception as e:  # noqa: BLE001 - checked below
             err = e
-    assert str(err) == ("diskimage-builder failed: exit 4, last lines: Running hooks from "
-                        "/x/hooks/root.d / step one / it broke; full log: %s"
+    # the housekeeping after the failure is left out of the message
+    assert str(err) == ("diskimage-builder failed: exit 4, last lines: "
+                        "step one / it broke; full log: %s"
                         % (tmp_path / "build.log"))
     assert "diskimage-builder root.d" in out.getvalue()
     assert "it broke" in (tmp_path / "build.log").read_text()
