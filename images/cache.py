@@ -64,7 +64,8 @@ def key_inputs(profile, element_dirs, dib_version, rackforge_version):
         "release": profile.distro.release,
         "elements": list(profile.elements),
         "packages": sorted(profile.packages),
-        "element_trees": {str(d): tree_digest(d) for d in element_dirs},
+        # content only: a clone elsewhere shares the cache
+        "element_trees": [tree_digest(d) for d in element_dirs],
         "diskimage_builder": dib_version,
         "rackforge": rackforge_version,
     }

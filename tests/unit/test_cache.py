@@ -115,3 +115,10 @@ def test_half_written_entry_is_ignored(tmp_path):
     (c.root / "k").mkdir(parents=True)
     (c.root / "k" / "root.tar").write_bytes(b"partial")  # no meta.json: never finished
     assert c.lookup("k") is None
+
+
+def test_key_does_not_depend_on_where_the_checkout_is(tmp_path, elements):
+    other = tmp_path / "clone" / "elements"
+    import shutil
+    shutil.copytree(elements, other)
+    assert key(elements) == key(other)
