@@ -20,6 +20,8 @@ part, is stored in the cache as soon as diskimage-builder finishes, so a
 build interrupted later resumes from there.
 """
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -222,6 +224,19 @@ class Build:
     def _log_hint(self):
         return self.plan.out_dir.with_name(self.plan.out_dir.name + ".failed.log")
 
+    @contextlib.contextmanager
+    def _dib_lock(self):
+        """One diskimage-builder run at a time: its apt and debootstrap caches are shared."""
+        lock_path = paths.cache_dir() / "diskimage-builder.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.progress.substep("waiting for another build's diskimage-builder run")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     # -- stages --------------------------------------------------------
     def stage_base(self, **_):
         key = self.plan.cache_key
@@ -232,8 +247,9 @@ class Build:
             self.base_tar = tar
             return "cached base %s" % key[:12]
         try:
-            tar = dib.run(self.plan.profile, self.work, __version__, self.log, self.progress,
-                          verbose=self.verbose)
+            with self._dib_lock():
+                tar = dib.run(self.plan.profile, self.work, __version__, self.log,
+                              self.progress, verbose=self.verbose)
         except errors.BuildFailed as e:
             raise errors.BuildFailed(step="diskimage-builder",
                                      detail=e.kwargs.get("detail", str(e)),
