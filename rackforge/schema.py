@@ -3,29 +3,43 @@
 Profiles are validated on the YAML node tree (``yaml.compose``), not on the
 loaded dict, so every problem carries the line it is on.  A schema is built
 from a handful of node checkers (``Str``, ``Int``, ``Enum``, ``List``,
-``Map``...); each appends ``Problem``s instead of raising, so one run
-reports everything that is wrong, one line each.
+``Map``, ``ListOrDelta``); each appends a ``Problem`` instead of raising, so
+one run reports everything that is wrong in a file, one line each.
+
+``parse(text, path)`` checks one profile file on its own.  What only the
+merged ``extends`` chain can show (required keys, elements that exist) is
+checked in ``rackforge.profile``.
 """
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
 TAG = "tag:yaml.org,2002:"
 
 
+def shown(path):
+    """``path`` as the operator should read it: relative if under the current directory."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 @dataclass(frozen=True)
 class Problem:
-    path: str       # file
-    line: int
-    key: str        # dotted key, e.g. disk.esp_mib or elements[2]
+    """One thing wrong, printed as ``FILE:LINE: dotted.key: text``."""
+
+    path: Path
+    line: int       # 1-based; 0 when no line applies (an unreadable file)
+    key: str        # dotted key, e.g. disk.esp_mib or elements[2]; "" for the whole file
     text: str
 
     def __str__(self):
-        where = "%s:%d" % (self.path, self.line) if self.line else str(self.path)
-        return "%s: %s: %s" % (where, self.key, self.text) if self.key else \
-            "%s: %s" % (where, self.text)
+        where = "%s:%d" % (shown(self.path), self.line) if self.line else shown(self.path)
+        return ": ".join(part for part in (where, self.key, self.text) if part)
 
 
 def line_of(node):
@@ -33,14 +47,19 @@ def line_of(node):
 
 
 def describe(node):
-    """How a value looks in the file, for messages."""
+    """How a value looks in the file, for messages: 'big', true, null, a list."""
     if isinstance(node, yaml.ScalarNode):
         return repr(node.value) if node.tag == TAG + "str" else node.value or "null"
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
 
 
+def is_scalar(node, kind):
+    return isinstance(node, yaml.ScalarNode) and node.tag == TAG + kind
+
+
+# -- checkers ----------------------------------------------------------------
 class Checker:
-    """Base: ``check(node, key, report)`` where ``report(node, key, text)`` records a problem."""
+    """Base: ``check(node, key, report)``; ``report(node, key, text)`` records a problem."""
 
     def check(self, node, key, report):
         raise NotImplementedError
@@ -52,24 +71,29 @@ class Str(Checker):
         self.hint = hint
 
     def check(self, node, key, report):
-        if not (isinstance(node, yaml.ScalarNode) and node.tag == TAG + "str"):
+        if not is_scalar(node, "str"):
             report(node, key, "must be a string, got %s" % describe(node))
         elif self.pattern and not self.pattern.fullmatch(node.value):
             report(node, key, "%r is not %s" % (node.value, self.hint))
 
 
 class Int(Checker):
-    def __init__(self, low, high, odd=False):
+    """An integer in ``low..high`` (no upper bound if ``high`` is None); a YAML bool is not one."""
+
+    def __init__(self, low, high=None, odd=False):
         self.low, self.high, self.odd = low, high, odd
 
     def check(self, node, key, report):
-        want = "an integer between %d and %d" % (self.low, self.high)
-        # a YAML bool is not an integer here, even though Python thinks so
-        if not (isinstance(node, yaml.ScalarNode) and node.tag == TAG + "int"):
+        if self.high is None:
+            want = "an integer >= %d" % self.low
+        else:
+            want = "an integer between %d and %d" % (self.low, self.high)
+        if not is_scalar(node, "int"):
             report(node, key, "must be %s, got %s" % (want, describe(node)))
             return
-        value = int(node.value, 0)
-        if not self.low <= value <= self.high:
+        # YAML 1.1 ints include 0777 (octal), 1_000 and 1:30; let PyYAML read them
+        value = yaml.constructor.SafeConstructor().construct_yaml_int(node)
+        if value < self.low or (self.high is not None and value > self.high):
             report(node, key, "must be %s, got %d" % (want, value))
         elif self.odd and value % 2 == 0:
             report(node, key, "must be odd (a quorum needs a majority), got %d" % value)
@@ -80,15 +104,14 @@ class Enum(Checker):
         self.values = values
 
     def check(self, node, key, report):
-        if not (isinstance(node, yaml.ScalarNode) and node.value in self.values
-                and node.tag == TAG + "str"):
+        if not (is_scalar(node, "str") and node.value in self.values):
             report(node, key, "must be one of %s, got %s"
                    % (", ".join(self.values), describe(node)))
 
 
 class List(Checker):
-    def __init__(self, item, unique=True, non_empty=False):
-        self.item, self.unique, self.non_empty = item, unique, non_empty
+    def __init__(self, item, non_empty=False):
+        self.item, self.non_empty = item, non_empty
 
     def check(self, node, key, report):
         if not isinstance(node, yaml.SequenceNode):
@@ -100,7 +123,7 @@ class List(Checker):
         for i, item in enumerate(node.value):
             ikey = "%s[%d]" % (key, i)
             self.item.check(item, ikey, report)
-            if self.unique and isinstance(item, yaml.ScalarNode):
+            if isinstance(item, yaml.ScalarNode):
                 if item.value in seen:
                     report(item, ikey, "%r is listed twice" % item.value)
                 seen.add(item.value)
@@ -109,74 +132,102 @@ class List(Checker):
 class Map(Checker):
     """A mapping with known keys; ``keys`` maps each key to its checker."""
 
-    def __init__(self, keys, allow_empty=True):
+    def __init__(self, keys):
         self.keys = keys
-        self.allow_empty = allow_empty
 
     def check(self, node, key, report):
         if not isinstance(node, yaml.MappingNode):
-            if not (isinstance(node, yaml.ScalarNode) and node.tag == TAG + "null"):
-                report(node, key, "must be a mapping, got %s" % describe(node))
+            report(node, key, "must be a mapping, got %s" % describe(node))
             return
         seen = set()
         for knode, vnode in node.value:
-            name = knode.value
-            sub = "%s.%s" % (key, name) if key else name
-            if name in seen:
+            if not isinstance(knode, yaml.ScalarNode):
+                report(knode, key, "keys must be plain names, got %s" % describe(knode))
+                continue
+            sub = "%s.%s" % (key, knode.value) if key else knode.value
+            if knode.value in seen:
                 report(knode, sub, "given twice")
-            seen.add(name)
-            checker = self.keys.get(name)
+            seen.add(knode.value)
+            checker = self.keys.get(knode.value)
             if checker is None:
                 report(knode, sub, "unknown key; allowed: %s" % ", ".join(sorted(self.keys)))
             else:
                 checker.check(vnode, sub, report)
 
 
-class OneOf(Checker):
-    """The first checker whose shape (list or mapping) matches the node decides."""
+class ListOrDelta(Checker):
+    """A list, or ``{add: [...], remove: [...]}`` relative to the parent profile's list."""
 
-    def __init__(self, as_list, as_map):
-        self.as_list, self.as_map = as_list, as_map
+    def __init__(self, item):
+        self.as_list = List(item)
+        self.as_delta = Map({"add": List(item), "remove": List(item)})
 
     def check(self, node, key, report):
         if isinstance(node, yaml.MappingNode):
-            self.as_map.check(node, key, report)
+            self.as_delta.check(node, key, report)
         else:
             self.as_list.check(node, key, report)
 
 
+# -- the profile schema --------------------------------------------------------
+ROLES = ("controller", "compute", "storage")
+OUTPUTS = ("qcow2", "raw", "iso", "pxe")
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"         # element and profile names: never a path
+DEB_PACKAGE = r"[a-z0-9][a-z0-9+.-]+"
+
+PROFILE = Map({
+    "description": Str(),
+    "extends": Str(NAME, "a profile name"),
+    "distro": Map({"name": Enum("debian"), "release": Enum("bookworm", "trixie")}),
+    "elements": ListOrDelta(Str(NAME, "an element name")),
+    "packages": ListOrDelta(Str(DEB_PACKAGE, "a Debian package name")),
+    "cluster": Map({"controllers": Int(1, 7, odd=True)}),
+    "roles": Map({role: Map({"services": List(Str())}) for role in ROLES}),
+    "network": Map({
+        "management": Map({"interface": Str(), "mode": Enum("dhcp", "static")}),
+        "bond": Map({"mode": Enum("active-backup", "802.3ad", "balance-alb")}),
+        "vlan": Int(1, 4094),
+    }),
+    "storage": Map({"wipe": Enum("never", "force"), "min_disk_gib": Int(1)}),
+    "outputs": List(Enum(*OUTPUTS), non_empty=True),
+    "disk": Map({"esp_mib": Int(64, 1024), "root_free_mib": Int(0, 65536)}),
+    "build": Map({"min_free_gib": Int(1, 1000)}),
+})
+
+
+# -- from text to checked data -------------------------------------------------
 def compose(text, path):
-    """The node tree of ``text``; a syntax error becomes one Problem."""
+    """``(node tree, [])`` of ``text``, or ``(None, [problem])`` for a YAML syntax error."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), None
+        return yaml.compose(text, Loader=yaml.SafeLoader), []
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        return None, Problem(path, mark.line + 1 if mark else 0, "",
-                             "YAML syntax: %s" % (e.problem or e.context))
+        said = ", ".join(part for part in (e.context, e.problem) if part)
+        return None, [Problem(path, mark.line + 1 if mark else 0, "", "YAML syntax: %s" % said)]
     except yaml.YAMLError as e:
-        return None, Problem(path, 0, "", "YAML: %s" % e)
+        return None, [Problem(path, 0, "", "YAML: %s" % " ".join(str(e).split()))]
 
 
-def validate(root_node, checker, path):
-    """Problems of the document ``root_node`` under ``checker``."""
+def validate(root, checker, path):
+    """Every problem of the document ``root`` under ``checker``; [] if none."""
     problems = []
 
     def report(node, key, text):
         problems.append(Problem(path, line_of(node), key, text))
 
-    if root_node is None:
+    if root is None:
         problems.append(Problem(path, 1, "", "the file is empty; a profile is a mapping"))
-    elif not isinstance(root_node, yaml.MappingNode):
-        report(root_node, "", "the top level must be a mapping of profile keys, got %s"
-               % describe(root_node))
+    elif not isinstance(root, yaml.MappingNode):
+        report(root, "", "the top level must be a mapping of profile keys, got %s"
+               % describe(root))
     else:
-        checker.check(root_node, "", report)
+        checker.check(root, "", report)
     return problems
 
 
-def key_lines(root_node):
-    """{dotted key: line} for every mapping key of the document (for later messages)."""
-    lines = {}
+def key_lines(root):
+    """``{dotted key: line}`` for every mapping key and list item; ``""`` is the document."""
+    lines = {"": line_of(root)}
 
     def walk(node, prefix):
         if isinstance(node, yaml.MappingNode):
@@ -190,6 +241,48 @@ def key_lines(root_node):
                 lines[key] = line_of(item)
                 walk(item, key)
 
-    if root_node is not None:
-        walk(root_node, "")
+    walk(root, "")
     return lines
+
+
+def construct(root, path):
+    """``(data, [])`` of a node tree, or ``(None, [problem])`` (an unknown ``!tag``...)."""
+    try:
+        return yaml.constructor.SafeConstructor().construct_document(root), []
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        return None, [Problem(path, mark.line + 1 if mark else 0, "",
+                              "YAML: %s" % (e.problem or e.context))]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One profile file, checked on its own."""
+
+    data: dict          # as PyYAML loads it; None if the file could not be read
+    lines: dict         # {dotted key: line}, see key_lines
+    problems: list      # [Problem]; data is schema-valid only if this is empty
+
+
+def parse(text, path, checker=PROFILE):
+    """Check the profile ``text`` (read from ``path``) on its own; never raises for bad input."""
+    root, problems = compose(text, path)
+    if problems:
+        return Document(None, {}, problems)
+    problems = validate(root, checker, path)
+    if root is None or not isinstance(root, yaml.MappingNode):
+        return Document(None, {}, problems)
+    data, bad_tags = construct(root, path)
+    # a bad tag is worth a line only once the schema is satisfied (an unhashable
+    # key, say, is already reported by the schema)
+    return Document(data, key_lines(root), problems or bad_tags)
+
+
+def read(path, checker=PROFILE):
+    """``parse`` of the file at ``path``; an unreadable file is one problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        return Document(None, {}, [Problem(path, 0, "", "cannot read: %s" % reason)])
+    return parse(text, path, checker)
