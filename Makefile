@@ -1,6 +1,9 @@
 # rackforge: the commands a developer and CI run.  See README.md.
 PROFILE ?= hci
-PYTHON  ?= python3
+# tools/setup-host installs rackforge and diskimage-builder into .venv
+VENV    := $(CURDIR)/.venv
+PYTHON  ?= $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
 PYTEST  ?= $(PYTHON) -m pytest
 
 .PHONY: all setup setup-test image iso test unit integration e2e bench lint clean
