@@ -1,26 +1,17 @@
 """Every other boot combination of the ``minimal`` build (make e2e)."""
 
 import pytest
-from boots import boot_iso_cdrom, boot_iso_usb, boot_pxe
+from boots import BOOTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
-def test_iso_as_usb_stick_boots_under_uefi(minimal_build, tmp_path):
+@pytest.mark.parametrize("medium, firmware", [
+    ("usb", "uefi"),     # the ISO written with dd to a USB stick
+    ("usb", "bios"),
+    ("cdrom", "uefi"),
+    ("pxe", "uefi"),
+])
+def test_boots_to_login(minimal_build, tmp_path, medium, firmware):
     out, _ = minimal_build
-    assert "login:" in boot_iso_usb(out, tmp_path, "uefi")
-
-
-def test_iso_as_usb_stick_boots_under_bios(minimal_build, tmp_path):
-    out, _ = minimal_build
-    assert "login:" in boot_iso_usb(out, tmp_path, "bios")
-
-
-def test_iso_boots_from_cdrom_under_uefi(minimal_build, tmp_path):
-    out, _ = minimal_build
-    assert "login:" in boot_iso_cdrom(out, tmp_path, "uefi")
-
-
-def test_pxe_bundle_boots_under_uefi(minimal_build, tmp_path):
-    out, _ = minimal_build
-    assert "login:" in boot_pxe(out, tmp_path, "uefi")
+    assert "login:" in BOOTS[medium](out, tmp_path, firmware)

@@ -6,25 +6,17 @@ are in tests/e2e.
 """
 
 import pytest
-from boots import boot_disk, boot_iso_cdrom, boot_pxe
+from boots import BOOTS, boot_pxe
 from netns import namespaces
 
 pytestmark = pytest.mark.integration
 
 
-def test_disk_boots_under_uefi(minimal_build, tmp_path):
+@pytest.mark.parametrize("medium, firmware", [("disk", "uefi"), ("disk", "bios"),
+                                              ("cdrom", "bios")])
+def test_boots_to_login(minimal_build, tmp_path, medium, firmware):
     out, _ = minimal_build
-    assert "login:" in boot_disk(out, tmp_path, "uefi")
-
-
-def test_disk_boots_under_bios(minimal_build, tmp_path):
-    out, _ = minimal_build
-    assert "login:" in boot_disk(out, tmp_path, "bios")
-
-
-def test_iso_boots_from_cdrom_under_bios(minimal_build, tmp_path):
-    out, _ = minimal_build
-    assert "login:" in boot_iso_cdrom(out, tmp_path, "bios")
+    assert "login:" in BOOTS[medium](out, tmp_path, firmware)
 
 
 def test_pxe_bundle_boots_over_http_and_cleans_up(minimal_build, tmp_path):

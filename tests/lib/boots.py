@@ -60,6 +60,10 @@ def boot_pxe(out, workdir, firmware):
             return _login(guest)
 
 
+# medium -> procedure, for the parametrized boot tests
+BOOTS = {"disk": boot_disk, "cdrom": boot_iso_cdrom, "usb": boot_iso_usb, "pxe": boot_pxe}
+
+
 def ovmf_present():
     from guest import OVMF_CODE
     return OVMF_CODE.exists() and shutil.which("qemu-system-x86_64") is not None
