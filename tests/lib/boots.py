@@ -1,7 +1,5 @@
 """The four ways an appliance boots, as test procedures shared by the suites."""
 
-import shutil
-
 from guest import Guest, wait_for_login
 from netns import pxe_network
 
@@ -62,8 +60,3 @@ def boot_pxe(out, workdir, firmware):
 
 # medium -> procedure, for the parametrized boot tests
 BOOTS = {"disk": boot_disk, "cdrom": boot_iso_cdrom, "usb": boot_iso_usb, "pxe": boot_pxe}
-
-
-def ovmf_present():
-    from guest import OVMF_CODE
-    return OVMF_CODE.exists() and shutil.which("qemu-system-x86_64") is not None

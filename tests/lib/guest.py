@@ -6,7 +6,6 @@ blocks on a condition until a pattern shows up, the guest exits or the
 deadline passes.  No sleeping.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -143,7 +142,3 @@ def wait_for_login(guest, version, profile, timeout):
     """The banner from /etc/issue, then the getty's prompt after it."""
     m = guest.wait_for(banner_regex(version, profile) + r"[\s\S]*?login:", timeout)
     return m.group(0)
-
-
-def env_has_tcg():
-    return shutil.which("qemu-system-x86_64") is not None and os.path.exists(OVMF_CODE)

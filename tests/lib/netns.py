@@ -5,7 +5,6 @@ DHCP server (dnsmasq) binds only to the bridge inside it, so no packet can
 reach the host's networks.
 """
 
-import os
 import subprocess
 import time
 import uuid
@@ -84,8 +83,3 @@ def _wait_http(netns, url, proc, timeout=30):
         if res.returncode == 0:
             return
     raise RuntimeError("HTTP server at %s did not answer within %ds" % (url, timeout))
-
-
-def dnsmasq_available():
-    return any(os.access(os.path.join(d, "dnsmasq"), os.X_OK)
-               for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin"])
