@@ -66,11 +66,12 @@ def command(profile, out_base):
     return cmd + list(profile.elements)
 
 
-def run(profile, workdir, version, log, progress, verbose=False):
+def run(profile, workdir, version, log, progress, verbose=False, log_hint=None):
     """Run diskimage-builder; returns the path of the root tar.
 
     Every line goes to ``log`` (a text file object); phase changes go to
-    ``progress``; with ``verbose`` the raw lines are echoed too.
+    ``progress``; with ``verbose`` the raw lines are echoed too.  A failure
+    names ``log_hint`` (where the log will be kept), or the log itself.
     """
     out_base = Path(workdir) / "base"
     cmd = command(profile, out_base)
@@ -105,11 +106,11 @@ def run(profile, workdir, version, log, progress, verbose=False):
     if rc != 0:
         raise errors.BuildFailed(step="diskimage-builder",
                                  detail="exit %d, last lines: %s" % (rc, " / ".join(tail)),
-                                 log=log.name)
+                                 log=log_hint or log.name)
     tar = Path(str(out_base) + ".tar")
     if not tar.exists():
         raise errors.BuildFailed(step="diskimage-builder", detail="no %s produced" % tar.name,
-                                 log=log.name)
+                                 log=log_hint or log.name)
     return tar
 
 

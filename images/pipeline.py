@@ -135,16 +135,15 @@ class Build:
         self.out = self.work / "out"
         self.out.mkdir()
         self.log = open(self.out / "build.log", "w", buffering=1)
-        started = manifest.utc_now()
         self.release = {"version": __version__, "profile": self.plan.profile.name,
-                        "built": started,
+                        "built": manifest.utc_now(),
                         "git": manifest.git_revision(paths.source_root())}
         try:
             total = len(self.plan.stages)
             for i, stage in enumerate(self.plan.stages, 1):
                 self.progress.stage(i, total, STAGE_TITLES[stage])
                 self.log.write("=== stage %s\n" % stage)
-                note = getattr(self, "stage_" + stage)(started=started)
+                note = getattr(self, "stage_" + stage)()
                 self.progress.end_stage(note or "")
             self.log.close()
             return self._publish()
@@ -238,7 +237,7 @@ class Build:
             yield
 
     # -- stages --------------------------------------------------------
-    def stage_base(self, **_):
+    def stage_base(self):
         key = self.plan.cache_key
         self.base_info = {"key": key, "cached": False}
         tar = self.cache.lookup(key) if self.use_cache else None
@@ -246,18 +245,13 @@ class Build:
             self.base_info["cached"] = True
             self.base_tar = tar
             return "cached base %s" % key[:12]
-        try:
-            with self._dib_lock():
-                tar = dib.run(self.plan.profile, self.work, __version__, self.log,
-                              self.progress, verbose=self.verbose)
-        except errors.BuildFailed as e:
-            raise errors.BuildFailed(step="diskimage-builder",
-                                     detail=e.kwargs.get("detail", str(e)),
-                                     log=self._log_hint()) from None
+        with self._dib_lock():
+            tar = dib.run(self.plan.profile, self.work, __version__, self.log, self.progress,
+                          verbose=self.verbose, log_hint=self._log_hint())
         self.base_tar = self.cache.store(key, tar, self.plan.cache_inputs)
         return "base %s stored in the cache" % key[:12]
 
-    def stage_tree(self, **_):
+    def stage_tree(self):
         self.root = self.work / "root"
         rootfs.extract(self.base_tar, self.root, run=self._logged_run("unpacking the base"))
         rootfs.install_code(self.root, paths.source_root(), run=self._logged_run(
@@ -269,23 +263,23 @@ class Build:
         self.packages = rootfs.installed_packages(self.root)
         return "%s, %d packages" % (kernel, len(self.packages))
 
-    def stage_squashfs(self, **_):
+    def stage_squashfs(self):
         rootfs.write_live_fstab(self.root)
         self.squashfs = self.work / "rootfs.squashfs"
         live.make_squashfs(self.root, self.squashfs, run=self._logged_run("mksquashfs"))
         return "%d MiB" % (self.squashfs.stat().st_size >> 20)
 
-    def stage_iso(self, **_):
+    def stage_iso(self):
         iso = self.out / ("%s.iso" % self.plan.name)
         live.make_iso(iso, self.kernel, self.initrd, self.squashfs, self.work, self.release,
                       run=self._logged_run("grub-mkrescue"))
         return "%d MiB" % (iso.stat().st_size >> 20)
 
-    def stage_pxe(self, **_):
+    def stage_pxe(self):
         live.make_pxe_bundle(self.out / "pxe", self.kernel, self.initrd, self.squashfs,
                              self.release)
 
-    def stage_disk(self, **_):
+    def stage_disk(self):
         raw = self.out / ("%s.raw" % self.plan.name)
         p = self.plan.profile
         kernel, initrd = self.kernel.name, self.initrd.name
@@ -299,27 +293,22 @@ class Build:
                         grub_cfg, run=self._logged_run("disk assembly"))
         return "%d MiB" % (raw.stat().st_size >> 20)
 
-    def stage_qcow2(self, **_):
+    def stage_qcow2(self):
         qcow2 = self.out / ("%s.qcow2" % self.plan.name)
         self._run(["qemu-img", "convert", "-O", "qcow2", self.raw, qcow2], "qemu-img convert")
         if "raw" not in self.plan.profile.outputs:
             self.raw.unlink()
         return "%d MiB" % (qcow2.stat().st_size >> 20)
 
-    def stage_manifest(self, started, **_):
+    def stage_manifest(self):
         self.log.flush()
         data = manifest.build_manifest(
             profile=self.plan.profile.as_dict(), version=__version__, git=self.release["git"],
-            dib_version=dib.dib_version(), started=started, finished=manifest.utc_now(),
+            dib_version=dib.dib_version(), started=self.release["built"],
+            finished=manifest.utc_now(),
             base=self.base_info,
             artifacts=manifest.collect_artifacts(self.out, exclude=(manifest.MANIFEST_NAME,
                                                                     "build.log")),
             packages=self.packages)
         manifest.write_manifest(self.out, data)
         return "%d artifacts" % len(data["artifacts"])
-
-
-def build(profile, progress, use_cache=True, verbose=False):
-    plan = make_plan(profile)
-    preflight(plan)
-    return Build(plan, progress, use_cache=use_cache, verbose=verbose).run()
