@@ -37,9 +37,11 @@ unit:
 e2e: setup-test
 	$(PYTEST) -q -m "integration or e2e" tests/integration tests/e2e
 
-# Cold build vs warm rebuild after touching one Python file.
+# Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
+# against a baseline measured in the same run.
+BENCHES ?= build_cache pxe_tftp pxe_http bmc_power
 bench: setup-test
-	$(PYTHON) bench/build_cache.py
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 
 lint:
 	$(PYTHON) -m flake8 --max-line-length 100 rackforge images/*.py installer pxe firstboot nodeagent tests bench

@@ -6,6 +6,7 @@ only, and even those end with one line pointing at the log.
 """
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -14,6 +15,14 @@ import sys
 from rackforge import __version__, errors, paths
 
 LOG = logging.getLogger("rackforge")
+
+# Rooms that bring their own sub-commands: each module has ``add_commands(sub)``
+# and keeps its heavy imports inside the command functions, so that
+# ``rackforge --help`` stays fast.
+COMMAND_MODULES = (
+    "rackforge.pxe.cli",
+    "rackforge.bmc.cli",
+)
 
 # Environment a build re-executed under sudo must keep.
 PRESERVED_ENV = ("PATH", "RACKFORGE_SOURCE", "RACKFORGE_PROFILES", "RACKFORGE_IMAGES",
@@ -160,6 +169,9 @@ def build_parser():
         p = sub.add_parser(agent, help="the %s agent (run by its systemd unit)" % agent)
         asub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
         asub.add_parser("run", help="run the agent").set_defaults(func=func)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
 
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
     return parser

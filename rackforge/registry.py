@@ -1,0 +1,256 @@
+"""The node registry: every node of the rack, its MACs, BMC, role and boot state.
+
+It lives in etcd under ``/rackforge/`` and is the single source of truth for
+nodes (DESIGN.md).  Every write is a compare-and-set transaction, so two
+writers (the PXE service recording a boot, an operator enrolling, a node
+joining) never overwrite each other: a writer that lost the race re-reads and
+applies its change again.
+
+Layout::
+
+    /rackforge/nodes/<id>         the node record (JSON)
+    /rackforge/index/mac/<mac>    -> <id>   (every MAC of every node is unique)
+    /rackforge/index/name/<name>  -> <id>
+    /rackforge/boots/<mac>        the last network boot of a MAC (JSON), known or not
+"""
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from rackforge import errors
+from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryUnavailable
+
+PREFIX = "/rackforge/"
+NODES = PREFIX + "nodes/"
+MAC_INDEX = PREFIX + "index/mac/"
+NAME_INDEX = PREFIX + "index/name/"
+BOOTS = PREFIX + "boots/"
+
+# A node's life in the rack, in order.  The PXE service reads it to decide a boot.
+STATES = ("discovered", "enrolled", "install", "deploying", "active", "maintenance", "failed")
+CAS_ATTEMPTS = 20
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+__all__ = ["Node", "NodeRegistry", "NodeExists", "NodeNotFound", "RegistryUnavailable",
+           "ConcurrentUpdate", "connect", "MemoryRegistry", "normalize_mac"]
+
+
+class NodeExists(errors.RackforgeError):
+    message = "{what} is already registered to node {node}; remove or rename that node first"
+    exit_code = 2
+
+
+class NodeNotFound(errors.RackforgeError):
+    message = "no node '{name}' in the registry; 'rackforge node list' shows the nodes"
+    exit_code = 2
+
+
+class ConcurrentUpdate(errors.RackforgeError):
+    message = ("node {node} changed under {attempts} attempts to update it; "
+               "something is writing it in a loop, check the other writers")
+    retryable = True
+
+
+class InvalidNode(errors.ConfigError):
+    message = "{field} '{value}' is not valid: {why}"
+
+
+def normalize_mac(mac):
+    """``AA-BB-cc:dd...`` -> ``aa:bb:cc:dd:ee:ff``; raises InvalidNode."""
+    text = str(mac).strip().lower()
+    if not _MAC_RE.match(text):
+        raise InvalidNode(field="MAC address", value=mac,
+                          why="expected six hex pairs like 52:54:00:12:34:56")
+    digits = re.sub(r"[^0-9a-f]", "", text)
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+@dataclass
+class Node:
+    """One node.  ``revision`` is etcd's mod revision at read time (not stored)."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    name: str = ""
+    state: str = "discovered"
+    macs: list = field(default_factory=list)
+    bmc: dict = field(default_factory=dict)
+    inventory: dict = field(default_factory=dict)
+    role: str = None
+    boot: dict = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    revision: int = field(default=0, compare=False)
+
+    def __post_init__(self):
+        self.macs = sorted({normalize_mac(m) for m in self.macs})
+        if not self.name:
+            self.name = "node-" + self.id[:8]
+        if not _NAME_RE.match(self.name):
+            raise InvalidNode(field="node name", value=self.name,
+                              why="use lower-case letters, digits and '-', at most 63")
+        if self.state not in STATES:
+            raise InvalidNode(field="node state", value=self.state,
+                              why="one of " + ", ".join(STATES))
+
+    def to_json(self):
+        data = dataclasses.asdict(self)
+        del data["revision"]
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_entry(cls, entry):
+        data = json.loads(entry.value)
+        known = {f.name for f in dataclasses.fields(cls)}
+        node = cls(**{k: v for k, v in data.items() if k in known})
+        node.revision = entry.mod_revision
+        return node
+
+
+class NodeRegistry:
+    """Nodes on a :class:`rackforge.kvstore.KVStore` with compare-and-set writes."""
+
+    def __init__(self, kv):
+        self.kv = kv
+
+    # -- reads -----------------------------------------------------------------
+    def get_node(self, node_id):
+        entry = self.kv.get(NODES + node_id)
+        if entry is None:
+            raise NodeNotFound(name=node_id)
+        return Node.from_entry(entry)
+
+    def find_node(self, name_or_id):
+        """By name, by id, or by one of its MACs."""
+        for index, key in ((NAME_INDEX, name_or_id), (NODES, name_or_id)):
+            entry = self.kv.get(index + key)
+            if entry is not None:
+                return Node.from_entry(entry) if index == NODES else \
+                    self.get_node(entry.value.decode())
+        try:
+            node = self.node_by_mac(name_or_id)
+        except InvalidNode:
+            node = None
+        if node is None:
+            raise NodeNotFound(name=name_or_id)
+        return node
+
+    def node_by_mac(self, mac):
+        entry = self.kv.get(MAC_INDEX + normalize_mac(mac))
+        if entry is None:
+            return None
+        try:
+            return self.get_node(entry.value.decode())
+        except NodeNotFound:
+            return None     # index left by a writer that died: treat as unknown
+
+    def list_nodes(self):
+        return sorted((Node.from_entry(e) for e in self.kv.get_prefix(NODES)),
+                      key=lambda n: n.name)
+
+    # -- writes ----------------------------------------------------------------
+    def create_node(self, node):
+        """Register ``node``; its id, name and every MAC must be free."""
+        node = copy.deepcopy(node)
+        node.created = node.updated = time.time()
+        keys = self._index_keys(node)
+        compares = [Compare(NODES + node.id, 0)] + [Compare(k, 0) for k in keys]
+        puts = [(NODES + node.id, node.to_json())] + [(k, node.id.encode()) for k in keys]
+        if not self.kv.txn(compares, puts):
+            if self.kv.get(NODES + node.id) is not None:
+                raise NodeExists(what="node id %s" % node.id, node=node.id)
+            self._raise_conflict(node, keys)
+        return self.get_node(node.id)
+
+    def update_node(self, node_id, change):
+        """Apply ``change(node)`` (it mutates a fresh copy) with compare-and-set.
+
+        On a lost race the node is read again and ``change`` runs again, so it
+        must be a pure function of the node it is given.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            entry = self.kv.get(NODES + node_id)
+            if entry is None:
+                raise NodeNotFound(name=node_id)
+            old = Node.from_entry(entry)
+            new = copy.deepcopy(old)
+            change(new)
+            new.id, new.created, new.updated = old.id, old.created, time.time()
+            new = Node(**{f.name: getattr(new, f.name) for f in dataclasses.fields(Node)})
+            old_keys, new_keys = set(self._index_keys(old)), set(self._index_keys(new))
+            added, removed = sorted(new_keys - old_keys), sorted(old_keys - new_keys)
+            compares = [Compare(NODES + node_id, entry.mod_revision)]
+            compares += [Compare(k, 0) for k in added]
+            puts = [(NODES + node_id, new.to_json())] + [(k, node_id.encode()) for k in added]
+            if self.kv.txn(compares, puts, removed):
+                return self.get_node(node_id)
+            for key in added:
+                taken = self.kv.get(key)
+                if taken is not None and taken.value.decode() != node_id:
+                    self._raise_conflict(new, [key])
+        raise ConcurrentUpdate(node=node_id, attempts=CAS_ATTEMPTS)
+
+    def delete_node(self, node_id):
+        for _ in range(CAS_ATTEMPTS):
+            entry = self.kv.get(NODES + node_id)
+            if entry is None:
+                raise NodeNotFound(name=node_id)
+            node = Node.from_entry(entry)
+            if self.kv.txn([Compare(NODES + node_id, entry.mod_revision)], (),
+                           [NODES + node_id] + self._index_keys(node)):
+                return node
+        raise ConcurrentUpdate(node=node_id, attempts=CAS_ATTEMPTS)
+
+    # -- network boots ---------------------------------------------------------
+    def record_boot(self, mac, **fields):
+        """Count a network boot of ``mac`` and keep its last details; returns the record."""
+        key = BOOTS + normalize_mac(mac)
+        for _ in range(CAS_ATTEMPTS):
+            entry = self.kv.get(key)
+            record = json.loads(entry.value) if entry else {"mac": key[len(BOOTS):],
+                                                            "count": 0}
+            record.update(fields, count=record["count"] + 1, time=time.time())
+            if self.kv.txn([Compare(key, entry.mod_revision if entry else 0)],
+                           [(key, json.dumps(record, sort_keys=True).encode())]):
+                return record
+        raise ConcurrentUpdate(node=mac, attempts=CAS_ATTEMPTS)
+
+    def list_boots(self):
+        return [json.loads(e.value) for e in self.kv.get_prefix(BOOTS)]
+
+    # -- helpers ---------------------------------------------------------------
+    @staticmethod
+    def _index_keys(node):
+        return [MAC_INDEX + m for m in node.macs] + [NAME_INDEX + node.name]
+
+    def _raise_conflict(self, node, keys):
+        """Name the index key of ``keys`` another node holds."""
+        for key in keys:
+            taken = self.kv.get(key)
+            if taken is not None and taken.value.decode() != node.id:
+                what = ("MAC %s" % key[len(MAC_INDEX):] if key.startswith(MAC_INDEX)
+                        else "name %s" % key[len(NAME_INDEX):])
+                owner = taken.value.decode()
+                try:
+                    owner = self.get_node(owner).name
+                except NodeNotFound:
+                    pass
+                raise NodeExists(what=what, node=owner)
+        raise ConcurrentUpdate(node=node.name, attempts=1)
+
+
+def connect(endpoint=None, **tls):
+    """The registry at ``endpoint``, ``$RACKFORGE_ETCD`` or etcd's default on loopback."""
+    return NodeRegistry(EtcdKV(endpoint or os.environ.get("RACKFORGE_ETCD"), **tls))
+
+
+def MemoryRegistry():
+    """A registry in memory, running the same code as the etcd one (for tests)."""
+    return NodeRegistry(MemoryKV())
