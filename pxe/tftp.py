@@ -1,0 +1,312 @@
+"""Read-only TFTP server for the iPXE binaries, built on tftpy.
+
+tftpy gives the protocol pieces: packet encoding and decoding, the transfer
+context and the download state machine (``TftpStateExpectACK``: DATA, ACK,
+OACK, resend).  Its ``TftpServer.listen`` loop and its request states are
+replaced, because they do what a boot server must not:
+
+- the first datagram goes through ``tftp_request`` (parser and path resolver),
+  the only gate to the file system; tftpy's own RRQ/WRQ states never run, so
+  its string-prefix root check and its upload path are unreachable;
+- any exception while handling one packet ends that transfer only (tftpy's
+  loop dies on a non-UTF-8 name or a short ACK);
+- packets from a wrong address or port get error 5 and are dropped (tftpy
+  logs them and then handles them anyway);
+- an epoll selector maps a socket to its transfer in O(1), timeouts are
+  scanned a few times a second and not after every packet, and the session
+  sockets are non-blocking (tftpy polls before every ``recvfrom``);
+- ``stop()`` wakes the loop at once instead of after the select timeout.
+
+Every refusal is one log line on ``rackforge.pxe.tftp`` and one TFTP error
+packet (none for a stray ERROR packet).  tftpy's own loggers are quieted to
+CRITICAL: they log several lines per event, at warning level for normal things.
+"""
+
+import errno
+import logging
+import selectors
+import socket
+import struct
+import threading
+import time
+
+from tftpy.TftpContexts import TftpContext
+from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpShared import TftpException, TftpTimeout
+from tftpy.TftpStates import TftpStateExpectACK
+
+from rackforge.errors import ConfigError, RackforgeError
+from rackforge.pxe import tftp_request as rq
+
+LOG = logging.getLogger("rackforge.pxe.tftp")
+
+MAX_DATAGRAM = 65536
+
+
+class TftpBindFailed(RackforgeError):
+    message = "cannot serve TFTP on {host}:{port}: {reason}; {hint}"
+
+
+class TftpRootMissing(ConfigError):
+    message = "TFTP root {root} is not a directory; build the PXE bundle or fix --bundle"
+
+
+_BIND_HINTS = {
+    errno.EADDRINUSE: "another TFTP server (dnsmasq --enable-tftp, tftpd-hpa?) holds the port;"
+                      " stop it or choose another port",
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    errno.EADDRNOTAVAIL: "the address is not configured on any interface of this host",
+}
+
+
+def _error_packet(code, text):
+    return struct.pack("!HH", rq.ERROR, code) + text.encode("ascii", "replace")[:200] + b"\0"
+
+
+class _Transfer(TftpContext):
+    """One download: a tftpy context driven by ``TftpServer``'s loop."""
+
+    factory = TftpPacketFactory()
+
+    def __init__(self, server, client, name, fileobj, options):
+        super().__init__(client[0], client[1], server.timeout, server.retries,
+                         localip=server.session_ip, flock=False)
+        self.sock.setblocking(False)
+        self.client = client
+        self.resends = 0
+        self.tidport = client[1]
+        self.fileobj = fileobj
+        self.file_to_transfer = name
+        self.options = {"blksize": "512", **options}
+        self.deadline = time.monotonic() + self.timeout
+        self.metrics.start_time = time.time()
+        self.state = TftpStateExpectACK(self)
+        if options:
+            self.next_block = 0          # the client ACKs the OACK with block 0
+            self.state.sendOACK()
+        else:
+            self.next_block = 1
+            self.pending_complete = self.state.sendDAT()
+
+    def on_packet(self, data, addr):
+        """Handle one datagram; return True when the transfer is over."""
+        if addr != self.client:
+            self.sock.sendto(_error_packet(5, "Unknown transfer ID"), addr)
+            return False
+        self.deadline = time.monotonic() + self.timeout
+        pkt = self.factory.parse(data)
+        try:
+            self.state = self.state.handle(pkt, *addr)
+        except TftpTimeout:
+            self.resend()           # duplicate ACKs past the timeout: resend at once
+            return False
+        self.retry_count = 0
+        return self.state is None
+
+    def resend(self):
+        self.retry_count += 1
+        self.deadline = time.monotonic() + self.timeout
+        self.resends += 1
+        self.state.resendLast()
+
+
+class TftpServer:
+    """Serve the regular files under ``root`` read-only over TFTP on ``host:port``.
+
+    ``start()`` binds (raising ``TftpBindFailed`` if it cannot) and serves in a
+    daemon thread; ``stop()`` stops and joins.  ``port=0`` picks a free port,
+    read back from ``port``.
+    """
+
+    max_transfers = 256          # dnsmasq's default of 50 is too few for a rack
+    scan_interval = 0.25         # seconds between timeout scans
+
+    def __init__(self, root, host, port=69, blksize_max=1468, timeout=5, retries=3):
+        self.root = root
+        self.host = host
+        self.port = port
+        self.blksize_max = blksize_max
+        self.timeout = timeout
+        self.retries = retries
+        self.session_ip = "" if host in ("", "0.0.0.0") else host
+        self._sock = None
+        self._thread = None
+        self._wake = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._transfers = {}      # fd -> _Transfer
+        self._clients = set()     # (ip, port) of active transfers
+        self._stats = {"transfers": 0, "refused": 0, "bytes": 0, "failed": 0, "resent": 0}
+
+    # -- public API ---------------------------------------------------------
+
+    def start(self):
+        """Bind and serve in a background thread; return once bound."""
+        if self._thread is not None:
+            return
+        try:
+            self._root = rq.resolve_root(self.root)
+        except OSError:
+            raise TftpRootMissing(root=self.root) from None
+        logging.getLogger("tftpy").setLevel(logging.CRITICAL)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as err:
+            sock.close()
+            raise TftpBindFailed(host=self.host, port=self.port,
+                                 reason=(err.strerror or str(err)).lower(),
+                                 hint=_BIND_HINTS.get(err.errno, "check --interface")) from None
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._wake = socket.socketpair()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._serve, name="tftp-%d" % self.port,
+                                        daemon=True)
+        self._thread.start()
+        LOG.info("serving %s read-only over TFTP on %s:%d", self._root, self.host, self.port)
+
+    def stop(self):
+        """Stop serving, end every transfer, join the thread.  Idempotent."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        try:
+            self._wake[1].send(b"x")
+        except OSError:
+            pass
+        thread.join()
+        self._thread = None
+
+    def stats(self):
+        """Completed transfers, refused requests, payload bytes sent, active
+        transfers (plus failed transfers and resent packets)."""
+        with self._lock:
+            out = dict(self._stats)
+            out["bytes"] += sum(t.metrics.bytes for t in self._transfers.values())
+            out["active"] = len(self._transfers)
+        return out
+
+    # -- the loop -----------------------------------------------------------
+
+    def _serve(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, None)
+        sel.register(self._wake[0], selectors.EVENT_READ, None)
+        self._sel = sel
+        next_scan = time.monotonic() + self.scan_interval
+        try:
+            while not self._stopping.is_set():
+                for key, _ in sel.select(max(0.0, next_scan - time.monotonic())):
+                    if key.data is not None:
+                        self._on_transfer(key.data)
+                    elif key.fileobj is self._sock:
+                        self._on_request()
+                now = time.monotonic()
+                if now >= next_scan:
+                    self._scan_timeouts(now)
+                    next_scan = now + self.scan_interval
+        finally:
+            for transfer in list(self._transfers.values()):
+                self._end(transfer, "server stopping", ok=False)
+            sel.close()
+            self._sock.close()
+            for s in self._wake:
+                s.close()
+            LOG.info("TFTP server on %s:%d stopped", self.host, self.port)
+
+    def _on_request(self):
+        try:
+            data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:      # e.g. ICMP port unreachable reported late
+            LOG.debug("receive on the TFTP port failed: %s", err)
+            return
+        if addr in self._clients:
+            return      # a retransmitted RRQ: the transfer resends on its own
+        fileobj = None
+        try:
+            req = rq.parse_request(data)
+            if len(self._transfers) >= self.max_transfers:
+                raise rq.Refused(rq.NOT_DEFINED, "too many transfers (%d)" % self.max_transfers)
+            fileobj, path, size = rq.open_in_root(self._root, req.filename)
+            options = rq.negotiate(req.options, size, self.blksize_max)
+            transfer = _Transfer(self, addr, req.filename, fileobj, options)
+        except rq.Refused as refusal:
+            if fileobj is not None:
+                fileobj.close()
+            self._refuse(addr, data, refusal)
+            return
+        except Exception as err:    # socket exhaustion and the like: refuse, keep serving
+            if fileobj is not None:
+                fileobj.close()
+            self._refuse(addr, data, rq.Refused(rq.NOT_DEFINED, "server error: %s" % err))
+            return
+        with self._lock:
+            self._transfers[transfer.sock.fileno()] = transfer
+            self._clients.add(addr)
+        self._sel.register(transfer.sock, selectors.EVENT_READ, transfer)
+
+    def _refuse(self, addr, data, refusal):
+        with self._lock:
+            self._stats["refused"] += 1
+        LOG.warning("refused request from %s:%d for %s: %s (TFTP error %d)", addr[0], addr[1],
+                    rq.peek_name(data), refusal.reason, refusal.code)
+        if refusal.reply:
+            try:
+                self._sock.sendto(_error_packet(refusal.code, refusal.reason), addr)
+            except OSError:
+                pass
+
+    def _on_transfer(self, transfer):
+        try:
+            data, addr = transfer.sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._end(transfer, "receive failed: %s" % err, ok=False)
+            return
+        try:
+            done = transfer.on_packet(data, addr)
+        except TftpException as err:
+            self._end(transfer, str(err).splitlines()[0], ok=False)
+        except Exception as err:    # a malformed packet must not stop the server
+            self._end(transfer, "bad packet: %s" % (str(err) or type(err).__name__), ok=False)
+        else:
+            if done:
+                self._end(transfer, None, ok=True)
+
+    def _scan_timeouts(self, now):
+        for transfer in list(self._transfers.values()):
+            if now < transfer.deadline:
+                continue
+            if transfer.retry_count >= transfer.retries:
+                self._end(transfer, "timed out after %d retries" % transfer.retries, ok=False)
+                continue
+            try:
+                transfer.resend()
+            except Exception as err:
+                self._end(transfer, "resend failed: %s" % err, ok=False)
+
+    def _end(self, transfer, reason, ok):
+        try:
+            self._sel.unregister(transfer.sock)
+        except (KeyError, ValueError):
+            pass
+        with self._lock:
+            self._transfers.pop(transfer.sock.fileno(), None)
+            self._clients.discard(transfer.client)
+            self._stats["bytes"] += transfer.metrics.bytes
+            self._stats["resent"] += transfer.resends
+            self._stats["transfers" if ok else "failed"] += 1
+        transfer.end()
+        peer = "%s:%d" % transfer.client
+        if ok:
+            LOG.info("sent %s to %s (%d bytes)", rq.show(transfer.file_to_transfer), peer,
+                     transfer.metrics.bytes)
+        else:
+            LOG.info("transfer of %s to %s ended: %s", rq.show(transfer.file_to_transfer),
+                     peer, reason)
