@@ -1,0 +1,76 @@
+"""What a machine boots when it asks the seed, decided by its MAC in the node registry.
+
+- an unknown MAC gets the **discovery** boot: the live appliance, which
+  inventories the machine and registers it;
+- a node marked for install (states ``install``, ``deploying``) gets the
+  **install** boot: the live appliance told to write itself to disk;
+- an ``active`` (or ``maintenance``) node boots from its **local** disk, so an
+  installed node never loops back into the installer (PITFALLS.md);
+- anything else (``discovered``, ``enrolled``, ``failed``) is discovered again.
+
+The kernel command line carries what the node needs to find the seed and
+nothing secret: the seed's address, the boot server URL, the cluster id, the
+mode and the node id.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATES = Path(__file__).parent / "templates"
+CONSOLE_ARGS = "console=tty0 console=ttyS0,115200n8"
+INSTALL_STATES = ("install", "deploying")
+LOCAL_STATES = ("active", "maintenance")
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str           # "discover", "install" or "local"
+    node: str = None    # node name, if the MAC is known
+    state: str = None
+
+
+def decide(node):
+    """The :class:`Decision` for a registry node (or None: an unknown MAC)."""
+    if node is None:
+        return Decision("discover")
+    if node.state in LOCAL_STATES:
+        return Decision("local", node.name, node.state)
+    if node.state in INSTALL_STATES:
+        return Decision("install", node.name, node.state)
+    return Decision("discover", node.name, node.state)
+
+
+def kernel_args(decision, seed, base_url, cluster, node_id=None):
+    args = ["rackforge.mode=%s" % decision.kind, "rackforge.seed=%s" % seed,
+            "rackforge.server=%s" % base_url, "rackforge.cluster=%s" % cluster]
+    if node_id:
+        args.append("rackforge.node=%s" % node_id)
+    return " ".join(args)
+
+
+class ScriptRenderer:
+    """Renders the chain script, the local-boot script and the bundle's live script."""
+
+    def __init__(self, bundle_template):
+        import jinja2
+
+        self._env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                                       undefined=jinja2.StrictUndefined,
+                                       keep_trailing_newline=True)
+        # the bundle's own template (images/<profile>/pxe/boot.ipxe.j2) boots the live system
+        self._live = self._env.from_string(Path(bundle_template).read_text())
+
+    def chain(self, base_url, server):
+        return self._env.get_template("chain.ipxe.j2").render(base_url=base_url, server=server)
+
+    def retry(self, base_url, reason):
+        """A script that waits and starts over: the seed cannot decide right now."""
+        return self._env.get_template("retry.ipxe.j2").render(base_url=base_url, reason=reason)
+
+    def for_node(self, decision, base_url, bundle_url, seed, cluster, node_id=None):
+        if decision.kind == "local":
+            return self._env.get_template("local.ipxe.j2").render(node=decision.node,
+                                                                  state=decision.state)
+        return self._live.render(base_url=bundle_url, console=CONSOLE_ARGS,
+                                 kernel_args=kernel_args(decision, seed, base_url, cluster,
+                                                         node_id))

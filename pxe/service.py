@@ -1,0 +1,174 @@
+"""``rackforge pxe serve``: the boot services of one interface, started and stopped together.
+
+Order matters: everything that can be checked is checked before anything
+starts (interface, range, bundle, loaders, registry), then TFTP and HTTP bind,
+and DHCP starts last so no client is sent to a server that is not there yet.
+Stopping runs in reverse.  While serving, a status file
+(``<state>/pxe/status.json``, written atomically) tells ``rackforge pxe
+status`` what is being served.
+"""
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from rackforge import errors, paths
+from rackforge.fileutil import atomic_write
+from rackforge.pxe import dnsmasq, loaders, netcheck
+from rackforge.pxe.bootscript import ScriptRenderer
+from rackforge.pxe.http import BUNDLE_FILES, BootHttpServer
+
+LOG = logging.getLogger("rackforge.pxe")
+BUNDLE_TEMPLATE = "boot.ipxe.j2"
+STATUS_INTERVAL = 5
+
+
+class BundleInvalid(errors.ConfigError):
+    message = ("{bundle} is not a PXE bundle: {missing} missing; build one with "
+               "'rackforge build PROFILE' and pass images/PROFILE/pxe")
+
+
+def pxe_state_dir():
+    return paths.state_dir() / "pxe"
+
+
+def status_file():
+    return pxe_state_dir() / "status.json"
+
+
+def check_bundle(bundle):
+    bundle = Path(bundle)
+    missing = [n for n in BUNDLE_FILES + (BUNDLE_TEMPLATE,) if not (bundle / n).is_file()]
+    if missing:
+        raise BundleInvalid(bundle=bundle, missing=", ".join(missing))
+    return bundle.resolve()
+
+
+class BootServices:
+    """DHCP (dnsmasq), TFTP (tftpy) and HTTP boot on one interface."""
+
+    def __init__(self, iface, bundle, registry, mode="proxy", dhcp_range=None, http_port=8080,
+                 tftp_port=69, cluster="rackforge", efi_loader=loaders.EFI_LOADERS[0],
+                 workdir=None, endpoint=None):
+        self.iface = iface
+        self.bundle = bundle
+        self.registry = registry
+        self.mode = mode
+        self.dhcp_range = dhcp_range
+        self.http_port = http_port
+        self.tftp_port = tftp_port
+        self.cluster = cluster
+        self.efi_loader = efi_loader
+        self.endpoint = endpoint
+        self.workdir = Path(workdir or pxe_state_dir())
+        self.started = None
+        self._stop = threading.Event()
+        self.http = self.tftp = self.dhcp = None
+
+    # -- life cycle --------------------------------------------------------------
+    def start(self):
+        from rackforge.pxe.tftp import TftpServer
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.registry.list_boots()      # fails now, in one line, if etcd is not there
+        renderer = ScriptRenderer(self.bundle / BUNDLE_TEMPLATE)
+        tftp_root = self.workdir / "tftp"
+        loaders.populate_tftp_root(tftp_root)
+        try:
+            self.tftp = TftpServer(tftp_root, self.iface.ip, port=self.tftp_port)
+            self.tftp.start()
+            self.http = BootHttpServer(self.iface.ip, self.http_port, str(self.bundle),
+                                       renderer, self.registry, self.iface.ip, self.cluster)
+            self.http.start()
+            config = dnsmasq.render_config(
+                self.iface, self.mode, self.http.base_url + "/boot.ipxe",
+                str(self.workdir / "dnsmasq.leases"), loaders.BIOS_LOADER, self.efi_loader,
+                self.dhcp_range)
+            self.dhcp = dnsmasq.DnsmasqSupervisor(config, self.workdir, self.iface.name)
+            self.dhcp.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = time.time()
+        self.write_status()
+        LOG.info("serving %s on %s (%s): DHCP %s, TFTP :%d, HTTP %s", self.bundle,
+                 self.iface.name, self.iface.ip,
+                 "proxy" if self.mode == "proxy" else "%s-%s" % self.dhcp_range,
+                 self.tftp.port, self.http.base_url)
+
+    def run(self):
+        """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt."""
+        try:
+            while not self._stop.wait(STATUS_INTERVAL):
+                self.write_status()
+        finally:
+            self.stop()
+
+    def request_stop(self):
+        self._stop.set()
+
+    def stop(self):
+        for name in ("dhcp", "http", "tftp"):
+            service = getattr(self, name)
+            if service is not None:
+                try:
+                    service.stop()
+                except Exception:  # one failing stop must not leave the others running
+                    LOG.exception("stopping %s", name)
+                setattr(self, name, None)
+        if self.started:
+            self.write_status(serving=False)
+
+    # -- status ------------------------------------------------------------------
+    def status(self, serving=True):
+        return {
+            "serving": serving, "pid": os.getpid(), "interface": self.iface.name,
+            "address": self.iface.ip, "mode": self.mode,
+            "range": [str(a) for a in self.dhcp_range] if self.dhcp_range else None,
+            "bundle": str(self.bundle), "etcd": self.endpoint, "cluster": self.cluster,
+            "started": self.started, "updated": time.time(),
+            "http": {"url": self.http.base_url, "requests": self.http.requests}
+            if self.http else None,
+            "tftp": dict(self.tftp.stats(), port=self.tftp.port) if self.tftp else None,
+            "dhcp": {"pid": self.dhcp.pid, "restarts": self.dhcp.restarts}
+            if self.dhcp else None,
+        }
+
+    def write_status(self, serving=True):
+        atomic_write(status_file(), json.dumps(self.status(serving), indent=2) + "\n")
+
+
+def read_status():
+    """The last status written by a server, with ``serving`` false if it is gone."""
+    try:
+        status = json.loads(status_file().read_text())
+    except FileNotFoundError:
+        return None
+    if status.get("serving"):
+        try:
+            os.kill(status["pid"], 0)
+        except ProcessLookupError:
+            status["serving"] = False
+    return status
+
+
+def prepare(args, registry_factory):
+    """Every check of ``pxe serve``'s arguments, before anything starts."""
+    if os.geteuid() != 0:
+        raise errors.NotPrivileged(action="serving DHCP and TFTP (ports 67 and 69)")
+    iface = netcheck.check_interface(args.interface, args.allow_default_route)
+    dhcp_range = None
+    if args.range:
+        first, _, last = args.range.partition(",")
+        dhcp_range = netcheck.check_range(iface, first, last)
+    elif args.mode == "full":
+        raise errors.ConfigError("--mode full hands out addresses: give them with "
+                                 "--range FIRST,LAST inside %s" % iface.network)
+    bundle = check_bundle(args.bundle)
+    return BootServices(iface, bundle, registry_factory(args.etcd), mode=args.mode,
+                        dhcp_range=dhcp_range, http_port=args.http_port,
+                        tftp_port=args.tftp_port, cluster=args.cluster,
+                        efi_loader=args.efi_loader, endpoint=args.etcd)

@@ -1,0 +1,145 @@
+"""The boot HTTP server on loopback: per-node decisions, ranges, nothing else served."""
+
+import hashlib
+import http.client
+
+import pytest
+
+from rackforge import registry
+from rackforge.pxe import bootscript
+from rackforge.pxe.http import BootHttpServer, parse_range
+from rackforge.registry import Node
+
+TEMPLATE = ("#!ipxe\nkernel {{ base_url }}/vmlinuz fetch={{ base_url }}/rootfs.squashfs "
+            "{{ console }} {{ kernel_args }}\ninitrd {{ base_url }}/initrd\nboot\n")
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "vmlinuz").write_bytes(bytes(range(256)) * 4000)
+    (d / "initrd").write_bytes(b"initrd")
+    (d / "rootfs.squashfs").write_bytes(b"")
+    (d / "boot.ipxe.j2").write_text(TEMPLATE)
+    (tmp_path / "secret").write_text("not for clients")
+    return d
+
+
+@pytest.fixture
+def server(bundle):
+    reg = registry.MemoryRegistry()
+    srv = BootHttpServer("127.0.0.1", 0, str(bundle),
+                         bootscript.ScriptRenderer(bundle / "boot.ipxe.j2"), reg,
+                         seed="10.0.0.1", cluster="c1")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def get(server, path, headers=None, method="GET"):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request(method, path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp, body
+
+
+def node_script(server, mac):
+    resp, body = get(server, "/ipxe/node?mac=%s&platform=efi" % mac)
+    assert resp.status == 200
+    return body.decode()
+
+
+def test_unknown_mac_gets_discovery_and_is_counted(server):
+    script = node_script(server, "52-54-00-00-00-01")
+    assert "rackforge.mode=discover" in script
+    assert "rackforge.seed=10.0.0.1" in script and "rackforge.cluster=c1" in script
+    assert "/bundle/vmlinuz" in script
+    node_script(server, "52-54-00-00-00-01")
+    boot, = server.registry.list_boots()
+    assert boot["count"] == 2 and boot["decision"] == "discover" and boot["platform"] == "efi"
+
+
+@pytest.mark.parametrize("state, kind", [("install", "install"), ("deploying", "install"),
+                                         ("active", "local"), ("maintenance", "local"),
+                                         ("enrolled", "discover"), ("failed", "discover")])
+def test_known_node_boot_follows_its_state(server, state, kind):
+    node = server.registry.create_node(Node(name="n1", macs=["52:54:00:00:00:02"], state=state))
+    script = node_script(server, "52-54-00-00-00-02")
+    if kind == "local":
+        assert "sanboot" in script and "exit" in script and "vmlinuz" not in script
+    else:
+        assert "rackforge.mode=%s" % kind in script
+        assert "rackforge.node=%s" % node.id in script
+
+
+def test_no_secret_on_the_kernel_command_line(server):
+    server.registry.create_node(Node(name="n1", macs=["52:54:00:00:00:03"], state="install",
+                                     bmc={"password": "s3cr3t-token"}))
+    assert "s3cr3t" not in node_script(server, "52:54:00:00:00:03")
+
+
+def test_bad_mac_is_400(server):
+    resp, _ = get(server, "/ipxe/node?mac=../../etc")
+    assert resp.status == 400
+
+
+def test_chain_script_asks_by_mac(server):
+    resp, body = get(server, "/boot.ipxe")
+    assert resp.status == 200
+    assert b"/ipxe/node?mac=${mac:hexhyp}" in body
+
+
+@pytest.mark.parametrize("path", ["/", "/bundle/", "/bundle/boot.ipxe.j2", "/bundle/../secret",
+                                  "/bundle/%2e%2e/secret", "/secret", "//etc/passwd",
+                                  "/bundle/vmlinuz/../../secret"])
+def test_nothing_else_is_served(server, path):
+    resp, body = get(server, path)
+    assert resp.status == 404 and b"not for clients" not in body
+
+
+def test_whole_file_and_ranges(server, bundle):
+    data = (bundle / "vmlinuz").read_bytes()
+    resp, body = get(server, "/bundle/vmlinuz")
+    assert resp.status == 200 and int(resp.getheader("Content-Length")) == len(data)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    resp, body = get(server, "/bundle/vmlinuz", {"Range": "bytes=1000-"})
+    assert resp.status == 206 and body == data[1000:]
+    assert resp.getheader("Content-Range") == "bytes 1000-%d/%d" % (len(data) - 1, len(data))
+    resp, body = get(server, "/bundle/vmlinuz", {"Range": "bytes=-10"})
+    assert body == data[-10:]
+    resp, body = get(server, "/bundle/vmlinuz", {"Range": "bytes=%d-" % len(data)})
+    assert resp.status == 416
+    resp, body = get(server, "/bundle/vmlinuz", method="HEAD")
+    assert resp.status == 200 and body == b"" and resp.getheader("Accept-Ranges") == "bytes"
+
+
+def test_empty_file(server):
+    resp, body = get(server, "/bundle/rootfs.squashfs")
+    assert resp.status == 200 and body == b""
+
+
+@pytest.mark.parametrize("header, expected", [
+    (None, None), ("bytes=0-9", (0, 9)), ("bytes=5-", (5, 99)), ("bytes=-5", (95, 99)),
+    ("bytes=90-200", (90, 99)), ("bytes=100-", "unsatisfiable"), ("bytes=9-3", "unsatisfiable"),
+    ("bytes=-0", "unsatisfiable"), ("bytes=-500", (0, 99)), ("bytes=0-1,5-6", None),
+    ("items=0-1", None), ("bytes=-", None)])
+def test_parse_range(header, expected):
+    assert parse_range(header, 100) == expected
+
+
+def test_registry_down_gives_a_retry_script(bundle):
+    class Down(registry.MemoryRegistry().__class__):
+        def node_by_mac(self, mac):
+            raise registry.RegistryUnavailable(endpoint="x", detail="refused")
+    srv = BootHttpServer("127.0.0.1", 0, str(bundle),
+                         bootscript.ScriptRenderer(bundle / "boot.ipxe.j2"),
+                         Down(registry.MemoryRegistry().kv), seed="10.0.0.1", cluster="c1")
+    srv.start()
+    try:
+        script = node_script(srv, "52:54:00:00:00:09")
+    finally:
+        srv.stop()
+    assert "retrying" in script and "vmlinuz" not in script
