@@ -10,7 +10,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
     ("usb", "uefi"),     # the ISO written with dd to a USB stick
     ("usb", "bios"),
     ("cdrom", "uefi"),
-    ("pxe", "uefi"),
 ])
 def test_boots_to_login(minimal_build, tmp_path, medium, firmware):
     out, _ = minimal_build

@@ -1,10 +1,9 @@
 """The four ways an appliance boots, as test procedures shared by the suites."""
 
 from guest import Guest, wait_for_login
-from netns import pxe_network
+from netns import RANGE, rack_network
 
 from rackforge import __version__
-from rackforge.images import live
 
 NAME = "rackforge-minimal"
 PROFILE = "minimal"
@@ -43,19 +42,31 @@ def boot_iso_usb(out, workdir, firmware):
         return _login(guest)
 
 
+PXE_MAC = "52:54:00:12:34:56"
+
+
 def boot_pxe(out, workdir, firmware):
-    """QEMU's own iPXE ROM -> DHCP (dnsmasq) -> HTTP boot script -> live root over HTTP."""
-    http_root = workdir / "http"
-    http_root.mkdir(parents=True)
-    for name in ("vmlinuz", "initrd", "rootfs.squashfs"):
-        (http_root / name).symlink_to(out / "pxe" / name)
-    with pxe_network(workdir, http_root) as (netns, tap, base_url):
-        (http_root / "boot.ipxe").write_text(
-            live.render_ipxe(out / "pxe" / "boot.ipxe.j2", base_url))
-        guest = Guest(workdir / "guest", firmware=firmware, netns=netns)
-        guest.add_pxe_nic(tap)
+    """Network boot from ``rackforge pxe serve``, the way each firmware does it.
+
+    BIOS: QEMU's iPXE ROM, beside a site DHCP server, from rackforge's
+    proxy-DHCP.  UEFI: OVMF's own PXE client (no iPXE ROM) from rackforge's
+    full DHCP, which fetches snponly.efi over rackforge's TFTP first.  Both
+    then take the chain and per-node scripts, kernel, initrd and the live
+    root over HTTP.  Returns the console text up to the login prompt.
+    """
+    proxy = firmware == "bios"
+    with rack_network(workdir, site_dhcp=proxy) as net:
+        tap = net.add_tap()
+        net.start_serve("--bundle", out / "pxe",
+                        *(["--mode", "proxy"] if proxy else ["--mode", "full", "--range",
+                                                             ",".join(RANGE)]))
+        guest = Guest(workdir / "guest", firmware=firmware, netns=net.netns)
+        guest.add_pxe_nic(tap, PXE_MAC, ipxe_rom=proxy)
         with guest:
-            return _login(guest)
+            text = _login(guest)
+        net.stop_serve()
+        status = net.rackforge("pxe", "status", "--json")
+        return text, net.log.read_text(), status.stdout
 
 
 # medium -> procedure, for the parametrized boot tests

@@ -17,18 +17,26 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def _wait_healthy(url, proc, log, timeout=30):
+def _healthy(url, netns):
+    if netns:
+        res = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sf", "--noproxy", "*",
+                              "-m", "2", url + "/health"], capture_output=True)
+        return b'"true"' in res.stdout
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            return b'"true"' in r.read()
+    except OSError:
+        return False
+
+
+def _wait_healthy(url, proc, log, netns=None, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("etcd exited with %d: %s" % (proc.returncode,
                                                             Path(log).read_text()[-2000:]))
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if b'"true"' in r.read():
-                    return
-        except OSError:
-            pass
+        if _healthy(url, netns):
+            return
         # etcd answers within a second of starting; poll again on the next tick
         proc_wait = min(0.2, max(0.0, deadline - time.monotonic()))
         try:
@@ -65,8 +73,7 @@ def etcd_server(workdir, host="127.0.0.1", netns=None, port=None):
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        if netns is None:
-            _wait_healthy(url, proc, log)
+        _wait_healthy(url, proc, log, netns)
         yield url
     finally:
         proc.terminate()

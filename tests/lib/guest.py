@@ -52,9 +52,12 @@ class Guest:
                          "-drive", "if=none,id=stick,format=raw,file=%s,snapshot=on" % path,
                          "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
 
-    def add_pxe_nic(self, tap, mac="52:54:00:12:34:56"):
+    def add_pxe_nic(self, tap, mac="52:54:00:12:34:56", ipxe_rom=True):
+        """A NIC that boots first.  Without ``ipxe_rom`` (UEFI only) the firmware's own
+        PXE client boots, which fetches the iPXE loader over TFTP first."""
+        rom = "" if ipxe_rom else ",romfile="
         self.devices += ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no" % tap,
-                         "-device", "virtio-net-pci,netdev=n0,mac=%s,bootindex=1" % mac]
+                         "-device", "virtio-net-pci,netdev=n0,mac=%s,bootindex=1%s" % (mac, rom)]
 
     def command(self):
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-smp", str(self.cpus),
