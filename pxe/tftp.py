@@ -77,11 +77,16 @@ class _Transfer(TftpContext):
         self.tidport = client[1]
         self.fileobj = fileobj
         self.file_to_transfer = name
-        self.options = {"blksize": "512", **options}
+        self.options = dict(options)     # only what the client asked for (RFC 2347);
+        # tftpy's own server also acknowledges blksize 512 when only tsize was asked
+        self.accepted = bool(options)
         self.deadline = time.monotonic() + self.timeout
         self.metrics.start_time = time.time()
         self.state = TftpStateExpectACK(self)
-        if options:
+
+    def begin(self):
+        """Send the OACK, or the first block when no option was accepted."""
+        if self.accepted:
             self.next_block = 0          # the client ACKs the OACK with block 0
             self.state.sendOACK()
         else:
@@ -249,6 +254,10 @@ class TftpServer:
             self._transfers[transfer.sock.fileno()] = transfer
             self._clients.add(addr)
         self._sel.register(transfer.sock, selectors.EVENT_READ, transfer)
+        try:
+            transfer.begin()
+        except Exception as err:
+            self._end(transfer, "send failed: %s" % err, ok=False)
 
     def _refuse(self, addr, data, refusal):
         with self._lock:
@@ -256,8 +265,13 @@ class TftpServer:
         LOG.warning("refused request from %s:%d for %s: %s (TFTP error %d)", addr[0], addr[1],
                     rq.peek_name(data), refusal.reason, refusal.code)
         if refusal.reply:
+            # From a fresh port, as a transfer would (RFC 1350): clients that
+            # ACK an error "to be nice" (tftp-hpa) then hit a closed port, not
+            # the server's, which would log a second refusal.
             try:
-                self._sock.sendto(_error_packet(refusal.code, refusal.reason), addr)
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tid:
+                    tid.bind((self.session_ip, 0))
+                    tid.sendto(_error_packet(refusal.code, refusal.reason), addr)
             except OSError:
                 pass
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rackforge.pxe import tftp_request as rq
-from rackforge.pxe.tftp import TftpServer
+from rackforge.pxe.tftp import TftpBindFailed, TftpRootMissing, TftpServer
 
 SETTINGS = settings(max_examples=300, deadline=500, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -181,3 +181,40 @@ def test_server_still_serves_after_fuzzing(server, root):
     assert fetch(server.port, "../root-private/secret") == rq.ACCESS_VIOLATION
     assert server._thread.is_alive()
     assert server.stats()["transfers"] == 2
+
+
+def test_start_refuses_a_bound_port_with_one_line(root):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        srv = TftpServer(root, "127.0.0.1", port=taken.getsockname()[1])
+        with pytest.raises(TftpBindFailed) as exc:
+            srv.start()
+    assert "address already in use" in str(exc.value) and "\n" not in str(exc.value)
+    srv.stop()          # never started: a no-op
+
+
+def test_start_refuses_a_missing_root(tmp_path):
+    with pytest.raises(TftpRootMissing):
+        TftpServer(tmp_path / "nope", "127.0.0.1", port=0).start()
+
+
+def test_stop_is_idempotent_and_ends_transfers(root):
+    srv = TftpServer(root, "127.0.0.1", port=0)
+    srv.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(b"\0\1ipxe.efi\0octet\0", ("127.0.0.1", srv.port))
+        sock.recvfrom(1000)             # block 1: the transfer is active
+        assert srv.stats()["active"] == 1
+    srv.stop()
+    srv.stop()
+    assert srv.stats() == {"transfers": 0, "refused": 0, "bytes": 512, "failed": 1,
+                           "resent": 0, "active": 0}
+
+
+def test_oack_carries_only_the_requested_options(server):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(b"\0\1ipxe.efi\0octet\0tsize\x000\0", ("127.0.0.1", server.port))
+        reply, _ = sock.recvfrom(1000)
+    assert reply == b"\0\6tsize\x003000\0"
