@@ -32,6 +32,7 @@ import time
 
 from tftpy.TftpContexts import TftpContext
 from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpPacketTypes import TftpPacketACK
 from tftpy.TftpShared import TftpException, TftpTimeout
 from tftpy.TftpStates import TftpStateExpectACK
 
@@ -59,6 +60,34 @@ _BIND_HINTS = {
 }
 
 
+_HEADER = struct.Struct("!HH")
+
+
+class _ExpectACK(TftpStateExpectACK):
+    """tftpy's download state with a lean ``sendDAT``: the same protocol, without
+    per-block packet objects, log calls and clock reads (about a third of the
+    server's CPU per block under the 64-client benchmark)."""
+
+    def sendDAT(self):
+        ctx = self.context
+        blksize = ctx.blksize
+        data = ctx.fileobj.read(blksize)
+        packet = _HEADER.pack(rq.DATA, ctx.next_block) + data
+        ctx.sock.sendto(packet, ctx.client)
+        ctx.metrics.bytes += len(data)
+        ctx.last_raw = packet
+        return len(data) < blksize
+
+    def sendOACK(self):
+        super().sendOACK()
+        self.context.last_raw = self.context.last_pkt.buffer
+
+    def resendLast(self):
+        ctx = self.context
+        ctx.resends += 1
+        ctx.sock.sendto(ctx.last_raw, ctx.client)
+
+
 def _error_packet(code, text):
     return struct.pack("!HH", rq.ERROR, code) + text.encode("ascii", "replace")[:200] + b"\0"
 
@@ -82,7 +111,9 @@ class _Transfer(TftpContext):
         self.accepted = bool(options)
         self.deadline = time.monotonic() + self.timeout
         self.metrics.start_time = time.time()
-        self.state = TftpStateExpectACK(self)
+        self.blksize = int(self.options.get("blksize", 512))
+        self.last_raw = None
+        self.state = _ExpectACK(self)
 
     def begin(self):
         """Send the OACK, or the first block when no option was accepted."""
@@ -99,7 +130,11 @@ class _Transfer(TftpContext):
             self.sock.sendto(_error_packet(5, "Unknown transfer ID"), addr)
             return False
         self.deadline = time.monotonic() + self.timeout
-        pkt = self.factory.parse(data)
+        if len(data) >= 4 and data[:2] == b"\0\4":     # ACK, the common case: no factory
+            pkt = TftpPacketACK()
+            pkt.blocknumber = _HEADER.unpack_from(data)[1]
+        else:
+            pkt = self.factory.parse(data)
         try:
             self.state = self.state.handle(pkt, *addr)
         except TftpTimeout:
@@ -111,7 +146,6 @@ class _Transfer(TftpContext):
     def resend(self):
         self.retry_count += 1
         self.deadline = time.monotonic() + self.timeout
-        self.resends += 1
         self.state.resendLast()
 
 
