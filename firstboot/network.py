@@ -299,6 +299,14 @@ def dhcp(ifname, runner=subprocess.run):
         raise RuntimeError("%s got no lease on %s" % (argv[0], ifname))
 
 
+def stop_dhcp(ifname, runner=subprocess.run):
+    """Stop a dhclient started by :func:`dhcp` (udhcpc -q has already exited)."""
+    pidfile = "/run/dhclient.%s.pid" % ifname
+    if shutil.which("dhclient") and os.path.exists(pidfile):
+        runner(["dhclient", "-x", "-pf", pidfile, ifname], capture_output=True, text=True,
+               timeout=DHCP_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
 # --- connectivity check ---------------------------------------------------
 
 def _default_gateway(ipr, idx):
@@ -404,6 +412,8 @@ def apply(spec, runner=subprocess.run):
         except (NetlinkError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
             what = _describe(exc)
             LOG.info("network: %s; rolling back", what)
+            if spec.dhcp:
+                stop_dhcp(spec.interface, runner)
             problems = restore(ipr, snap)
             if problems:
                 what += " (rollback incomplete: %s)" % problems[0]
