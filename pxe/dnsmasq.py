@@ -32,7 +32,7 @@ class DhcpFailed(errors.RackforgeError):
 
 
 def render_config(iface, mode, script_url, leasefile, bios_loader, efi_loader,
-                  dhcp_range=None, lease_time="1h"):
+                  dhcp_range=None, lease_time="1h", hostsdir=None):
     """The dnsmasq configuration text for ``iface`` (a ServeInterface)."""
     import jinja2
 
@@ -43,13 +43,22 @@ def render_config(iface, mode, script_url, leasefile, bios_loader, efi_loader,
                    network=str(iface.network.network_address), netmask=str(iface.network.netmask),
                    script_url=script_url, leasefile=leasefile, bios_loader=bios_loader,
                    efi_loader=efi_loader, efi_arches=EFI_ARCHES, lease_time=lease_time,
-                   range_first=None, range_last=None)
+                   range_first=None, range_last=None, hostsdir=hostsdir)
     if mode == "full":
         if not dhcp_range:
             raise errors.ConfigError("--mode full hands out addresses: give them with "
                                      "--range FIRST,LAST")
+        if not hostsdir:
+            raise ValueError("full mode needs a hostsdir for the machines that booted")
         context.update(range_first=str(dhcp_range[0]), range_last=str(dhcp_range[1]))
     return env.get_template("dnsmasq.conf.j2").render(**context)
+
+
+def add_known_host(hostsdir, mac):
+    """Let ``mac`` (normalised) get an address in full mode from now on (dnsmasq rereads)."""
+    path = Path(hostsdir) / mac.replace(":", "-")
+    if not path.exists():
+        atomic_write(path, "%s,set:netboot\n" % mac)
 
 
 class DnsmasqSupervisor:

@@ -41,7 +41,7 @@ class BootHttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, port, bundle_dir, renderer, registry, seed, cluster,
-                 public_url=None):
+                 public_url=None, on_boot=None):
         self.bundle_dir = bundle_dir
         self.renderer = renderer
         self.registry = registry
@@ -49,6 +49,7 @@ class BootHttpServer(ThreadingHTTPServer):
         self.cluster = cluster
         self.files = {name: os.path.join(bundle_dir, name) for name in BUNDLE_FILES}
         self.requests = 0
+        self.on_boot = on_boot      # called with each booting MAC, before its script goes out
         self._lock = threading.Lock()
         try:
             super().__init__((address, port), BootRequestHandler)
@@ -79,6 +80,8 @@ class BootHttpServer(ThreadingHTTPServer):
             mac = normalize_mac(mac)
         except errors.RackforgeError:
             return None
+        if self.on_boot:
+            self.on_boot(mac)
         try:
             node = self.registry.node_by_mac(mac)
             decision = bootscript.decide(node)

@@ -11,8 +11,10 @@ status`` what is being served.
 import json
 import logging
 import os
+import shutil
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from rackforge import errors, paths
@@ -67,6 +69,7 @@ class BootServices:
         self.started = None
         self._stop = threading.Event()
         self.http = self.tftp = self.dhcp = None
+        self._runtime = None
 
     # -- life cycle --------------------------------------------------------------
     def start(self):
@@ -80,13 +83,15 @@ class BootServices:
         try:
             self.tftp = TftpServer(tftp_root, self.iface.ip, port=self.tftp_port)
             self.tftp.start()
+            hostsdir = self._dhcp_hosts_dir()
             self.http = BootHttpServer(self.iface.ip, self.http_port, str(self.bundle),
-                                       renderer, self.registry, self.iface.ip, self.cluster)
+                                       renderer, self.registry, self.iface.ip, self.cluster,
+                                       on_boot=partial(dnsmasq.add_known_host, hostsdir))
             self.http.start()
             config = dnsmasq.render_config(
                 self.iface, self.mode, self.http.base_url + "/boot.ipxe",
                 str(self.workdir / "dnsmasq.leases"), loaders.BIOS_LOADER, self.efi_loader,
-                self.dhcp_range)
+                self.dhcp_range, hostsdir=str(hostsdir))
             self.dhcp = dnsmasq.DnsmasqSupervisor(config, self.workdir, self.iface.name)
             self.dhcp.start()
         except BaseException:
@@ -98,6 +103,21 @@ class BootServices:
                  self.iface.name, self.iface.ip,
                  "proxy" if self.mode == "proxy" else "%s-%s" % self.dhcp_range,
                  self.tftp.port, self.http.base_url)
+
+    def _dhcp_hosts_dir(self):
+        """Where dnsmasq finds the MACs that booted from us (full mode answers them).
+
+        dnsmasq reads it after dropping root, so it lives in a world-readable
+        runtime directory, not under the (private) state directory.  MACs that
+        booted before, by the registry's boot records, are there from the start.
+        """
+        import tempfile
+        runtime = Path(os.environ.get("RUNTIME_DIRECTORY", "/run"))
+        self._runtime = Path(tempfile.mkdtemp(prefix="rackforge-pxe-", dir=runtime))
+        self._runtime.chmod(0o755)
+        for boot in self.registry.list_boots():
+            dnsmasq.add_known_host(self._runtime, boot["mac"])
+        return self._runtime
 
     def run(self):
         """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt."""
@@ -119,6 +139,9 @@ class BootServices:
                 except Exception:  # one failing stop must not leave the others running
                     LOG.exception("stopping %s", name)
                 setattr(self, name, None)
+        if self._runtime:
+            shutil.rmtree(self._runtime, ignore_errors=True)
+            self._runtime = None
         if self.started:
             self.write_status(serving=False)
 

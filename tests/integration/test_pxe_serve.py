@@ -13,7 +13,7 @@ import signal
 import subprocess
 
 import pytest
-from netns import RANGE, SERVER, namespaces, rack_network, wait_until
+from netns import CREATED, RANGE, SERVER, namespaces, rack_network, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,6 @@ def curl(netns, url, *args):
 
 
 def test_full_dhcp_tftp_http_chain(needs_root, tmp_path, bundle):
-    before = namespaces()
     with rack_network(tmp_path) as net:
         net.start_serve("--bundle", bundle, "--mode", "full", "--range", ",".join(RANGE))
         client, ifname = net.add_client("52:54:00:aa:00:01")
@@ -91,6 +90,9 @@ def test_full_dhcp_tftp_http_chain(needs_root, tmp_path, bundle):
         assert b"rackforge.mode=discover" in script
         kernel = curl(client, net.base_url + "/bundle/vmlinuz", "-r", "1048576-")
         assert kernel == (bundle / "vmlinuz").read_bytes()[1048576:]
+        # having network-booted from us, its kernel's plain DHCP is answered now
+        subprocess.run(ip_args[:4] + ["flush", "dev", ifname], check=True)
+        assert dhcp(client, ifname, tmp_path)["ip"] == bios["ip"]
 
         res = net.rackforge("pxe", "status", "--json")
         assert res.returncode == 0, res.stderr
@@ -107,7 +109,7 @@ def test_full_dhcp_tftp_http_chain(needs_root, tmp_path, bundle):
         assert net.serve.returncode == 0
         assert not pid_alive(dnsmasq_pid), "dnsmasq outlived rackforge pxe serve"
         assert not net.rackforge("pxe", "status", "--json").returncode == 0
-    assert namespaces() == before
+    assert CREATED and not set(CREATED) & namespaces(), "a namespace was left behind"
 
 
 def test_dnsmasq_is_restarted_when_it_dies(needs_root, tmp_path, bundle):

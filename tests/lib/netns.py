@@ -37,6 +37,10 @@ def namespaces():
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+# every namespace the helpers here made, so tests can check they are all gone
+CREATED = []
+
+
 def wait_until(condition, timeout, what, interval=0.2):
     """Poll ``condition()`` until it returns a true value; raise after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -63,6 +67,7 @@ def stop_process(proc, timeout=15):
 def namespace(prefix):
     name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
     ip("netns", "add", name)
+    CREATED.append(name)
     try:
         ip("-n", name, "link", "set", "lo", "up")
         yield name

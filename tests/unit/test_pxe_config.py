@@ -14,7 +14,7 @@ IFACE = netcheck.ServeInterface("br0", 5, ipaddress.IPv4Interface("10.1.0.1/24")
 
 def render(mode, rng=None):
     return dnsmasq.render_config(IFACE, mode, "http://10.1.0.1:8080/boot.ipxe", "/tmp/leases",
-                                 "undionly.kpxe", "snponly.efi", rng)
+                                 "undionly.kpxe", "snponly.efi", rng, hostsdir="/tmp/hosts")
 
 
 def test_proxy_mode_only_adds_boot_information():
@@ -29,7 +29,8 @@ def test_proxy_mode_only_adds_boot_information():
 def test_full_mode_answers_pxe_clients_only_with_a_range():
     conf = render("full", ("10.1.0.100", "10.1.0.150"))
     assert "dhcp-range=10.1.0.100,10.1.0.150,255.255.255.0,1h" in conf
-    assert "dhcp-ignore=tag:!pxe,tag:!ipxe" in conf
+    assert "dhcp-ignore=tag:!pxe,tag:!ipxe,tag:!known" in conf
+    assert "dhcp-hostsdir=/tmp/hosts" in conf
     assert "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,rackforge,10.1.0.1" in conf
     with pytest.raises(errors.ConfigError, match="--range"):
         render("full")
@@ -39,7 +40,9 @@ def test_full_mode_answers_pxe_clients_only_with_a_range():
 @pytest.mark.parametrize("mode, rng", [("proxy", None), ("full", ("10.1.0.100", "10.1.0.150"))])
 def test_dnsmasq_accepts_the_config(tmp_path, mode, rng):
     path = tmp_path / "d.conf"
-    path.write_text(render(mode, rng))
+    (tmp_path / "hosts").mkdir()
+    dnsmasq.add_known_host(tmp_path / "hosts", "52:54:00:00:00:01")
+    path.write_text(render(mode, rng).replace("/tmp/hosts", str(tmp_path / "hosts")))
     res = subprocess.run(["dnsmasq", "--test", "--conf-file=%s" % path],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
