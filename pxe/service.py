@@ -54,7 +54,7 @@ class BootServices:
 
     def __init__(self, iface, bundle, registry, mode="proxy", dhcp_range=None, http_port=8080,
                  tftp_port=69, cluster="rackforge", efi_loader=loaders.EFI_LOADERS[0],
-                 workdir=None, endpoint=None):
+                 workdir=None):
         self.iface = iface
         self.bundle = bundle
         self.registry = registry
@@ -64,7 +64,6 @@ class BootServices:
         self.tftp_port = tftp_port
         self.cluster = cluster
         self.efi_loader = efi_loader
-        self.endpoint = endpoint
         self.workdir = Path(workdir or pxe_state_dir())
         self.started = None
         self._stop = threading.Event()
@@ -131,6 +130,10 @@ class BootServices:
         self._stop.set()
 
     def stop(self):
+        if self.started:
+            # the last figures stay readable for 'pxe status' after we are gone
+            self.write_status(serving=False)
+            self.started = None
         for name in ("dhcp", "http", "tftp"):
             service = getattr(self, name)
             if service is not None:
@@ -142,8 +145,6 @@ class BootServices:
         if self._runtime:
             shutil.rmtree(self._runtime, ignore_errors=True)
             self._runtime = None
-        if self.started:
-            self.write_status(serving=False)
 
     # -- status ------------------------------------------------------------------
     def status(self, serving=True):
@@ -151,7 +152,8 @@ class BootServices:
             "serving": serving, "pid": os.getpid(), "interface": self.iface.name,
             "address": self.iface.ip, "mode": self.mode,
             "range": [str(a) for a in self.dhcp_range] if self.dhcp_range else None,
-            "bundle": str(self.bundle), "etcd": self.endpoint, "cluster": self.cluster,
+            "bundle": str(self.bundle), "etcd": getattr(self.registry.kv, "endpoint", None),
+            "cluster": self.cluster,
             "started": self.started, "updated": time.time(),
             "http": {"url": self.http.base_url, "requests": self.http.requests}
             if self.http else None,
@@ -194,4 +196,4 @@ def prepare(args, registry_factory):
     return BootServices(iface, bundle, registry_factory(args.etcd), mode=args.mode,
                         dhcp_range=dhcp_range, http_port=args.http_port,
                         tftp_port=args.tftp_port, cluster=args.cluster,
-                        efi_loader=args.efi_loader, endpoint=args.etcd)
+                        efi_loader=args.efi_loader)
