@@ -22,6 +22,7 @@ LOG = logging.getLogger("rackforge")
 COMMAND_MODULES = (
     "rackforge.pxe.cli",
     "rackforge.bmc.cli",
+    "rackforge.firstboot.cli",
 )
 
 # Environment a build re-executed under sudo must keep.
