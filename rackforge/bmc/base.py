@@ -135,8 +135,9 @@ class PowerInterface(BaseInterface):
         """Perform ``action`` and wait until the node really is in the expected state.
 
         ``on``, ``cycle`` and ``reset`` end powered on; ``off`` and
-        ``soft-off`` end powered off.  ``on`` and ``off`` are skipped when the
-        node is already there (a BMC may refuse a redundant request).
+        ``soft-off`` end powered off.  ``on``, ``off`` and ``soft-off`` are
+        skipped when the node is already there (a BMC may refuse a redundant
+        request); ``cycle`` and ``reset`` of a node that is off power it on.
 
         :returns: the final power state
         :raises: PowerStateNotReached (retryable) or the driver's BMCError
@@ -144,8 +145,11 @@ class PowerInterface(BaseInterface):
         if action not in POWER_ACTIONS:
             raise errors.BMCConfigError(detail="unknown power action '%s'" % action)
         want = POWER_OFF if action in ("off", "soft-off") else POWER_ON
-        if action in ("on", "off") and self.get_power_state(bmc) == want:
+        state = self.get_power_state(bmc)
+        if action in ("on", "off", "soft-off") and state == want:
             return want
+        if action in ("cycle", "reset") and state == POWER_OFF:
+            action = "on"       # a cycle or reset of a node that is off powers it on
         self.set_power_state(bmc, action)
         deadline = clock() + timeout
         while True:

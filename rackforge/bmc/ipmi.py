@@ -169,7 +169,7 @@ class IPMIInventory(_IPMIBase, base.InventoryInterface):
                 inv.extra.setdefault("missing", []).append(name)
                 return None
 
-        fru = part("fru", lambda: cmd.get_inventory_of_component("System")) or {}
+        fru = part("fru", lambda: self._zero_fru(cmd)) or {}
         inv.vendor = fru.get("Manufacturer") or fru.get("Board manufacturer")
         inv.product = fru.get("Product name") or fru.get("Board product name")
         inv.serial = fru.get("Serial Number") or fru.get("Board serial number")
@@ -178,11 +178,7 @@ class IPMIInventory(_IPMIBase, base.InventoryInterface):
             rsp = part("guid", lambda: cmd.raw_command(netfn=6, command=0x37))
             if rsp and "error" not in rsp and len(rsp.get("data", ())) == 16:
                 inv.guid = util.decode_wireformat_uuid(rsp["data"])
-        macs = []
-        for key, value in fru.items():
-            if "mac" in key.lower() and isinstance(value, str) and value.count(":") == 5:
-                macs.append(value.lower())
-        inv.macs = sorted(set(macs))
+        inv.macs = find_macs(fru)
         net = part("lan", lambda: cmd.get_net_configuration()) or {}
         inv.bmc_mac = net.get("mac_address")
         sensors = part("sensors", lambda: [
@@ -193,6 +189,61 @@ class IPMIInventory(_IPMIBase, base.InventoryInterface):
             if key in fru:
                 inv.extra[key] = fru[key] if isinstance(fru[key], (int, str)) else str(fru[key])
         return inv
+
+    @staticmethod
+    def _zero_fru(cmd):
+        """FRU 0 through pyghmi; if the BMC refuses pyghmi's read size (OpenIPMI's
+        simulator answers 0xC8, which pyghmi does not back off on), read it again in
+        chunks that halve until the BMC accepts them."""
+        from pyghmi import exceptions as pyghmi_exc
+        from pyghmi.ipmi import fru
+
+        try:
+            return cmd.get_inventory_of_component("System")
+        except pyghmi_exc.IpmiException as e:
+            if "length" not in str(e).lower():
+                raise
+        return fru.FRU(rawdata=read_fru_chunked(cmd, 0)).info or {}
+
+
+def read_fru_chunked(cmd, fruid, chunk=224):
+    """The raw bytes of FRU ``fruid``, read with Read FRU Data in shrinking chunks."""
+    from pyghmi import exceptions as pyghmi_exc
+
+    rsp = cmd.raw_command(netfn=0xA, command=0x10, data=[fruid])
+    if "error" in rsp:
+        raise pyghmi_exc.IpmiException(rsp["error"], rsp.get("code"))
+    size = rsp["data"][0] | (rsp["data"][1] << 8)
+    data = bytearray()
+    while len(data) < size:
+        count = min(chunk, size - len(data))
+        off = len(data)
+        rsp = cmd.raw_command(netfn=0xA, command=0x11,
+                              data=[fruid, off & 0xFF, off >> 8, count])
+        if rsp.get("code") in (0xC8, 0xC9, 0xCA) and chunk > 8:
+            chunk //= 2
+            continue
+        if "error" in rsp:
+            raise pyghmi_exc.IpmiException(rsp["error"], rsp.get("code"))
+        got = rsp["data"][0]
+        if got == 0:
+            break
+        data.extend(rsp["data"][1:1 + got])
+    return bytes(data)
+
+
+def find_macs(fru):
+    """MAC addresses in a parsed FRU: fields named like MACs, and extra fields that are one."""
+    import re
+    pattern = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+    values = []
+    for key, value in fru.items():
+        if isinstance(value, list):
+            values.extend(v for v in value if isinstance(v, str))
+        elif isinstance(value, str) and "mac" in key.lower():
+            values.append(value)
+    return sorted({v.strip().lower().replace("-", ":") for v in values
+                   if pattern.match(v.strip())})
 
 
 class IPMIConsole(_IPMIBase, base.ConsoleInterface):
