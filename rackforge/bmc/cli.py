@@ -135,6 +135,8 @@ def parse_address(text):
     from rackforge.bmc import errors
 
     text = text.strip()
+    if "://" in text:           # a URL (Redfish): the driver reads the port from it
+        return text, None
     if text.startswith("["):
         addr, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else None
@@ -261,6 +263,9 @@ def run_on_targets(args, targets, action, fn):
 def _redact_logs(secrets):
     """Belt and braces: no handler may print a password, whatever logs it."""
     from rackforge.bmc.credentials import RedactingFilter
+    # sushy narrates its authentication fallbacks as warnings; the result table says
+    # what matters, in one line per BMC
+    logging.getLogger("sushy").setLevel(logging.ERROR)
     flt = RedactingFilter(secrets)
     for handler in logging.getLogger().handlers:
         handler.addFilter(flt)

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 from contextlib import contextmanager
@@ -195,3 +196,79 @@ def ipmi_sim(workdir, host="127.0.0.1", port=None, user="admin", password="Sim-P
         yield sim
     finally:
         sim.stop()
+
+
+def needs_sushy_emulator():
+    if os.geteuid() != 0:
+        pytest.skip("BMC integration tests run as root (make test does)")
+    exe = Path(sys.executable).with_name("sushy-emulator")
+    if not exe.exists():
+        pytest.skip("sushy-emulator is missing: tools/setup-host --test installs sushy-tools")
+    return exe
+
+
+def free_tcp_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def sushy_emulator(workdir, systems, user="admin", password="Rf-Pw-5513", host="127.0.0.1"):
+    """sushy-tools' Redfish emulator with its fake driver and basic auth, on loopback.
+
+    ``systems``: list of dicts (uuid, name, power_state, nics).  Yields the base URL.
+    """
+    import bcrypt
+    import json
+    import urllib.error
+    import urllib.request
+
+    exe = needs_sushy_emulator()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_tcp_port(host)
+    (workdir / "htpasswd").write_text("%s:%s\n" % (user, bcrypt.hashpw(
+        password.encode(), bcrypt.gensalt(rounds=4)).decode()))
+    systems = [dict({"external_notifier": False}, **s) for s in systems]
+    (workdir / "emulator.conf").write_text(textwrap.dedent("""\
+        SUSHY_EMULATOR_LISTEN_IP = {host!r}
+        SUSHY_EMULATOR_LISTEN_PORT = {port}
+        SUSHY_EMULATOR_FAKE_DRIVER = True
+        SUSHY_EMULATOR_AUTH_FILE = {auth!r}
+        SUSHY_EMULATOR_STATE_DIR = {state!r}
+        SUSHY_EMULATOR_FAKE_SYSTEMS = json.loads({systems!r})
+        """).replace("SUSHY_EMULATOR_LISTEN_IP", "import json\nSUSHY_EMULATOR_LISTEN_IP", 1)
+        .format(host=host, port=port, auth=str(workdir / "htpasswd"),
+                state=str(workdir / "state"), systems=json.dumps(systems)))
+    url = "http://%s:%d" % (host, port)
+    log = open(workdir / "emulator.log", "wb")
+    proc = subprocess.Popen([str(exe), "--config", str(workdir / "emulator.conf")],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("sushy-emulator exited: %s" %
+                                   (workdir / "emulator.log").read_text()[-2000:])
+            try:
+                urllib.request.urlopen(url + "/redfish/v1/", timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break                   # 401: up, and asking for credentials
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("sushy-emulator on %s did not answer" % url)
+                try:
+                    proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
