@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rackforge import errors
 from rackforge.fileutil import atomic_write
+from rackforge.proc import stop_process
 
 LOG = logging.getLogger("rackforge.pxe.dhcp")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -139,12 +140,7 @@ class DnsmasqSupervisor:
 
     def stop(self):
         self._stopping.set()
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         if self._thread:
             self._thread.join(timeout=15)

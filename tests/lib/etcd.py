@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rackforge.proc import stop_process
+
 
 def free_port(host="127.0.0.1"):
     with socket.socket() as s:
@@ -76,10 +78,5 @@ def etcd_server(workdir, host="127.0.0.1", netns=None, port=None):
         _wait_healthy(url, proc, log, netns)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
         shutil.rmtree(data, ignore_errors=True)

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from rackforge.proc import stop_process
+
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
@@ -122,13 +124,8 @@ class Guest:
         return "\n".join("".join(self._buf).splitlines()[-lines:])
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, timeout=20)
 
     def __enter__(self):
         return self.start()

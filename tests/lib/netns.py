@@ -21,6 +21,8 @@ from pathlib import Path
 
 from etcd import etcd_server
 
+from rackforge.proc import stop_process
+
 SUBNET = "10.213.77"
 SERVER = SUBNET + ".1"
 SITE_DHCP = SUBNET + ".2"
@@ -51,16 +53,6 @@ def wait_until(condition, timeout, what, interval=0.2):
         if time.monotonic() >= deadline:
             raise AssertionError("timed out after %ds waiting for %s" % (timeout, what))
         time.sleep(interval)
-
-
-def stop_process(proc, timeout=15):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextmanager
