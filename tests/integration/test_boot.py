@@ -7,6 +7,7 @@ over TFTP).  The other combinations are in tests/e2e.
 """
 
 import json
+import os
 import re
 
 import pytest
@@ -35,7 +36,8 @@ def test_pxe_boot_from_rackforge_pxe_serve(minimal_build, tmp_path, firmware):
     assert "fetches rootfs.squashfs" in log
     if firmware == "uefi":
         # OVMF fetched iPXE from rackforge's TFTP before iPXE took over
-        assert re.search(r"sent snponly\.efi to 10\.213\.77\.\d+", log)
+        size = os.path.getsize("/usr/lib/ipxe/snponly.efi")
+        assert re.search(r"sent 'snponly\.efi' to 10\.213\.77\.\d+:\d+ \(%d bytes\)" % size, log)
     boots = {b["mac"]: b for b in json.loads(status)["boots"]}
     assert boots[PXE_MAC]["decision"] == "discover"
     assert boots[PXE_MAC]["platform"] == ("pcbios" if firmware == "bios" else "efi")
