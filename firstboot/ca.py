@@ -1,0 +1,312 @@
+"""The cluster's certificate authority: create it, pin it, issue node certificates.
+
+The seed creates one CA per cluster (EC P-256 by default, RSA 2048 on
+request) in ``state_dir()/ca/``: ``ca.key`` (0600) and ``ca.crt``, each
+written atomically.  A joining node learns the CA's *pin* out of band, in
+its join token bundle, and checks the CA the endpoint presents against it
+(:func:`check_pin`) before it sends anything secret, in the manner of
+kubeadm's ``--discovery-token-ca-cert-hash``.
+
+The pin is ``sha256:<hex>`` of the CA certificate's DER-encoded
+SubjectPublicKeyInfo (kubeadm's choice: it survives re-signing the CA
+certificate with the same key).
+
+Node certificates carry the node's name and IP addresses as
+subjectAltName, are valid for client and server authentication, and come
+either from a CSR (the node keeps its key) or from a key generated here.
+The CA decides the names: a CSR's own subject and extensions are ignored.
+"""
+
+import datetime
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rackforge import errors, paths
+from rackforge.fileutil import atomic_write
+
+KEY_FILE = "ca.key"
+CERT_FILE = "ca.crt"
+KEY_TYPES = ("ec", "rsa")
+CA_DAYS = 3650
+NODE_DAYS = 365
+PIN_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+class CAError(errors.RackforgeError):
+    message = "cluster CA: {detail}"
+
+
+class CANotFound(errors.ConfigError):
+    message = ("no cluster CA in {directory}; create it on the seed with "
+               "'rackforge cluster ca init' or point RACKFORGE_STATE at the seed's state")
+
+
+class CAPinMismatch(errors.RackforgeError):
+    message = ("the CA presented by {endpoint} does not match the pinned {pin}; "
+               "nothing was sent: check the endpoint and copy the join bundle again")
+    exit_code = 2
+
+
+class BadPin(errors.ConfigError):
+    message = ("CA pin '{pin}' is not in the form sha256:<64 hex digits>; "
+               "copy ca_sha256 from 'rackforge cluster token create --json'")
+
+
+class BadCSR(errors.ConfigError):
+    message = "certificate request for node {node} refused: {why}"
+
+
+def ca_dir():
+    return paths.state_dir() / "ca"
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _generate_key(key_type):
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if key_type == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise CAError(detail="key type '%s' is not one of %s" % (key_type, ", ".join(KEY_TYPES)))
+
+
+def _key_pem(key):
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _cert_pem(cert):
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _load_cert(pem, what="certificate"):
+    from cryptography import x509
+
+    if isinstance(pem, str):
+        pem = pem.encode()
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError as e:
+        raise CAError(detail="%s is not a PEM certificate (%s)" % (what, e)) from e
+
+
+def pin_of(ca_pem):
+    """``sha256:<hex>`` of the certificate's SubjectPublicKeyInfo (DER)."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert = _load_cert(ca_pem, "the CA certificate")
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def normalize_pin(pin):
+    """Lower-case ``sha256:<hex>``; raises :class:`BadPin`."""
+    text = str(pin or "").strip().lower()
+    if PIN_RE.match(text) is None:
+        raise BadPin(pin=pin)
+    return text
+
+
+def check_pin(ca_pem, pin, endpoint="the join endpoint"):
+    """Raise :class:`CAPinMismatch` unless ``ca_pem`` is the CA ``pin`` names.
+
+    Call it on the CA an endpoint presents before sending it any secret.
+    :returns: True.
+    """
+    expected = normalize_pin(pin)
+    try:
+        actual = pin_of(ca_pem)
+    except CAError:
+        raise CAPinMismatch(endpoint=endpoint, pin=expected) from None
+    if not hmac.compare_digest(actual, expected):
+        raise CAPinMismatch(endpoint=endpoint, pin=expected)
+    return True
+
+
+def _ip(text):
+    try:
+        return ipaddress.ip_address(str(text).split("/")[0])
+    except ValueError:
+        raise CAError(detail="'%s' is not an IP address" % text) from None
+
+
+@dataclass
+class Issued:
+    """A node certificate; ``key_pem`` is None when the node sent a CSR."""
+    cert_pem: bytes
+    key_pem: bytes = None
+    ca_pem: bytes = None
+
+
+class CertificateAuthority:
+    """A CA held in ``directory`` (``ca.key``, ``ca.crt``)."""
+
+    def __init__(self, directory, key, cert):
+        self.directory = Path(directory)
+        self._key = key
+        self.cert = cert
+
+    # -- creating and loading ------------------------------------------------------
+    @classmethod
+    def init(cls, directory=None, cluster="rackforge", key_type="ec"):
+        """Create the CA in ``directory``, or return the one already there.
+
+        The key is written first (0600), then the certificate; a CA whose
+        certificate never got written (power cut) is created afresh, since
+        nothing can have been signed with it yet.
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
+        directory = Path(directory or ca_dir())
+        if (directory / CERT_FILE).is_file() and (directory / KEY_FILE).is_file():
+            return cls.load(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        key = _generate_key(key_type)
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "rackforge"),
+                          x509.NameAttribute(NameOID.COMMON_NAME,
+                                             "rackforge cluster CA %s" % cluster)])
+        now = _now()
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (x509.CertificateBuilder()
+                .subject_name(name).issuer_name(name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(ski, critical=False)
+                .sign(key, hashes.SHA256()))
+        atomic_write(directory / KEY_FILE, _key_pem(key), mode=0o600)
+        atomic_write(directory / CERT_FILE, _cert_pem(cert), mode=0o644)
+        return cls(directory, key, cert)
+
+    @classmethod
+    def load(cls, directory=None):
+        from cryptography.hazmat.primitives import serialization
+
+        directory = Path(directory or ca_dir())
+        try:
+            key_pem = (directory / KEY_FILE).read_bytes()
+            cert_pem = (directory / CERT_FILE).read_bytes()
+        except FileNotFoundError:
+            raise CANotFound(directory=directory) from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except ValueError as e:
+            raise CAError(detail="%s is not a PEM private key (%s)"
+                          % (directory / KEY_FILE, e)) from e
+        cert = _load_cert(cert_pem, str(directory / CERT_FILE))
+        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+            raise CAError(detail="%s does not belong to %s; restore the pair from a backup"
+                          % (directory / KEY_FILE, directory / CERT_FILE))
+        return cls(directory, key, cert)
+
+    # -- what others need --------------------------------------------------------
+    @property
+    def cert_pem(self):
+        return _cert_pem(self.cert)
+
+    @property
+    def pin(self):
+        return pin_of(self.cert_pem)
+
+    # -- issuing -------------------------------------------------------------------
+    def issue(self, name, addresses=(), csr_pem=None, days=NODE_DAYS, key_type="ec"):
+        """A certificate for node ``name`` with its IPs as subjectAltName.
+
+        :param csr_pem: the node's CSR (its key stays on the node); without
+            it a key is generated and returned in :class:`Issued`.
+        :raises BadCSR: the CSR is unreadable or its signature is wrong.
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key_pem = None
+        if csr_pem is not None:
+            if isinstance(csr_pem, str):
+                csr_pem = csr_pem.encode()
+            try:
+                csr = x509.load_pem_x509_csr(csr_pem)
+            except ValueError:
+                raise BadCSR(node=name, why="it is not a PEM certificate request") from None
+            if not csr.is_signature_valid:
+                raise BadCSR(node=name, why="its signature does not match its key")
+            public_key = csr.public_key()
+        else:
+            key = _generate_key(key_type)
+            public_key = key.public_key()
+            key_pem = _key_pem(key)
+        sans = [x509.DNSName(name)] + [x509.IPAddress(_ip(a)) for a in addresses]
+        now = _now()
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "rackforge"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                .issuer_name(self.cert.subject)
+                .public_key(public_key)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                               critical=True)
+                .add_extension(x509.KeyUsage(
+                    digital_signature=True, content_commitment=False,
+                    key_encipherment=not hasattr(public_key, "curve"),
+                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                    crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self._key.public_key()), critical=False)
+                .sign(self._key, hashes.SHA256()))
+        return Issued(cert_pem=_cert_pem(cert), key_pem=key_pem, ca_pem=self.cert_pem)
+
+    def verify(self, cert_pem):
+        """True if ``cert_pem`` was signed by this CA and is valid now."""
+        from cryptography.exceptions import InvalidSignature
+
+        cert = _load_cert(cert_pem)
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        now = _now()
+        return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def make_csr(name, key_type="ec"):
+    """(csr_pem, key_pem) for ``name``: what a joining node sends and keeps."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = _generate_key(key_type)
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
