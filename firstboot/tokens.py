@@ -104,6 +104,13 @@ def parse_ttl(text):
     return seconds
 
 
+def check_uses(uses):
+    """``uses`` if it is a valid use limit (None: unlimited); raises :class:`BadTokenOption`."""
+    if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or uses < 1):
+        raise BadTokenOption(option="--uses", value=uses, why="give a whole number >= 1")
+    return uses
+
+
 def _when(ts):
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
         "%Y-%m-%d %H:%M:%SZ")
@@ -153,8 +160,7 @@ class TokenStore:
 
     def create(self, ttl=DEFAULT_TTL, uses=None, description=""):
         """A new token; returns ``(token_text, TokenRecord)``.  The text is shown once."""
-        if uses is not None and (not isinstance(uses, int) or uses < 1):
-            raise BadTokenOption(option="--uses", value=uses, why="give a whole number >= 1")
+        check_uses(uses)
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise BadTokenOption(option="--ttl", value=ttl,
                                  why="a token lives from 1 minute to 24 hours")

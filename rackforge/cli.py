@@ -114,12 +114,6 @@ def _journal_line(agent, text):
     print("%s: %s" % (agent, text), flush=True)
 
 
-def cmd_firstboot_run(args):
-    _journal_line("rackforge-firstboot",
-                  "rackforge %s first-boot agent: nothing to do yet, exiting" % __version__)
-    return 0
-
-
 def cmd_nodeagent_run(args):
     _journal_line("rackforge-nodeagent",
                   "rackforge %s node agent: nothing to do yet, exiting" % __version__)
@@ -166,7 +160,8 @@ def build_parser():
     q.add_argument("profiles", nargs="+")
     q.set_defaults(func=cmd_profile_validate)
 
-    for agent, func in (("firstboot", cmd_firstboot_run), ("nodeagent", cmd_nodeagent_run)):
+    # ``firstboot`` is registered by rackforge.firstboot.cli (COMMAND_MODULES)
+    for agent, func in (("nodeagent", cmd_nodeagent_run),):
         p = sub.add_parser(agent, help="the %s agent (run by its systemd unit)" % agent)
         asub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
         asub.add_parser("run", help="run the agent").set_defaults(func=func)

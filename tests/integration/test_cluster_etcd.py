@@ -149,3 +149,30 @@ def test_expired_wrong_and_used_up_tokens_write_nothing(kv):
     with pytest.raises(tokens.TokenExpired):
         store.redeem(other, "second")
     assert snapshot(kv) == before
+
+
+def test_cli_against_etcd(kv, etcd_url, tmp_path):
+    """The operator's commands end to end: CA, token create/list, redeem, node list."""
+    import os
+
+    from harness import rackforge
+
+    env = dict(os.environ, RACKFORGE_STATE=str(tmp_path / "state"), RACKFORGE_ETCD=etcd_url)
+    assert rackforge("cluster", "ca", "init", env=env).returncode == 0
+    res = rackforge("cluster", "token", "create", "--uses", "1", "--json",
+                    "--endpoint", "https://127.0.0.1:9443", env=env)
+    assert res.returncode == 0, res.stderr
+    bundle = json.loads(res.stdout)
+    tokens.TokenStore(kv).redeem(bundle["token"], "r1n1")
+    res = rackforge("cluster", "token", "list", "--json", env=env)
+    listed = json.loads(res.stdout)
+    assert listed[0]["state"] == "used up" and bundle["token"][7:] not in res.stdout
+    reg = registry.NodeRegistry(kv)
+    node = reg.create_node(registry.Node(name="r1n1", state="active"))
+    roles.record_role(reg, node.id, RoleElection(kv).decide(node.id))
+    res = rackforge("node", "list", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert [(n["name"], n["role"], n["state"]) for n in json.loads(res.stdout)] == \
+        [("r1n1", "controller", "active")]
+    res = rackforge("node", "show", "r1n2", env=env)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
