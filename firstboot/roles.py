@@ -27,7 +27,6 @@ controller on that machine, and only they can say which node should give
 up its place or whether the profile should have more.
 """
 
-import dataclasses
 import json
 import logging
 import re
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 
 from rackforge import errors
 from rackforge.kvstore import Compare
+from rackforge.record import JsonRecord
 
 LOG = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class RolePolicy:
 
 
 @dataclass
-class Decision:
+class Decision(JsonRecord):
     node: str
     role: str                   # controller | compute
     storage: bool = False
@@ -104,15 +104,6 @@ class Decision:
     @property
     def roles(self):
         return [self.role] + (["storage"] if self.storage else [])
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_value(cls, value):
-        data = json.loads(value)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _members(entry):

@@ -22,7 +22,6 @@ second use, as long as the token has not expired.
 Time comes from an injectable clock so expiry is testable without waiting.
 """
 
-import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 
 from rackforge import errors
 from rackforge.kvstore import Compare
+from rackforge.record import JsonRecord
 
 PREFIX = "/rackforge/tokens/"
 CLUSTER_KEY = "/rackforge/cluster"
@@ -117,7 +117,7 @@ def _when(ts):
 
 
 @dataclass
-class TokenRecord:
+class TokenRecord(JsonRecord):
     """What the registry holds about one token (never the secret)."""
     id: str
     hash: str
@@ -127,15 +127,6 @@ class TokenRecord:
     used: int = 0
     used_by: list = field(default_factory=list)
     description: str = ""
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_value(cls, value):
-        data = json.loads(value)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def state(self, now):
         if now >= self.expires:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from rackforge import errors
 from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryUnavailable
+from rackforge.record import JsonRecord
 
 PREFIX = "/rackforge/"
 NODES = PREFIX + "nodes/"
@@ -74,7 +75,7 @@ def normalize_mac(mac):
 
 
 @dataclass
-class Node:
+class Node(JsonRecord):
     """One node.  ``revision`` is etcd's mod revision at read time (not stored)."""
 
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -89,6 +90,8 @@ class Node:
     updated: float = field(default_factory=time.time)
     revision: int = field(default=0, compare=False)
 
+    _not_stored = ("revision",)
+
     def __post_init__(self):
         self.macs = sorted({normalize_mac(m) for m in self.macs})
         if not self.name:
@@ -100,16 +103,9 @@ class Node:
             raise InvalidNode(field="node state", value=self.state,
                               why="one of " + ", ".join(STATES))
 
-    def to_json(self):
-        data = dataclasses.asdict(self)
-        del data["revision"]
-        return json.dumps(data, sort_keys=True).encode()
-
     @classmethod
     def from_entry(cls, entry):
-        data = json.loads(entry.value)
-        known = {f.name for f in dataclasses.fields(cls)}
-        node = cls(**{k: v for k, v in data.items() if k in known})
+        node = cls.from_value(entry.value)
         node.revision = entry.mod_revision
         return node
 
