@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "rackforge.pxe.cli",
     "rackforge.bmc.cli",
     "rackforge.firstboot.cli",
+    "rackforge.virt.cli",
 )
 
 # Environment a build re-executed under sudo must keep.

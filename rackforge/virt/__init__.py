@@ -1,0 +1,1 @@
+"""The virtual rack: QEMU guests behind simulated IPMI BMCs, in a network namespace."""
