@@ -39,19 +39,24 @@ def complete_api_dirs(root):
         os.chmod(path, mode)
 
 
+# Runtime libraries Debian does not package (pure Python, no dependencies of
+# their own); everything else comes from Debian packages listed by the elements.
+FROM_PYPI = ("tftpy>=0.8.2",)
+
+
 def install_code(root, source_root, run=subprocess.run):
     """Install the rackforge package from ``source_root`` into the tree.
 
     Pure Python, no dependencies pulled (the image gets them from Debian
-    packages listed by rackforge-base), no byte-code compiled with the host's
-    interpreter.
+    packages listed by the elements) except ``FROM_PYPI``, no byte-code
+    compiled with the host's interpreter.
     """
     target = Path(root) / CODE_DIR
     if target.exists():
         shutil.rmtree(target)
     res = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
                "--disable-pip-version-check", "--no-warn-script-location",
-               "--target", str(target), str(source_root)],
+               "--target", str(target), str(source_root), *FROM_PYPI],
               capture_output=True, text=True)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -97,7 +97,11 @@ class EtcdKV(KVStore):
     """etcd v3 through its JSON gateway."""
 
     def __init__(self, endpoint=None, timeout=10, ca_cert=None, cert=None, key=None):
-        import etcd3gw  # keep `rackforge --help` free of requests' import time
+        # keep `rackforge --help` free of requests' import time.  The class, not
+        # etcd3gw.client(): Debian 12's etcd3gw 2.0 factory takes no api_path, and
+        # its default (/v3alpha/) is gone from etcd 3.4.
+        from etcd3gw import exceptions
+        from etcd3gw.client import Etcd3Client
 
         self.endpoint = endpoint or DEFAULT_ENDPOINT
         url = urllib.parse.urlsplit(self.endpoint)
@@ -105,8 +109,8 @@ class EtcdKV(KVStore):
             raise errors.ConfigError(
                 "etcd endpoint '%s' is not a URL like http://10.0.0.1:2379; "
                 "fix --etcd or RACKFORGE_ETCD" % self.endpoint)
-        self._exceptions = etcd3gw.exceptions
-        self._client = etcd3gw.client(
+        self._exceptions = exceptions
+        self._client = Etcd3Client(
             host=url.hostname, port=url.port or 2379, protocol=url.scheme,
             ca_cert=ca_cert, cert_cert=cert, cert_key=key, timeout=timeout,
             api_path="/v3/")
