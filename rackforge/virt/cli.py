@@ -86,7 +86,7 @@ def cmd_up(args):
     from rackforge.virt.rack import VirtError
 
     _checks()
-    rack.plan(args.count, "check", rack.virt_dir(), args.firmware, args.memory)  # validates
+    specs = rack.plan(args.count, "check", rack.virt_dir(), args.firmware, args.memory)
     info = rack.load_info()
     if info and _daemon_alive(info):
         raise VirtError(detail="a rack is already up (namespace %s): run 'rackforge virt rack "
@@ -95,6 +95,7 @@ def cmd_up(args):
         print("virt: removing the remains of a rack whose daemon died (%s)" % info["netns"],
               file=sys.stderr)
         rack.teardown(info, rack.virt_dir())
+    rack.check_ports(specs)
     vdir = rack.virt_dir()
     vdir.mkdir(parents=True, exist_ok=True)
     # our own handle on the log: it stays readable even if the daemon removes the folder
@@ -124,7 +125,11 @@ def cmd_up(args):
 def _daemon_error(log):
     log.seek(0)
     lines = [ln for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].split(": ", 1)[-1] if lines else "no output"
+    errors = [ln for ln in lines if " ERROR " in ln or ln.startswith("Traceback")]
+    line = (errors or lines or ["no output"])[-1]
+    if " ERROR " in line:
+        line = line.split(": ", 1)[-1]
+    return line[len("virtual rack: "):] if line.startswith("virtual rack: ") else line
 
 
 def _wait_ready(proc, log, timeout):

@@ -125,6 +125,14 @@ def port_free(port, host=BMC_ADDRESS):
     return True
 
 
+def check_ports(specs):
+    busy = [s.bmc_port for s in specs if not port_free(s.bmc_port)]
+    if busy:
+        raise VirtError(detail="UDP port(s) %s on %s are in use (another virtual rack or BMC "
+                               "simulator?): stop it and run 'rackforge virt rack up' again"
+                        % (", ".join(map(str, busy)), BMC_ADDRESS))
+
+
 def setup_network(netns, specs):
     _ip("netns", "add", netns)
     _ip("-n", netns, "link", "set", "lo", "up")
@@ -200,10 +208,7 @@ def run(count, firmware="bios", memory_mib=1024, base_port=BASE_PORT):
     info = rack_info(netns, specs, os.getpid(), False)
     procs = []
     try:
-        busy = [s.bmc_port for s in specs if not port_free(s.bmc_port)]
-        if busy:
-            raise VirtError(detail="BMC port(s) %s on %s are in use"
-                            % (", ".join(map(str, busy)), BMC_ADDRESS))
+        check_ports(specs)
         atomic_write(rack_file(), json.dumps(info, indent=2) + "\n")
         atomic_write(password_file(), secrets.token_urlsafe(18) + "\n", mode=0o600)
         LOG.info("rack of %d in namespace %s", count, netns)
@@ -241,7 +246,8 @@ def main(argv=None):
     q.add_argument("--memory", type=int, default=1024)
     q.add_argument("--base-port", type=int, default=BASE_PORT)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(args.count, args.firmware, args.memory, args.base_port)
 
 

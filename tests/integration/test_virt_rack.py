@@ -137,3 +137,21 @@ def test_up_twice_is_refused_in_one_line(tmp_path):
         assert res.returncode != 0
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "already up" in lines[0], res.stderr
+
+
+def test_a_busy_bmc_port_is_refused_in_one_line(tmp_path):
+    import socket
+
+    from harness import rackforge
+    from netns import namespaces
+
+    before = {n for n in namespaces() if n.startswith("rf-virt-")}
+    env = dict(os.environ, RACKFORGE_STATE=str(tmp_path / "state"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 6231))
+        res = rackforge("virt", "rack", "up", "2", env=env, timeout=60)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "6231" in lines[0] and "in use" in lines[0], res.stderr
+    assert {n for n in namespaces() if n.startswith("rf-virt-")} == before
+    assert not (tmp_path / "state" / "virt" / "rack.json").exists()

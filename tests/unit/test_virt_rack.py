@@ -174,3 +174,15 @@ def test_status_table(tmp_path):
                                     "pxe"]
     assert lines[2].split()[3:6] == ["stopped", "off", "disk"]
     assert info["nodes"][1]["bmc_pid"] == 12 and info["user"] == "admin"
+
+
+def test_the_daemons_error_line_is_what_up_reports(tmp_path):
+    log = open(tmp_path / "rack.log", "w+b")
+    log.write(b"2026-01-01 10:00:00,000 INFO rackforge.virt.rack: rack of 2\n"
+              b"2026-01-01 10:00:00,100 ERROR rackforge.virt.rack: virtual rack: 'ip netns add x'"
+              b" failed: File exists\n"
+              b"2026-01-01 10:00:00,200 INFO rackforge.virt.rack: rack down: stopping\n")
+    assert vcli._daemon_error(log) == "'ip netns add x' failed: File exists"
+    log.seek(0)
+    log.truncate()
+    assert vcli._daemon_error(log) == "no output"
