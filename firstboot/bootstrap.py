@@ -1,0 +1,242 @@
+"""The node's bootstrap file: is it the seed, or which cluster does it join, and how.
+
+``/etc/rackforge/bootstrap.yaml`` (``$RACKFORGE_BOOTSTRAP`` overrides the path)
+is written by the installer, an answer file or the kernel command line
+generator.  Two forms::
+
+    # the first node
+    seed: true
+    cluster: rack1                  # [a-z0-9-], 1 to 63 characters
+    management: {interface: eno1, address: 10.0.0.5/24}   # netspec.py; optional
+    role: controller                # optional pin: controller | compute
+
+    # every other node
+    join:
+      endpoint: https://10.0.0.5:9443
+      token: abcdef.0123456789abcdef
+      ca_sha256: sha256:<64 hex>
+    management: {...}
+    role: compute
+
+Every validation error is one :class:`BootstrapError` line naming the field
+and what to fix.
+
+:func:`from_cmdline` reads the ``rackforge.*`` kernel arguments that
+``pxe/bootscript.py`` writes (``rackforge.seed=ADDRESS``,
+``rackforge.cluster=NAME``, ``rackforge.mode=KIND``, ``rackforge.server=URL``,
+``rackforge.node=ID``) into a *partial* bootstrap: never a secret, so never
+enough to join alone; :func:`load` merges it under the file (the file wins).
+"""
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rackforge import errors
+from rackforge.firstboot import netspec
+
+DEFAULT_PATH = "/etc/rackforge/bootstrap.yaml"
+TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot"}
+JOIN_KEYS = {"endpoint", "token", "ca_sha256"}
+BOOT_KEYS = {"mode", "seed", "server", "node"}
+ROLES = ("controller", "compute")
+CLUSTER_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+PIN_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+CMDLINE_KEYS = {"rackforge.seed": "seed", "rackforge.cluster": "cluster",
+                "rackforge.mode": "mode", "rackforge.server": "server",
+                "rackforge.node": "node"}
+
+
+class BootstrapError(errors.ConfigError):
+    """A field of the bootstrap file is missing or wrong."""
+    message = "bootstrap file {path}: '{field}' {problem}; {fix}"
+
+
+class BootstrapMissing(errors.ConfigError):
+    message = ("no bootstrap file at {path}: waiting for one (the installer, an answer "
+               "file or the kernel command line writes it)")
+
+
+@dataclass
+class Join:
+    endpoint: str
+    token: str
+    ca_sha256: str
+
+
+@dataclass
+class Bootstrap:
+    seed: bool = False
+    cluster: str = None
+    join: Join = None
+    management: netspec.NetworkSpec = None
+    management_raw: dict = None
+    role: str = None
+    boot: dict = field(default_factory=dict)    # from the kernel command line
+    path: str = None
+
+    @property
+    def mode(self):
+        return "seed" if self.seed else "join"
+
+
+def path():
+    return Path(os.environ.get("RACKFORGE_BOOTSTRAP", DEFAULT_PATH))
+
+
+def _bad(where, field_, problem, fix):
+    return BootstrapError(path=where, field=field_, problem=problem, fix=fix)
+
+
+def from_cmdline(text):
+    """The ``rackforge.*`` kernel arguments of ``text`` as a partial bootstrap mapping.
+
+    ``{"cluster": NAME, "boot": {"mode", "seed", "server", "node"}}`` with only
+    the keys present; other arguments are ignored.
+    """
+    try:
+        words = shlex.split(text or "")
+    except ValueError:
+        words = (text or "").split()
+    boot, out = {}, {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or key not in CMDLINE_KEYS or not value:
+            continue
+        name = CMDLINE_KEYS[key]
+        if name == "cluster":
+            out["cluster"] = value
+        else:
+            boot[name] = value
+    if boot:
+        out["boot"] = boot
+    return out
+
+
+def parse(data, where="bootstrap.yaml"):
+    """A validated :class:`Bootstrap` from the mapping ``data``."""
+    if not isinstance(data, dict):
+        raise _bad(where, "(top)", "must be a mapping",
+                   "write 'seed: true' and 'cluster: NAME', or a 'join:' mapping")
+    unknown = sorted(set(map(str, data)) - TOP_KEYS)
+    if unknown:
+        raise _bad(where, unknown[0], "is not a bootstrap key",
+                   "use only %s" % ", ".join(sorted(TOP_KEYS)))
+    seed = data.get("seed", False)
+    if not isinstance(seed, bool):
+        raise _bad(where, "seed", "must be true or false (%r)" % (seed,),
+                   "write 'seed: true' on the first node only")
+    joins = data.get("join")
+    if seed and joins is not None:
+        raise _bad(where, "join", "is set on a seed",
+                   "remove 'join:' (the seed creates the cluster) or 'seed: true'")
+    if not seed and joins is None:
+        raise _bad(where, "join", "is missing",
+                   "add 'join: {endpoint, token, ca_sha256}' from 'rackforge cluster token "
+                   "create --json', or 'seed: true' and 'cluster: NAME' on the first node")
+    result = Bootstrap(seed=seed, path=str(where))
+    cluster = data.get("cluster")
+    if seed and cluster is None:
+        raise _bad(where, "cluster", "is missing", "name the new cluster, like 'cluster: rack1'")
+    if cluster is not None:
+        if not isinstance(cluster, str) or not CLUSTER_RE.match(cluster):
+            raise _bad(where, "cluster", "is not a cluster name (%r)" % (cluster,),
+                       "use 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'")
+        result.cluster = cluster
+    if joins is not None:
+        result.join = _parse_join(joins, where)
+    role = data.get("role")
+    if role is not None:
+        if role not in ROLES:
+            raise _bad(where, "role", "is not a role (%r)" % (role,),
+                       "write 'role: controller' or 'role: compute', or remove it")
+        result.role = role
+    boot = data.get("boot") or {}
+    if not isinstance(boot, dict) or set(map(str, boot)) - BOOT_KEYS:
+        raise _bad(where, "boot", "must be a mapping of %s" % ", ".join(sorted(BOOT_KEYS)),
+                   "remove it (the kernel command line fills it)")
+    result.boot = {str(k): str(v) for k, v in boot.items()}
+    mgmt = data.get("management")
+    if mgmt is not None:
+        try:
+            result.management = netspec.parse(mgmt)
+        except netspec.NetworkSpecError as exc:
+            raise BootstrapError("bootstrap file %s: %s" % (where, exc)) from None
+        result.management_raw = mgmt
+    return result
+
+
+def _parse_join(joins, where):
+    if not isinstance(joins, dict):
+        raise _bad(where, "join", "must be a mapping",
+                   "write 'join: {endpoint: https://..., token: ID.SECRET, "
+                   "ca_sha256: sha256:...}'")
+    unknown = sorted(set(map(str, joins)) - JOIN_KEYS)
+    if unknown:
+        raise _bad(where, "join." + unknown[0], "is not a join key",
+                   "use only endpoint, token and ca_sha256")
+    for key in sorted(JOIN_KEYS):
+        if not joins.get(key):
+            raise _bad(where, "join." + key, "is missing",
+                       "copy it from 'rackforge cluster token create --json' on the seed")
+    endpoint = str(joins["endpoint"]).strip()
+    if not re.match(r"^https://[^/\s]+(:\d+)?/?$", endpoint):
+        raise _bad(where, "join.endpoint", "is not an https:// URL (%r)" % endpoint,
+                   "write it like https://10.0.0.5:9443")
+    token = str(joins["token"]).strip()
+    if not TOKEN_RE.match(token):
+        raise _bad(where, "join.token", "is not a join token (ID.SECRET, 6 + 16 of a-z0-9)",
+                   "copy the token printed by 'rackforge cluster token create'")
+    pin = str(joins["ca_sha256"]).strip().lower()
+    if not PIN_RE.match(pin):
+        raise _bad(where, "join.ca_sha256", "is not a CA pin (sha256:<64 hex>)",
+                   "copy ca_sha256 from 'rackforge cluster token create --json'")
+    return Join(endpoint=endpoint.rstrip("/"), token=token, ca_sha256=pin)
+
+
+def merge(base, over):
+    """``over`` on top of ``base`` (both bootstrap mappings); ``boot`` merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if key == "boot" and isinstance(value, dict):
+            out["boot"] = {**(base.get("boot") or {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+def load(where=None, cmdline=None):
+    """The bootstrap of this node; raises :class:`BootstrapMissing` when there is none.
+
+    :param cmdline: kernel command line text (default: ``/proc/cmdline``), whose
+        ``rackforge.*`` arguments fill what the file leaves out.
+    """
+    import yaml
+
+    where = Path(where) if where else path()
+    try:
+        text = where.read_text()
+    except FileNotFoundError:
+        raise BootstrapMissing(path=where) from None
+    except OSError as exc:
+        raise BootstrapError(path=where, field="(file)", problem="cannot be read (%s)"
+                             % exc.strerror, fix="check its permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = ("line %d" % (mark.line + 1)) if mark else "(file)"
+        raise _bad(where, line, "is not valid YAML", "fix the syntax there") from None
+    if data is None:
+        data = {}
+    if cmdline is None:
+        try:
+            cmdline = Path("/proc/cmdline").read_text()
+        except OSError:
+            cmdline = ""
+    if isinstance(data, dict):
+        data = merge(from_cmdline(cmdline), data)
+    return parse(data, where)
