@@ -14,12 +14,12 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from netns import namespaces, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,19 +53,8 @@ except socket.timeout:
 """
 
 
-def namespaces():
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
 def wait_for(condition, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail("timed out waiting for %s" % what)
+    return wait_until(condition, timeout, what, interval=0.02)
 
 
 class Served:

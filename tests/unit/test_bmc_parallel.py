@@ -70,19 +70,21 @@ def test_one_failure_never_hides_the_others_and_order_is_kept():
 
 
 def test_concurrency_is_bounded():
+    """Exactly 4 at once: a barrier of 4 only opens if 4 run together."""
     lock = threading.Lock()
     now = {"cur": 0, "max": 0}
+    together = threading.Barrier(4, timeout=10)
 
     def fn(t):
         with lock:
             now["cur"] += 1
             now["max"] = max(now["max"], now["cur"])
-        time.sleep(0.02)
+        together.wait()
         with lock:
             now["cur"] -= 1
         return t
     res = parallel.run_all(range(20), fn, "x", concurrency=4)
-    assert all(r.ok for r in res) and now["max"] <= 4
+    assert all(r.ok for r in res) and now["max"] == 4
 
 
 def test_a_hung_bmc_times_out_while_the_others_succeed():
