@@ -31,6 +31,9 @@ def add_commands(sub):
     p = sub.add_parser("firstboot", help="the first-boot agent (run by its systemd unit)")
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     fsub.add_parser("run", help="run the agent").set_defaults(func=cmd_firstboot_run)
+    q = fsub.add_parser("reset", help="forget every first-boot step so the agent runs again")
+    q.add_argument("--yes", action="store_true", help="really remove the step records")
+    q.set_defaults(func=cmd_firstboot_reset)
     q = fsub.add_parser("inventory", help="this machine's hardware inventory")
     q.add_argument("--json", action="store_true", help="print the whole inventory as JSON")
     q.set_defaults(func=cmd_firstboot_inventory)
@@ -115,6 +118,19 @@ def cmd_firstboot_run(args):
     # tests/lib/boots.py and the image's console expect this line
     print("rackforge-firstboot: rackforge %s first-boot agent: nothing to do yet, exiting"
           % __version__, flush=True)
+    return 0
+
+
+def cmd_firstboot_reset(args):
+    from rackforge.firstboot import journal
+
+    if not args.yes:
+        print("rackforge firstboot reset: this makes first boot run again on the next boot "
+              "(join, role, storage); run it again with --yes to do it", file=sys.stderr)
+        return 2
+    removed = journal.reset()
+    print("removed %d first-boot record%s from %s; rackforge-firstboot runs again on the "
+          "next boot" % (removed, "" if removed == 1 else "s", journal.steps_dir().parent))
     return 0
 
 
