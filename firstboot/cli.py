@@ -1,6 +1,7 @@
 """``rackforge firstboot ...``, ``rackforge cluster ...`` and ``rackforge node ...``.
 
-- ``firstboot run``: the agent its systemd unit starts (journal line only, for now);
+- ``firstboot run``: the agent its systemd unit starts (:mod:`.agent`);
+  ``firstboot reset --yes``: forget the step journal;
   ``firstboot inventory [--json]``: this machine's hardware inventory.
 - ``cluster ca init|show``: the cluster CA in ``state_dir()/ca`` and its pin.
 - ``cluster token create|list|delete``: join tokens in the registry.
@@ -30,7 +31,8 @@ def add_commands(sub):
     """Register the first-boot and cluster commands on the top-level sub-parser."""
     p = sub.add_parser("firstboot", help="the first-boot agent (run by its systemd unit)")
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    fsub.add_parser("run", help="run the agent").set_defaults(func=cmd_firstboot_run)
+    fsub.add_parser("run", help="run the agent").set_defaults(
+        func=lambda args: cmd_firstboot_run(args))
     q = fsub.add_parser("reset", help="forget every first-boot step so the agent runs again")
     q.add_argument("--yes", action="store_true", help="really remove the step records")
     q.set_defaults(func=cmd_firstboot_reset)
@@ -114,10 +116,41 @@ def _ago(ts, now):
 
 
 # -- firstboot ------------------------------------------------------------------------
-def cmd_firstboot_run(args):
-    # tests/lib/boots.py and the image's console expect this line
-    print("rackforge-firstboot: rackforge %s first-boot agent: nothing to do yet, exiting"
-          % __version__, flush=True)
+def cmd_firstboot_run(args, env=None):
+    from rackforge import errors
+    from rackforge.firstboot import agent, bootstrap, journal
+
+    # tests/lib/boots.py and the image's console expect this line first
+    print("rackforge-firstboot: rackforge %s first-boot agent: starting" % __version__,
+          flush=True)
+
+    def say(line):
+        print("rackforge-firstboot: " + line, flush=True)
+
+    if journal.done_marker().exists():
+        say("first boot already completed (%s); 'rackforge firstboot reset --yes' to run "
+            "it again" % journal.done_marker())
+        return 0
+    try:
+        boot = bootstrap.load()
+    except bootstrap.BootstrapMissing as exc:
+        say(str(exc))
+        return 0
+    except errors.RackforgeError as exc:
+        say("not joined: " + str(exc))
+        return exc.exit_code
+    say("bootstrap %s: %s%s" % (boot.path, "seed of cluster %s" % boot.cluster if boot.seed
+                                else "join %s" % boot.join.endpoint,
+                                ", role pinned %s" % boot.role if boot.role else ""))
+    try:
+        ctx = agent.run(boot, env=env, say=say)
+    except errors.RackforgeError as exc:
+        say("not joined: " + str(exc))
+        return exc.exit_code
+    member = ctx.results.get("join") or ctx.results["seed"]
+    say("first boot complete: node %s is %s; handed over to the node agent"
+        % (member["name"], ctx.results["handover"]["role"]
+           + (",storage" if ctx.results["handover"]["storage"] else "")))
     return 0
 
 

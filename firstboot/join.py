@@ -100,10 +100,10 @@ class JoinService:
         :raises tokens.TokenError: refused, nothing written.
         """
         name, addresses, inventory = self._request(body)
-        self.tokens.redeem(body.get("token"), name)      # refusal: nothing written
         for a in addresses:
             ca_mod._ip(a)                                 # bad address: before any write
-        node = self._register(name, addresses, inventory)
+        self.tokens.redeem(body.get("token"), name)      # refusal: nothing written
+        node = self.admit(name, addresses, inventory)
         decision = self.election.decide(node.id, pin=body.get("role"),
                                         storage=bool(body.get("storage")))
         roles.record_role(self.registry, node.id, decision)
@@ -126,7 +126,8 @@ class JoinService:
                 return node
         return None
 
-    def _register(self, name, addresses, inventory):
+    def admit(self, name, addresses, inventory):
+        """Register or update node ``name`` (no token: the caller checked it, or is the seed)."""
         macs = _macs(inventory)
 
         def change(n):

@@ -1,0 +1,176 @@
+"""``rackforge firstboot run``: bootstrap -> journal steps, on the in-memory registry."""
+
+import json
+
+import pytest
+
+from rackforge import __version__, registry
+from rackforge.firstboot import agent, bootstrap, cli as fb_cli, journal, join, tokens
+from rackforge.firstboot.inventory import Inventory
+
+LINE = "rackforge-firstboot: rackforge %s first-boot agent" % __version__
+
+
+def inv(i, data_disk=True):
+    disks = [{"name": "sda", "path": "/dev/sda", "size": 100 << 30, "system": True}]
+    if data_disk:
+        disks.append({"name": "sdb", "path": "/dev/sdb", "size": 500 << 30, "wwn": "0x5%d" % i,
+                      "serial": "S%d" % i})
+    return Inventory.from_dict({
+        "cpu": {"model": "Xeon", "count": 8, "architecture": "x86_64"},
+        "memory": {"total_bytes": 64 << 30}, "disks": disks, "system_vendor": {}, "bmc": {},
+        "interfaces": [{"name": "eth0", "mac": "52:54:00:00:01:%02x" % i,
+                        "kind": "physical"}]}).to_dict()
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """One shared registry; each node has its own state dir (set per call)."""
+    reg = registry.MemoryRegistry()
+    calls = {"etcd": 0, "network": [], "nodeagent": 0, "joins": 0}
+    return tmp_path, reg, calls
+
+
+def env_for(reg, calls, i, data_disk=True, service=None, hostname=None):
+    def start_etcd(ctx):
+        calls["etcd"] += 1
+        return ["http://10.0.0.1:2379"]
+
+    def join_client(**kw):
+        calls["joins"] += 1
+        body = {k: kw[k] for k in ("token", "name", "addresses", "inventory", "role")}
+        try:
+            return service.join(body)
+        except tokens.TokenError as exc:
+            raise join.JoinRefused(endpoint=kw["endpoint"], detail=str(exc)) from None
+
+    return agent.Env(collect_inventory=lambda: inv(i, data_disk),
+                     apply_network=lambda spec: calls["network"].append(spec.address),
+                     start_etcd=start_etcd, connect_registry=lambda eps, tls: reg,
+                     join_client=join_client,
+                     storage_run=lambda argv: (0, "") if argv[0] == "wipefs" else (2, ""),
+                     enable_nodeagent=lambda ctx: calls.__setitem__(
+                         "nodeagent", calls["nodeagent"] + 1),
+                     hostname=hostname or "node%d.rack" % i)
+
+
+def use_state(monkeypatch, tmp_path, name, text):
+    state = tmp_path / name
+    state.mkdir(exist_ok=True)
+    monkeypatch.setenv("RACKFORGE_STATE", str(state))
+    (state / "bootstrap.yaml").write_text(text)
+    monkeypatch.setenv("RACKFORGE_BOOTSTRAP", str(state / "bootstrap.yaml"))
+    return state
+
+
+def run_cli(capsys, env):
+    rc = fb_cli.cmd_firstboot_run(None, env=env)
+    out = capsys.readouterr().out
+    assert out.startswith(LINE)
+    return rc, out
+
+
+def seed_then_joins(world, monkeypatch, capsys, count=4):
+    tmp_path, reg, calls = world
+    use_state(monkeypatch, tmp_path, "n1", "seed: true\ncluster: rack1\nmanagement: "
+                                           "{interface: eth0, address: 10.0.0.1/24}\n")
+    rc, out = run_cli(capsys, env_for(reg, calls, 1))
+    assert rc == 0, out
+    assert "node node1 is controller,storage" in out
+    from rackforge.firstboot import ca
+    authority = ca.CertificateAuthority.load()
+    cluster = json.loads(reg.kv.get(agent.CLUSTER_KEY).value)
+    assert cluster["join_endpoint"] == "https://10.0.0.1:9443"
+    assert cluster["ca_sha256"] == authority.pin
+    service = join.JoinService(reg, authority, ["http://10.0.0.1:2379"])
+    token, _ = tokens.TokenStore(reg.kv).create(uses=count)
+    text = ("join: {endpoint: 'https://10.0.0.1:9443', token: %s, ca_sha256: '%s'}\n"
+            % (token, authority.pin))
+    return service, token, text
+
+
+def test_no_bootstrap_exits_0_quickly_and_says_it_waits(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RACKFORGE_STATE", str(tmp_path))
+    monkeypatch.setenv("RACKFORGE_BOOTSTRAP", str(tmp_path / "missing.yaml"))
+    rc, out = run_cli(capsys, None)
+    assert rc == 0 and "waiting for one" in out and out.count("\n") == 2
+    assert not journal.steps_dir(tmp_path).exists()
+
+
+def test_bad_bootstrap_is_one_line_and_writes_nothing(world, monkeypatch, capsys):
+    tmp_path, reg, calls = world
+    state = use_state(monkeypatch, tmp_path, "n1", "seed: true\n")
+    rc, out = run_cli(capsys, env_for(reg, calls, 1))
+    assert rc == 2 and "not joined: bootstrap file" in out and "'cluster' is missing" in out
+    assert out.count("\n") == 2 and not journal.steps_dir(state).exists()
+    assert list(reg.kv.get_prefix("/")) == []
+
+
+def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
+    tmp_path, reg, calls = world
+    service, token, text = seed_then_joins(world, monkeypatch, capsys)
+    for i in range(2, 6):
+        state = use_state(monkeypatch, tmp_path, "n%d" % i, text)
+        rc, out = run_cli(capsys, env_for(reg, calls, i, data_disk=(i != 5), service=service))
+        assert rc == 0, out
+        assert journal.done_marker(state).is_file()
+        node = json.loads((state / "node.json").read_text())
+        assert token not in (state / "firstboot/steps/03-join.json").read_text()
+        assert (state / "pki/node.key").stat().st_mode & 0o077 == 0
+        assert node["name"] == "node%d" % i
+    nodes = {n.name: n for n in reg.list_nodes()}
+    assert sorted(nodes) == ["node1", "node2", "node3", "node4", "node5"]
+    assert [nodes["node%d" % i].role for i in range(1, 6)] == [
+        "controller,storage", "controller,storage", "controller,storage", "compute,storage",
+        "compute"]
+    assert all(n.state == "active" and n.boot["desired"]["role"] for n in nodes.values())
+    assert nodes["node2"].boot["storage"]["disks"][0]["name"] == "sdb"
+    assert calls == {"etcd": 1, "network": ["10.0.0.1/24"], "nodeagent": 5, "joins": 4}
+    # run again: the done marker keeps first boot from doing anything
+    rc, out = run_cli(capsys, env_for(reg, calls, 5, service=service))
+    assert rc == 0 and "already completed" in out and calls["joins"] == 4
+
+
+def test_join_killed_after_the_seed_answered_resumes_as_the_same_node(world, monkeypatch,
+                                                                      capsys):
+    tmp_path, reg, calls = world
+    service, token, text = seed_then_joins(world, monkeypatch, capsys, count=2)
+    state = use_state(monkeypatch, tmp_path, "n2", text)
+    env = env_for(reg, calls, 2, service=service)
+    real = env.join_client
+
+    class PowerCut(BaseException):
+        pass
+
+    def answered_then_killed(**kw):
+        real(**kw)
+        raise PowerCut()
+    env.join_client = answered_then_killed
+    with pytest.raises(PowerCut):
+        fb_cli.cmd_firstboot_run(None, env=env)
+    capsys.readouterr()
+    assert journal.state(agent.build_steps(bootstrap.load(cmdline=""), env), base=state)[2] \
+        == ("join", "started")
+    rc, out = run_cli(capsys, env_for(reg, calls, 2, service=service))
+    assert rc == 0, out
+    assert "step join: resuming" in out
+    assert [n.name for n in reg.list_nodes()] == ["node1", "node2"]
+    assert tokens.TokenStore(reg.kv).get(token.split(".")[0]).used == 1
+    assert reg.find_node("node2").role == "controller,storage"
+
+
+def test_wrong_token_leaves_the_node_unjoined_and_resumable(world, monkeypatch, capsys):
+    tmp_path, reg, calls = world
+    service, token, text = seed_then_joins(world, monkeypatch, capsys)
+    bad = text.replace(token, token.split(".")[0] + ".0000000000000000")
+    state = use_state(monkeypatch, tmp_path, "n2", bad)
+    before = [(e.key, e.value) for e in reg.kv.get_prefix("/")]
+    rc, out = run_cli(capsys, env_for(reg, calls, 2, service=service))
+    assert rc == 1 and "not joined: first boot step 'join' failed" in out
+    assert "0000000000000000" not in out
+    assert [(e.key, e.value) for e in reg.kv.get_prefix("/")] == before
+    assert not journal.done_marker(state).exists()
+    # the operator fixes the token: first boot resumes at the join
+    use_state(monkeypatch, tmp_path, "n2", text)
+    rc, out = run_cli(capsys, env_for(reg, calls, 2, service=service))
+    assert rc == 0 and "step inventory" not in out and "node node2 is controller" in out
