@@ -39,7 +39,7 @@ e2e: setup-test
 
 # Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
 # against a baseline measured in the same run.
-BENCHES ?= build_cache pxe_tftp pxe_http bmc_power
+BENCHES ?= build_cache pxe_tftp pxe_http bmc_power cluster_join
 bench: setup-test
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 
