@@ -40,6 +40,11 @@ def cache_dir():
     return base / "rackforge"
 
 
+def config_dir():
+    """Per-node configuration on an appliance (bootstrap file, etcd's files)."""
+    return Path(os.environ.get("RACKFORGE_CONFIG", "/etc/rackforge"))
+
+
 def state_dir():
     """Persistent per-node state on an appliance."""
     return Path(os.environ.get("RACKFORGE_STATE", "/var/lib/rackforge"))
