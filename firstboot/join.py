@@ -42,6 +42,7 @@ from rackforge.kvstore import RegistryUnavailable
 LOG = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024
 DEFAULT_PORT = 9443
+HANDSHAKE_TIMEOUT = 10
 
 
 class JoinError(errors.RackforgeError):
@@ -75,7 +76,9 @@ class JoinService:
     def __init__(self, registry, authority, etcd_endpoints=(), policy=None, clock=None):
         self.registry = registry
         self.authority = authority
-        self.etcd_endpoints = list(etcd_endpoints)
+        # a list, or a callable giving the current one (the etcd members' client URLs)
+        self.etcd_endpoints = (etcd_endpoints if callable(etcd_endpoints)
+                               else list(etcd_endpoints))
         kw = {"clock": clock} if clock else {}
         self.tokens = tokens.TokenStore(registry.kv, **kw)
         self.election = roles.RoleElection(registry.kv, policy, **kw)
@@ -113,7 +116,11 @@ class JoinService:
                 "roles": decision.roles, "certificate": issued.cert_pem.decode(),
                 "key": issued.key_pem.decode() if issued.key_pem else None,
                 "ca": self.authority.cert_pem.decode(),
-                "etcd_endpoints": self.etcd_endpoints}
+                "etcd_endpoints": self.endpoints()}
+
+    def endpoints(self):
+        eps = self.etcd_endpoints
+        return list(eps() if callable(eps) else eps)
 
     def _find(self, name, macs):
         try:
@@ -156,6 +163,8 @@ class JoinService:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "rackforge-join"
     protocol_version = "HTTP/1.1"
+    timeout = 30                       # a silent client is dropped, not waited for
+    disable_nagle_algorithm = True     # headers and body are two sends: no 40 ms stall
 
     def log_message(self, fmt, *args):
         LOG.debug("join %s: " + fmt, self.client_address[0], *args)
@@ -202,6 +211,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, answer)
 
 
+class _TLSServer(http.server.ThreadingHTTPServer):
+    """HTTPS with the TLS handshake in each connection's own thread.
+
+    Wrapping the listening socket would run every handshake inside
+    ``accept()``, in the one serving thread: a client that connects and
+    says nothing (or a node that lost power mid-handshake) would stop every
+    other join.
+    """
+    daemon_threads = True
+    request_queue_size = 128           # 48 nodes joining at once must not see SYN drops
+
+    def __init__(self, address, handler, context):
+        self.ssl_context = context
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            LOG.debug("join: TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
+
+
 class JoinServer:
     """The join service over HTTPS on ``host:port`` (port 0: any free port)."""
 
@@ -219,14 +256,9 @@ class JoinServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert_dir / "join.crt", cert_dir / "join.key")
-        self.httpd = http.server.ThreadingHTTPServer((host, port), _Handler,
-                                                     bind_and_activate=False)
-        self.httpd.daemon_threads = True
+        self.httpd = _TLSServer((host, port), _Handler, context)
         self.httpd.service = service
         self.httpd.posts = 0
-        self.httpd.server_bind()
-        self.httpd.server_activate()
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.host, self.port = host, self.httpd.server_address[1]
         self._thread = None
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from rackforge import errors
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+POOL_SIZE = 64
 
 
 class RegistryUnavailable(errors.RackforgeError):
@@ -115,6 +116,7 @@ class EtcdKV(KVStore):
         # keep `rackforge --help` free of requests' import time.  The class, not
         # etcd3gw.client(): Debian 12's etcd3gw 2.0 factory takes no api_path, and
         # its default (/v3alpha/) is gone from etcd 3.4.
+        import requests.adapters
         from etcd3gw import exceptions
         from etcd3gw.client import Etcd3Client
 
@@ -135,6 +137,10 @@ class EtcdKV(KVStore):
             # the cluster CA, not $REQUESTS_CA_BUNDLE (which requests lets override the
             # session's), and never a proxy for the rack's own etcd
             client.session.trust_env = False
+            # one store is shared by the join service's threads
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+            client.session.mount("https://", adapter)
+            client.session.mount("http://", adapter)
             self._clients.append(client)
         self._exceptions = exceptions
         self._current = 0

@@ -124,3 +124,17 @@ def test_rejoin_after_crash_is_the_same_node(seed):
     assert tokens.TokenStore(reg.kv).get(token.split(".")[0]).used == 1
     # the one use left is still there for another node
     assert do_join(server, token, authority.pin, 2)["node_id"] != first["node_id"]
+
+
+def test_a_silent_connection_does_not_hold_up_other_joins(seed):
+    """A client that connects and never speaks TLS (a node that lost power mid-connect)."""
+    import socket
+
+    reg, authority, server = seed
+    token, _ = tokens.TokenStore(reg.kv).create(uses=1)
+    with socket.create_connection((server.host, server.port)) as silent:
+        answer = do_join(server, token, authority.pin, 1, timeout=5)
+        assert answer["role"] == "controller"
+        silent.settimeout(join.HANDSHAKE_TIMEOUT + 5)
+        # the server gives up on it: the handshake times out and the socket is closed
+        assert silent.recv(1) == b""
