@@ -54,7 +54,7 @@ def _default_network(spec):
 
 def _default_registry(endpoints, tls=None):
     from rackforge import registry
-    return registry.connect(endpoints[0] if endpoints else None)
+    return registry.connect(list(endpoints) or None, **(tls or {}))
 
 
 def _default_join(**kw):
@@ -62,10 +62,42 @@ def _default_join(**kw):
     return join.join(**kw)
 
 
-def _no_etcd(ctx):
-    from rackforge.firstboot.join import JoinError
-    raise JoinError(endpoint="etcd", detail="starting etcd on the seed is not wired yet; "
-                    "start etcd-server by hand and set RACKFORGE_ETCD")
+def _default_profile():
+    from rackforge.firstboot import nodeprofile
+    return nodeprofile.load()
+
+
+def _start_seed_etcd(name, address, cluster, tls_pems, tls):
+    from rackforge.firstboot import etcd
+    return etcd.start_seed(name, address, cluster, tls_pems, etcd.Starter(),
+                           lambda eps: _default_registry(eps, tls))
+
+
+def _join_etcd(name, address, cluster, tls_pems, endpoints, reg):
+    from rackforge.firstboot import etcd
+    return etcd.join_member(name, address, cluster, tls_pems, endpoints, reg.kv,
+                            etcd.Starter())
+
+
+def _write_client(endpoints, tls):
+    from rackforge.firstboot import etcd
+    etcd.write_client(endpoints, tls, etcd.Layout.default())
+
+
+def _systemctl(*args):
+    from rackforge.firstboot import etcd
+    etcd.systemctl(*args)
+
+
+def _start_join_server(ctx):
+    _systemctl("enable", "--now", "rackforge-join.service")
+
+
+def _enable_nodeagent(ctx):
+    # --no-block: the node agent is ordered after this unit; waiting for its
+    # start job from inside this one would wait forever
+    _systemctl("enable", "rackforge-nodeagent.service")
+    _systemctl("start", "--no-block", "rackforge-nodeagent.service")
 
 
 @dataclass
@@ -73,12 +105,17 @@ class Env:
     """What the steps use from the outside world (all injectable)."""
     collect_inventory: Callable = _default_inventory
     apply_network: Callable = _default_network
-    start_etcd: Callable = _no_etcd                # ctx -> [client URLs]
+    # (name, address, cluster, (ca, cert, key) PEMs, tls paths) -> [client URLs]
+    start_etcd: Callable = _start_seed_etcd
+    # (name, address, cluster, PEMs, endpoints, registry) -> [client URLs]
+    join_etcd: Callable = _join_etcd
+    write_client: Callable = _write_client          # (endpoints, tls paths)
     connect_registry: Callable = _default_registry  # (endpoints, tls) -> NodeRegistry
     join_client: Callable = _default_join
+    start_join_server: Callable = _start_join_server
     storage_run: Optional[Callable] = None         # probe runner for storage.select
-    enable_nodeagent: Callable = lambda ctx: None
-    profile: object = None
+    enable_nodeagent: Callable = _enable_nodeagent
+    profile: object = field(default_factory=_default_profile)
     hostname: str = field(default_factory=socket.gethostname)
     join_port: int = 9443
 
@@ -128,44 +165,67 @@ def build_steps(boot, env):
     def seed(ctx, intent):
         from rackforge.firstboot import ca, join
         authority = ca.CertificateAuthority.init(cluster=boot.cluster)
-        endpoints = env.start_etcd(ctx)
-        reg = env.connect_registry(endpoints, None)
+        name = intent["name"]
         address = (intent["addresses"] or ["127.0.0.1"])[0]
+        issued = authority.issue(name, sorted({address, "127.0.0.1"}))
+        pki = _write_pki(authority.cert_pem, issued.cert_pem, issued.key_pem)
+        pems = (authority.cert_pem, issued.cert_pem, issued.key_pem)
+        endpoints = env.start_etcd(name, address, boot.cluster, pems, pki)
+        env.write_client(endpoints, pki)
+        reg = env.connect_registry(endpoints, pki)
         join_endpoint = "https://%s:%d" % (address, env.join_port)
         _put_cluster(reg.kv, {"name": boot.cluster, "join_endpoint": join_endpoint,
-                              "ca_sha256": authority.pin, "etcd_endpoints": endpoints})
+                              "ca_sha256": authority.pin})
         service = join.JoinService(reg, authority, endpoints, _role_policy(env))
-        node = service.admit(intent["name"], intent["addresses"],
-                             ctx.results.get("inventory") or {})
-        issued = authority.issue(intent["name"], intent["addresses"])
-        return {"node_id": node.id, "name": intent["name"], "etcd_endpoints": endpoints,
-                "join_endpoint": join_endpoint, "ca_sha256": authority.pin,
-                "certificate": _pki_write("node.crt", issued.cert_pem, 0o644),
-                "key": _pki_write("node.key", issued.key_pem),
-                "ca": _pki_write("ca.crt", authority.cert_pem, 0o644)}
+        node = service.admit(name, intent["addresses"], ctx.results.get("inventory") or {})
+        env.start_join_server(ctx)
+        return {"node_id": node.id, "name": name, "addresses": intent["addresses"],
+                "etcd_endpoints": endpoints, "join_endpoint": join_endpoint,
+                "ca_sha256": authority.pin, **pki}
 
     def join_step(ctx, intent):
         j = boot.join
         answer = env.join_client(endpoint=j.endpoint, token=j.token, pin=j.ca_sha256,
                                  name=intent["name"], addresses=intent["addresses"],
                                  inventory=ctx.results.get("inventory") or {}, role=boot.role)
+        pki = _write_pki(answer["ca"].encode(), answer["certificate"].encode(),
+                         answer["key"].encode() if answer.get("key") else None)
+        env.write_client(answer["etcd_endpoints"], pki)
         out = {k: answer[k] for k in ("node_id", "name", "role", "roles", "etcd_endpoints")}
-        out["certificate"] = _pki_write("node.crt", answer["certificate"].encode(), 0o644)
-        if answer.get("key"):
-            out["key"] = _pki_write("node.key", answer["key"].encode())
-        out["ca"] = _pki_write("ca.crt", answer["ca"].encode(), 0o644)
-        return out      # never the token
+        return dict(out, addresses=intent["addresses"], **pki)      # never the token
+
+    def registry(ctx):
+        m = ctx.results["seed" if boot.seed else "join"]
+        endpoints = (ctx.results.get("etcd") or {}).get("endpoints") or m["etcd_endpoints"]
+        return env.connect_registry(endpoints, _tls(m))
 
     def role(ctx, intent):
         m = ctx.results["seed" if boot.seed else "join"]
         if not boot.seed:
             return {"role": m["role"], "roles": m["roles"]}
         from rackforge.firstboot import roles
-        reg = env.connect_registry(m["etcd_endpoints"], None)
+        reg = registry(ctx)
         decision = roles.RoleElection(reg.kv, _role_policy(env)).decide(m["node_id"],
                                                                         pin=boot.role)
         roles.record_role(reg, m["node_id"], decision)
         return {"role": decision.role, "roles": decision.roles}
+
+    def etcd_step(ctx, intent):
+        m = ctx.results["seed" if boot.seed else "join"]
+        if boot.seed:
+            return {"member": True, "endpoints": m["etcd_endpoints"]}
+        if ctx.results["role"]["role"] != "controller":
+            return {"member": False, "endpoints": m["etcd_endpoints"]}
+        if not m["addresses"]:
+            from rackforge.firstboot.etcd import EtcdError
+            raise EtcdError(detail="a controller needs a static management address; set "
+                            "management.address in the bootstrap file")
+        pems = tuple(_read(m[k]) for k in ("ca_cert", "cert", "key"))
+        endpoints = env.join_etcd(m["name"], m["addresses"][0], _cluster_name(ctx, env, m),
+                                  pems, m["etcd_endpoints"],
+                                  env.connect_registry(m["etcd_endpoints"], _tls(m)))
+        env.write_client(endpoints, _tls(m))
+        return {"member": True, "endpoints": endpoints}
 
     def storage_step(ctx, intent):
         from rackforge.firstboot import inventory as inv_mod
@@ -175,7 +235,7 @@ def build_steps(boot, env):
         policy = storage.StoragePolicy.from_profile(env.profile)
         kw = {"run": env.storage_run} if env.storage_run else {}
         selection = storage.select(inv, policy, **kw)
-        reg = env.connect_registry(m["etcd_endpoints"], None)
+        reg = registry(ctx)
         storage.record(reg, m["node_id"], selection)
         data = selection.to_dict()
         if data.get("disks"):
@@ -183,21 +243,23 @@ def build_steps(boot, env):
                 parts = [p for p in (n.role or ctx.results["role"]["role"]).split(",") if p]
                 n.role = ",".join(parts + ([] if "storage" in parts else ["storage"]))
             reg.update_node(m["node_id"], add)
+            from rackforge.firstboot import roles
+            roles.RoleElection(reg.kv, _role_policy(env)).mark_storage(m["node_id"])
         return data
 
     def handover(ctx, intent):
         m = ctx.results["seed" if boot.seed else "join"]
-        reg = env.connect_registry(m["etcd_endpoints"], None)
+        reg = registry(ctx)
         disks = (ctx.results.get("storage") or {}).get("disks") or []
         desired = {"role": ctx.results["role"]["role"], "storage": bool(disks),
-                   "etcd_endpoints": m["etcd_endpoints"]}
+                   "etcd_endpoints": ctx.results["etcd"]["endpoints"],
+                   "etcd_member": ctx.results["etcd"]["member"]}
 
         def change(n):
             n.boot = dict(n.boot, desired=desired, firstboot="done")
             n.state = "active"
         reg.update_node(m["node_id"], change)
-        node = {"node_id": m["node_id"], "name": m["name"], **desired,
-                "certificate": m.get("certificate"), "key": m.get("key"), "ca": m.get("ca")}
+        node = {"node_id": m["node_id"], "name": m["name"], **desired, **_tls(m)}
         atomic_write(paths.state_dir() / "node.json", json.dumps(node, indent=2) + "\n",
                      mode=0o600)
         env.enable_nodeagent(ctx)
@@ -206,8 +268,32 @@ def build_steps(boot, env):
     middle = (journal.Step("seed", seed, once=True, prepare=identity) if boot.seed else
               journal.Step("join", join_step, once=True, prepare=identity))
     return [journal.Step("inventory", inventory), journal.Step("network", net), middle,
-            journal.Step("role", role), journal.Step("storage", storage_step),
-            journal.Step("handover", handover)]
+            journal.Step("role", role), journal.Step("etcd", etcd_step),
+            journal.Step("storage", storage_step), journal.Step("handover", handover)]
+
+
+def _tls(m):
+    return {k: m[k] for k in ("ca_cert", "cert", "key") if m.get(k)}
+
+
+def _read(path):
+    from pathlib import Path
+    return Path(path).read_bytes()
+
+
+def _write_pki(ca_pem, cert_pem, key_pem):
+    """The cluster CA, this node's certificate and key in ``state_dir()/pki``."""
+    out = {"ca_cert": _pki_write("ca.crt", ca_pem, 0o644),
+           "cert": _pki_write("node.crt", cert_pem, 0o644)}
+    if key_pem:
+        out["key"] = _pki_write("node.key", key_pem)
+    return out
+
+
+def _cluster_name(ctx, env, m):
+    """The cluster's name (etcd's initial-cluster-token) from the cluster record."""
+    entry = env.connect_registry(m["etcd_endpoints"], _tls(m)).kv.get(CLUSTER_KEY)
+    return json.loads(entry.value).get("name", "rackforge") if entry else "rackforge"
 
 
 def _role_policy(env):

@@ -66,6 +66,15 @@ def add_commands(sub):
     _etcd_option(q)
     q.set_defaults(func=cmd_token_delete)
 
+    q = csub.add_parser("join-server", help="serve joins over HTTPS (the seed's "
+                        "rackforge-join.service runs it)")
+    q.add_argument("--listen", metavar="ADDRESS",
+                   help="address to listen on (default: the host of the cluster record's "
+                        "join_endpoint)")
+    q.add_argument("--port", type=int, help="port (default: the join_endpoint's, 9443)")
+    _etcd_option(q)
+    q.set_defaults(func=cmd_join_server)
+
     c = csub.add_parser("ca", help="the cluster certificate authority")
     casub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = casub.add_parser("init", help="create the cluster CA here (the seed), or show it")
@@ -213,6 +222,58 @@ def cmd_ca_show(args):
     print("expires:   %s" % authority.cert.not_valid_after_utc.strftime("%Y-%m-%d"))
     print("ca_sha256: %s" % authority.pin)
     return 0
+
+
+def cmd_join_server(args):
+    """Serve ``POST /join`` until SIGTERM; tells systemd when it listens."""
+    import signal
+    import threading
+    import urllib.parse
+
+    from rackforge.firstboot import agent, ca, etcd, join, nodeprofile, roles
+    from rackforge.kvstore import RegistryUnavailable
+
+    authority = ca.CertificateAuthority.load()
+    reg = _connect_registry(args)
+    entry = reg.kv.get(agent.CLUSTER_KEY)
+    if entry is None and not (args.listen and args.port):
+        print("rackforge: error: no cluster record in the registry; run first boot on the "
+              "seed, or give --listen and --port", file=sys.stderr)
+        return 2
+    url = urllib.parse.urlsplit(json.loads(entry.value)["join_endpoint"] if entry else "")
+    host = args.listen or url.hostname
+    port = args.port or url.port or join.DEFAULT_PORT
+    kv = reg.kv
+
+    def endpoints():
+        try:
+            return etcd.voting_endpoints(kv.members())
+        except (AttributeError, etcd.EtcdError, RegistryUnavailable):   # no members API
+            return list(getattr(kv, "endpoints", []))
+
+    policy = roles.RolePolicy.from_profile(nodeprofile.load())
+    service = join.JoinService(reg, authority, endpoints, policy)
+    server = join.JoinServer(service, host, port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    print("rackforge-join: serving joins at %s (CA %s)" % (server.endpoint, authority.pin),
+          flush=True)
+    _sd_notify("READY=1")
+    while not stop.wait(3600):
+        pass
+    _sd_notify("STOPPING=1")
+    server.stop()
+    print("rackforge-join: stopped", flush=True)
+    return 0
+
+
+def _sd_notify(state):
+    try:
+        from systemd import daemon
+    except ImportError:
+        return
+    daemon.notify(state)
 
 
 def cmd_token_create(args):

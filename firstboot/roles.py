@@ -169,6 +169,27 @@ class RoleElection:
                 return decision
         raise ElectionContended(node=node, attempts=CAS_ATTEMPTS, key=CONTROLLERS_KEY)
 
+    def mark_storage(self, node, storage=True):
+        """Record that ``node`` has (or no longer has) data disks in its decision.
+
+        Disks are chosen after the role (the storage step), so the flag is
+        set on the stored decision, by compare-and-set; the role itself never
+        changes here.  :returns: the updated decision, or None if undecided.
+        """
+        node_key = NODE_ROLES + node
+        for _ in range(CAS_ATTEMPTS):
+            known = self.kv.get(node_key)
+            if known is None:
+                return None
+            decision = Decision.from_value(known.value)
+            if decision.storage == bool(storage):
+                return decision
+            decision.storage = bool(storage)
+            if self.kv.txn([Compare(node_key, known.mod_revision)],
+                           [(node_key, decision.to_json())]):
+                return decision
+        raise ElectionContended(node=node, attempts=CAS_ATTEMPTS, key=node_key)
+
     def release(self, node):
         """Forget ``node``'s decision and free its controller place (node removal).
 

@@ -65,7 +65,7 @@ class BuildSettings:
 DEFAULTS = {
     "description": "",
     "packages": [],
-    "cluster": {"controllers": 1},
+    "cluster": {"controllers": 3},
     "roles": {},
     "network": {"management": {"interface": "auto", "mode": "dhcp"}},
     "storage": {"wipe": "never", "min_disk_gib": 20},

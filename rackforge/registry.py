@@ -243,8 +243,17 @@ class NodeRegistry:
 
 
 def connect(endpoint=None, **tls):
-    """The registry at ``endpoint``, ``$RACKFORGE_ETCD`` or etcd's default on loopback."""
-    return NodeRegistry(EtcdKV(endpoint or os.environ.get("RACKFORGE_ETCD"), **tls))
+    """The registry at ``endpoint`` (one URL or several), else ``$RACKFORGE_ETCD``, else
+    this node's etcd client file (written at first boot, with its TLS files), else
+    etcd's default on loopback."""
+    endpoint = endpoint or os.environ.get("RACKFORGE_ETCD")
+    if not endpoint:
+        from rackforge.firstboot import etcd
+        local = etcd.read_client()
+        if local is not None:
+            endpoint, found = local
+            tls = dict(found, **tls)
+    return NodeRegistry(EtcdKV(endpoint, **tls))
 
 
 def MemoryRegistry():

@@ -74,8 +74,19 @@ def test_root_tree_has_code_units_and_banner(minimal_build):
     assert "def main" in cat("usr/lib/rackforge/rackforge/cli.py")
     listing = subprocess.run(["unsquashfs", "-lls", str(squashfs)], check=True,
                              capture_output=True, text=True).stdout
-    for unit in ("rackforge-firstboot.service", "rackforge-nodeagent.service"):
-        assert re.search(r"multi-user\.target\.wants/%s -> " % re.escape(unit), listing), unit
+
+    def enabled(unit):
+        return re.search(r"multi-user\.target\.wants/%s -> " % re.escape(unit), listing)
+
+    # first boot runs on every boot until done; it enables the rest itself
+    assert enabled("rackforge-firstboot.service")
+    for unit in ("rackforge-nodeagent.service", "rackforge-etcd.service",
+                 "rackforge-join.service", "etcd.service"):
+        assert not enabled(unit), unit
+    assert "usr/lib/systemd/system/rackforge-etcd.service" in listing
+    # the cluster and storage policy first boot reads
+    policy = json.loads(cat("usr/lib/rackforge/profile.json"))
+    assert policy["name"] == "minimal" and policy["cluster"]["controllers"] == 3
 
 
 def test_nothing_left_behind(minimal_build, images_dir):

@@ -27,14 +27,21 @@ def inv(i, data_disk=True):
 def world(tmp_path, monkeypatch):
     """One shared registry; each node has its own state dir (set per call)."""
     reg = registry.MemoryRegistry()
-    calls = {"etcd": 0, "network": [], "nodeagent": 0, "joins": 0}
+    calls = {"etcd": 0, "network": [], "nodeagent": 0, "joins": 0, "members": [],
+             "join_server": 0, "clients": {}}
     return tmp_path, reg, calls
 
 
 def env_for(reg, calls, i, data_disk=True, service=None, hostname=None):
-    def start_etcd(ctx):
+    def start_etcd(name, address, cluster, pems, tls):
+        assert pems[0].startswith(b"-----BEGIN CERTIFICATE") and b"PRIVATE KEY" in pems[2]
         calls["etcd"] += 1
-        return ["http://10.0.0.1:2379"]
+        return ["https://%s:2379" % address]
+
+    def join_etcd(name, address, cluster, pems, endpoints, reg_):
+        assert cluster == "rack1" and b"PRIVATE KEY" in pems[2]
+        calls["members"].append(name)
+        return endpoints + ["https://%s:2379" % address]
 
     def join_client(**kw):
         calls["joins"] += 1
@@ -46,7 +53,11 @@ def env_for(reg, calls, i, data_disk=True, service=None, hostname=None):
 
     return agent.Env(collect_inventory=lambda: inv(i, data_disk),
                      apply_network=lambda spec: calls["network"].append(spec.address),
-                     start_etcd=start_etcd, connect_registry=lambda eps, tls: reg,
+                     start_etcd=start_etcd, join_etcd=join_etcd,
+                     write_client=lambda eps, tls: calls["clients"].__setitem__(i, eps),
+                     start_join_server=lambda ctx: calls.__setitem__(
+                         "join_server", calls["join_server"] + 1),
+                     connect_registry=lambda eps, tls: reg,
                      join_client=join_client,
                      storage_run=lambda argv: (0, "") if argv[0] == "wipefs" else (2, ""),
                      enable_nodeagent=lambda ctx: calls.__setitem__(
@@ -82,10 +93,11 @@ def seed_then_joins(world, monkeypatch, capsys, count=4):
     cluster = json.loads(reg.kv.get(agent.CLUSTER_KEY).value)
     assert cluster["join_endpoint"] == "https://10.0.0.1:9443"
     assert cluster["ca_sha256"] == authority.pin
-    service = join.JoinService(reg, authority, ["http://10.0.0.1:2379"])
+    service = join.JoinService(reg, authority, ["https://10.0.0.1:2379"])
     token, _ = tokens.TokenStore(reg.kv).create(uses=count)
     text = ("join: {endpoint: 'https://10.0.0.1:9443', token: %s, ca_sha256: '%s'}\n"
             % (token, authority.pin))
+    text += "management: {interface: eth0, address: 10.0.0.%d/24}\n"
     return service, token, text
 
 
@@ -110,7 +122,7 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
     tmp_path, reg, calls = world
     service, token, text = seed_then_joins(world, monkeypatch, capsys)
     for i in range(2, 6):
-        state = use_state(monkeypatch, tmp_path, "n%d" % i, text)
+        state = use_state(monkeypatch, tmp_path, "n%d" % i, text % i)
         rc, out = run_cli(capsys, env_for(reg, calls, i, data_disk=(i != 5), service=service))
         assert rc == 0, out
         assert journal.done_marker(state).is_file()
@@ -125,7 +137,17 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
         "compute"]
     assert all(n.state == "active" and n.boot["desired"]["role"] for n in nodes.values())
     assert nodes["node2"].boot["storage"]["disks"][0]["name"] == "sdb"
-    assert calls == {"etcd": 1, "network": ["10.0.0.1/24"], "nodeagent": 5, "joins": 4}
+    assert (calls["etcd"], calls["join_server"], calls["nodeagent"], calls["joins"]) == \
+        (1, 1, 5, 4)
+    assert calls["network"] == ["10.0.0.%d/24" % i for i in range(1, 6)]
+    # the two joining controllers become etcd members; compute nodes are clients
+    assert calls["members"] == ["node2", "node3"]
+    assert calls["clients"][3] == ["https://10.0.0.1:2379", "https://10.0.0.3:2379"]
+    assert calls["clients"][4] == ["https://10.0.0.1:2379"]
+    from rackforge.firstboot import roles
+    decisions = {d.node: d for d in roles.RoleElection(reg.kv).decisions()}
+    assert [decisions[nodes["node%d" % i].id].storage for i in range(1, 6)] == [
+        True, True, True, True, False]
     # run again: the done marker keeps first boot from doing anything
     rc, out = run_cli(capsys, env_for(reg, calls, 5, service=service))
     assert rc == 0 and "already completed" in out and calls["joins"] == 4
@@ -135,7 +157,7 @@ def test_join_killed_after_the_seed_answered_resumes_as_the_same_node(world, mon
                                                                       capsys):
     tmp_path, reg, calls = world
     service, token, text = seed_then_joins(world, monkeypatch, capsys, count=2)
-    state = use_state(monkeypatch, tmp_path, "n2", text)
+    state = use_state(monkeypatch, tmp_path, "n2", text % 2)
     env = env_for(reg, calls, 2, service=service)
     real = env.join_client
 
@@ -162,6 +184,7 @@ def test_join_killed_after_the_seed_answered_resumes_as_the_same_node(world, mon
 def test_wrong_token_leaves_the_node_unjoined_and_resumable(world, monkeypatch, capsys):
     tmp_path, reg, calls = world
     service, token, text = seed_then_joins(world, monkeypatch, capsys)
+    text = text % 2
     bad = text.replace(token, token.split(".")[0] + ".0000000000000000")
     state = use_state(monkeypatch, tmp_path, "n2", bad)
     before = [(e.key, e.value) for e in reg.kv.get_prefix("/")]

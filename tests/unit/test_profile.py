@@ -86,7 +86,7 @@ def test_defaults_fill_what_the_profile_leaves_out(env):
                                 "elements: [el-a]\noutputs: [raw]\n")
     p = load_profile("bare")
     assert p.description == "" and p.packages == () and p.roles == {}
-    assert p.cluster == {"controllers": 1}
+    assert p.cluster == {"controllers": 3}
     assert p.network == {"management": {"interface": "auto", "mode": "dhcp"}}
     assert p.storage == {"wipe": "never", "min_disk_gib": 20}
     assert (p.disk.esp_mib, p.disk.root_free_mib, p.build.min_free_gib) == (128, 512, 10)
