@@ -267,7 +267,10 @@ def build_steps(boot, env):
 
     middle = (journal.Step("seed", seed, once=True, prepare=identity) if boot.seed else
               journal.Step("join", join_step, once=True, prepare=identity))
-    return [journal.Step("inventory", inventory), journal.Step("network", net), middle,
+    # the management address does not survive a reboot: set it again on each boot
+    # until first boot is complete (resumed joins need it)
+    return [journal.Step("inventory", inventory),
+            journal.Step("network", net, every_boot=True), middle,
             journal.Step("role", role), journal.Step("etcd", etcd_step),
             journal.Step("storage", storage_step), journal.Step("handover", handover)]
 

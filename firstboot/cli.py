@@ -125,6 +125,22 @@ def _ago(ts, now):
 
 
 # -- firstboot ------------------------------------------------------------------------
+BANNER = "rackforge-firstboot.issue"
+
+
+def banner(line):
+    """The console banner's first-boot line: joined as what, or why not (agetty issue.d)."""
+    from rackforge import paths
+    from rackforge.fileutil import atomic_write
+
+    directory = paths.issue_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / BANNER, "rackforge first boot: %s\n\n" % line, mode=0o644)
+    except OSError as exc:      # a read-only /etc must not hide the real outcome
+        print("rackforge-firstboot: cannot write the console banner: %s" % exc, flush=True)
+
+
 def cmd_firstboot_run(args, env=None):
     from rackforge import errors
     from rackforge.firstboot import agent, bootstrap, journal
@@ -144,22 +160,29 @@ def cmd_firstboot_run(args, env=None):
         boot = bootstrap.load()
     except bootstrap.BootstrapMissing as exc:
         say(str(exc))
+        banner("not joined: no bootstrap file yet (%s)" % bootstrap.path())
         return 0
     except errors.RackforgeError as exc:
         say("not joined: " + str(exc))
+        banner("not joined: " + str(exc))
         return exc.exit_code
     say("bootstrap %s: %s%s" % (boot.path, "seed of cluster %s" % boot.cluster if boot.seed
                                 else "join %s" % boot.join.endpoint,
                                 ", role pinned %s" % boot.role if boot.role else ""))
+    banner("working: %s" % ("seeding cluster %s" % boot.cluster if boot.seed
+                            else "joining %s" % boot.join.endpoint))
     try:
         ctx = agent.run(boot, env=env, say=say)
     except errors.RackforgeError as exc:
         say("not joined: " + str(exc))
+        banner("not joined: " + str(exc))
         return exc.exit_code
     member = ctx.results.get("join") or ctx.results["seed"]
+    role = ctx.results["handover"]["role"] + (",storage" if ctx.results["handover"]["storage"]
+                                              else "")
     say("first boot complete: node %s is %s; handed over to the node agent"
-        % (member["name"], ctx.results["handover"]["role"]
-           + (",storage" if ctx.results["handover"]["storage"] else "")))
+        % (member["name"], role))
+    banner("node %s joined as %s" % (member["name"], role))
     return 0
 
 

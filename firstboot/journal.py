@@ -28,6 +28,8 @@ the marker.
 
 import json
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,9 @@ class Step:
     once: bool = False
     prepare: Optional[Callable] = None     # ctx -> intent (JSON-able), recorded before run
     recover: Optional[Callable] = None     # (ctx, intent) -> result | None, on resume
+    # run again on every boot until first boot is complete, even when done: for
+    # state that does not survive a reboot (the management address)
+    every_boot: bool = False
 
 
 class Context:
@@ -105,7 +110,20 @@ def state(steps, base=None):
     return out
 
 
-def run(steps, ctx=None, base=None, clock=time.time, say=None):
+BREAK_ENV = "RACKFORGE_FIRSTBOOT_BREAK"
+
+
+def _break_after(step, say, wait):
+    """A power-loss drill, like dracut's ``rd.break``: ``RACKFORGE_FIRSTBOOT_BREAK=STEP``
+    (a drop-in on rackforge-firstboot.service) stops the agent after STEP's side
+    effect and before its record says done, until the machine is cut off."""
+    if os.environ.get(BREAK_ENV) == step.name:
+        say("break after step %s's side effect (%s): waiting for the power to be cut"
+            % (step.name, BREAK_ENV))
+        wait()
+
+
+def run(steps, ctx=None, base=None, clock=time.time, say=None, wait=None):
     """Run ``steps`` in order, skipping those done; returns ``ctx`` with every result.
 
     :raises StepFailed: a step raised; its record stays ``started`` so the next
@@ -118,8 +136,12 @@ def run(steps, ctx=None, base=None, clock=time.time, say=None):
     for i, step in enumerate(steps):
         path = _file(directory, i, step)
         rec = _read(path)
-        if rec and rec.get("status") == DONE:
+        if rec and rec.get("status") == DONE and not step.every_boot:
             ctx.results[step.name] = rec.get("result")
+            continue
+        if rec and rec.get("status") == DONE:
+            say("step %s: again after a reboot" % step.name)
+            ctx.results[step.name] = step.run(ctx, rec.get("intent"))
             continue
         if rec and rec.get("status") == STARTED:
             intent = rec.get("intent")
@@ -144,10 +166,16 @@ def run(steps, ctx=None, base=None, clock=time.time, say=None):
             rec["error"] = str(exc)
             _write(path, rec)
             raise StepFailed(step=step.name, detail=exc) from exc
+        _break_after(step, say, wait or _forever)
         _finish(path, rec, result, ctx, step, clock)
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(marker, json.dumps({"finished": clock()}) + "\n")
     return ctx
+
+
+def _forever():
+    while True:
+        signal.pause()
 
 
 def _finish(path, rec, result, ctx, step, clock):

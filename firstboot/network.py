@@ -82,22 +82,32 @@ class Snapshot:
 
 # --- reading state --------------------------------------------------------
 
+def _nla(msg, name):
+    """Attribute ``name`` (``ifname``, ``gateway``, ...) of a netlink message, or None.
+
+    ``_nla(msg, "ifname")`` only works from pyroute2 0.7.3 on; the appliance has
+    Debian 12's 0.7.2, so the full name (``IFLA_IFNAME``) is asked for, which
+    every version answers.
+    """
+    return msg.get_attr(msg.prefix + name.upper())
+
+
 def _links(ipr):
-    return {msg.get("ifname"): msg for msg in ipr.get_links()}
+    return {_nla(msg, "ifname"): msg for msg in ipr.get_links()}
 
 
 def _link_state(msg, names_by_index):
-    return LinkState(name=msg.get("ifname"), up=bool(msg["flags"] & IFF_UP),
-                     master=names_by_index.get(msg.get("master")), mtu=msg.get("mtu"),
-                     mac=msg.get("address"))
+    return LinkState(name=_nla(msg, "ifname"), up=bool(msg["flags"] & IFF_UP),
+                     master=names_by_index.get(_nla(msg, "master")), mtu=_nla(msg, "mtu"),
+                     mac=_nla(msg, "address"))
 
 
 def _addresses(ipr, index):
     """IPv4 addresses of a link as (local, prefixlen, broadcast, scope, label) tuples."""
     found = set()
     for msg in ipr.get_addr(family=socket.AF_INET, index=index):
-        found.add((msg.get("local") or msg.get("address"), msg["prefixlen"],
-                   msg.get("broadcast"), msg["scope"], msg.get("label")))
+        found.add((_nla(msg, "local") or _nla(msg, "address"), msg["prefixlen"],
+                   _nla(msg, "broadcast"), msg["scope"], _nla(msg, "label")))
     return found
 
 
@@ -105,13 +115,13 @@ def _routes(ipr, names, names_by_index):
     """Non-kernel IPv4 main-table routes on *names*, and every default route."""
     found = set()
     for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-        oif = names_by_index.get(msg.get("oif"))
+        oif = names_by_index.get(_nla(msg, "oif"))
         if msg["proto"] == RTPROT_KERNEL:
             continue        # prefix routes come and go with their addresses
         if oif in names or msg["dst_len"] == 0:
-            found.add((msg.get("dst") or "0.0.0.0", msg["dst_len"], msg.get("gateway"), oif,
-                       msg.get("priority"), msg["proto"], msg["scope"], msg["type"],
-                       msg.get("prefsrc")))
+            found.add((_nla(msg, "dst") or "0.0.0.0", msg["dst_len"], _nla(msg, "gateway"), oif,
+                       _nla(msg, "priority"), msg["proto"], msg["scope"], msg["type"],
+                       _nla(msg, "prefsrc")))
     return found
 
 
@@ -151,7 +161,7 @@ def restore(ipr, snap):
         master = links[state.master]["index"] if state.master in links else 0
         attempt("master of " + name, ipr.link, "set", index=idx, master=master)
         attempt("mtu of " + name, ipr.link, "set", index=idx, mtu=state.mtu)
-        if state.mac and links[name].get("address") != state.mac:
+        if state.mac and _nla(links[name], "address") != state.mac:
             attempt("mac of " + name, ipr.link, "set", index=idx, address=state.mac)
         attempt("state of " + name, ipr.link, "set", index=idx,
                 state="up" if state.up else "down")
@@ -198,7 +208,7 @@ def resolve(ipr, spec):
     links = _links(ipr)
     by_mac = {}
     for name, msg in links.items():
-        for mac in (msg.get("perm_address"), msg.get("address")):
+        for mac in (_nla(msg, "perm_address"), _nla(msg, "address")):
             if mac:
                 by_mac.setdefault("mac:" + mac.lower(), name)
 
@@ -311,8 +321,8 @@ def stop_dhcp(ifname, runner=subprocess.run):
 
 def _default_gateway(ipr, idx):
     for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE, oif=idx):
-        if msg["dst_len"] == 0 and msg.get("gateway"):
-            return msg.get("gateway")
+        if msg["dst_len"] == 0 and _nla(msg, "gateway"):
+            return _nla(msg, "gateway")
     return None
 
 
@@ -372,7 +382,7 @@ def wait_neighbour(ipr, ifname, idx, hop, deadline):
 
 def _neighbour_state(ipr, idx, hop):
     for msg in ipr.get_neighbours(family=socket.AF_INET, ifindex=idx):
-        if msg.get("dst") == hop:
+        if _nla(msg, "dst") == hop:
             return msg["state"]
     return 0
 

@@ -55,13 +55,6 @@ def tree_digest(directory):
     return h.hexdigest()
 
 
-def _policy(profile):
-    """The profile's node settings (``/usr/lib/rackforge/profile.json`` in the image)."""
-    as_dict = getattr(profile, "as_dict", None)
-    data = as_dict() if as_dict else {}
-    return {k: data[k] for k in ("cluster", "storage", "network", "roles") if k in data}
-
-
 def key_inputs(profile, element_dirs, dib_version, rackforge_version):
     """Everything that decides the base's content, as a JSON-able dict."""
     return {
@@ -71,8 +64,6 @@ def key_inputs(profile, element_dirs, dib_version, rackforge_version):
         "release": profile.distro.release,
         "elements": list(profile.elements),
         "packages": sorted(profile.packages),
-        # written into the image as /usr/lib/rackforge/profile.json
-        "policy": _policy(profile),
         # content only: a clone elsewhere shares the cache
         "element_trees": [tree_digest(d) for d in element_dirs],
         "diskimage_builder": dib_version,

@@ -5,7 +5,6 @@ element it needs no device-mapper, so it builds on any host (see
 TESTBED.md).  The disk, ISO and PXE bundle are assembled afterwards.
 """
 
-import json
 import os
 import re
 import signal
@@ -52,8 +51,6 @@ def build_env(profile, workdir, version):
         "DIB_RELEASE": profile.distro.release,
         "DIB_RACKFORGE_VERSION": version,
         "DIB_RACKFORGE_PROFILE": profile.name,
-        # the node reads its cluster and storage policy from it at first boot
-        "DIB_RACKFORGE_PROFILE_JSON": json.dumps(profile.as_dict(), sort_keys=True),
         # keep diskimage-builder's scratch (and its mounts) under our work
         # directory, where the clean-up looks for them
         "TMP_DIR": str(Path(workdir) / "dib-tmp"),

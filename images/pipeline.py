@@ -257,6 +257,7 @@ class Build:
         rootfs.install_code(self.root, paths.source_root(), run=self._logged_run(
             "installing rackforge into the image"))
         rootfs.write_release(self.root, self.release)
+        rootfs.write_profile(self.root, self.plan.profile)
         kernel, initrd = rootfs.kernel_and_initrd(self.root)
         self.kernel = self.root / "boot" / kernel
         self.initrd = self.root / "boot" / initrd

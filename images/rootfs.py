@@ -20,6 +20,7 @@ from rackforge import errors
 # Where the element rackforge-base expects the code (see elements/README.md).
 CODE_DIR = "usr/lib/rackforge"
 RELEASE_FILE = "etc/rackforge/release.json"
+PROFILE_FILE = "usr/lib/rackforge/profile.json"
 API_DIRS = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755, "tmp": 0o1777}
 
 
@@ -71,6 +72,15 @@ def write_release(root, release):
     path = Path(root) / RELEASE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(release, indent=2, sort_keys=True) + "\n")
+
+
+def write_profile(root, profile):
+    """The merged profile as ``usr/lib/rackforge/profile.json``: first boot and the join
+    service read the cluster and storage policy from it (firstboot/nodeprofile.py)."""
+    path = Path(root) / PROFILE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile.as_dict(), indent=2, sort_keys=True) + "\n")
+    path.chmod(0o644)
 
 
 def write_live_fstab(root):

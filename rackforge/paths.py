@@ -48,3 +48,8 @@ def config_dir():
 def state_dir():
     """Persistent per-node state on an appliance."""
     return Path(os.environ.get("RACKFORGE_STATE", "/var/lib/rackforge"))
+
+
+def issue_dir():
+    """Where the console banner's pieces go (agetty shows /etc/issue.d/*.issue)."""
+    return Path(os.environ.get("RACKFORGE_ISSUE_DIR", "/etc/issue.d"))

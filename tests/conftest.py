@@ -32,8 +32,18 @@ def build_env(images_dir):
 
 @pytest.fixture(scope="session")
 def minimal_build(images_dir, build_env):
-    """images/minimal/ of a real build, and the command's output."""
+    """images/minimal/ of a real build, and the command's output.
+
+    ``RACKFORGE_TEST_PREBUILT=DIR`` uses ``DIR/minimal`` of an earlier build
+    from this tree instead (a developer iterating on one test; CI never sets it).
+    """
     needs_root()
+    prebuilt = os.environ.get("RACKFORGE_TEST_PREBUILT")
+    if prebuilt:
+        out = Path(prebuilt) / "minimal"
+        if not (out / "manifest.json").is_file():
+            pytest.fail("RACKFORGE_TEST_PREBUILT=%s has no minimal/manifest.json" % prebuilt)
+        return out, (out / "build.log").read_text()
     res = rackforge("build", "minimal", env=build_env, timeout=BUILD_TIMEOUT)
     out = images_dir / "minimal"
     if res.returncode != 0:

@@ -116,6 +116,10 @@ def test_bad_bootstrap_is_one_line_and_writes_nothing(world, monkeypatch, capsys
     assert rc == 2 and "not joined: bootstrap file" in out and "'cluster' is missing" in out
     assert out.count("\n") == 2 and not journal.steps_dir(state).exists()
     assert list(reg.kv.get_prefix("/")) == []
+    # the console banner says why the node stays unjoined
+    issue = (tmp_path / "issue.d" / fb_cli.BANNER).read_text()
+    assert issue.startswith("rackforge first boot: not joined: bootstrap file") \
+        and "'cluster' is missing" in issue
 
 
 def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
@@ -130,6 +134,8 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
         assert token not in (state / "firstboot/steps/03-join.json").read_text()
         assert (state / "pki/node.key").stat().st_mode & 0o077 == 0
         assert node["name"] == "node%d" % i
+    assert (tmp_path / "issue.d" / fb_cli.BANNER).read_text() == \
+        "rackforge first boot: node node5 joined as compute\n\n"
     nodes = {n.name: n for n in reg.list_nodes()}
     assert sorted(nodes) == ["node1", "node2", "node3", "node4", "node5"]
     assert [nodes["node%d" % i].role for i in range(1, 6)] == [

@@ -167,3 +167,33 @@ def test_cli_reset_asks_for_yes(tmp_path, monkeypatch, capsys):
     assert cli.main(["firstboot", "reset", "--yes"]) == 0
     assert "removed 6 first-boot records" in capsys.readouterr().out
     assert not journal.done_marker(tmp_path).exists() and records(tmp_path) == {}
+
+
+def test_break_after_a_step_waits_after_its_side_effect_before_done(tmp_path, monkeypatch):
+    """RACKFORGE_FIRSTBOOT_BREAK: the drill the nspawn test cuts the power in."""
+    log, world, said = [], {}, []
+    monkeypatch.setenv(journal.BREAK_ENV, "join")
+
+    def cut():
+        raise Killed()
+    with pytest.raises(Killed):
+        journal.run(make_steps(log, world), base=tmp_path, say=said.append, wait=cut)
+    assert world["spent"] == 1 and said[-1].startswith("break after step join's side effect")
+    assert records(tmp_path)["03-join.json"]["status"] == "started"
+    monkeypatch.delenv(journal.BREAK_ENV)
+    log.clear()
+    journal.run(make_steps(log, world), base=tmp_path, say=said.append)
+    assert log == ["recover", "role", "handover"] and world["spent"] == 1
+
+
+def test_every_boot_step_runs_again_on_resume_even_when_done(tmp_path):
+    log, world = [], {}
+    with pytest.raises(Killed):
+        journal.run(make_steps(log, world, kill_at="role"), base=tmp_path)
+    log.clear()
+    steps = make_steps(log, world)
+    steps[1].every_boot = True          # "network": a reboot lost the address
+    said = []
+    journal.run(steps, base=tmp_path, say=said.append)
+    assert log == ["network", "role", "handover"]
+    assert "step network: again after a reboot" in said

@@ -1,0 +1,168 @@
+"""Five nodes form a cluster on real systemd: ``systemd-nspawn`` containers of the built image.
+
+Every node boots the ``minimal`` image's root file system (its own overlay)
+on a bridge in a network namespace this test creates; ``rackforge-firstboot``
+runs from its unit in each.  Node 1 is the seed (etcd with TLS, the join
+service); a token made on it with ``rackforge cluster token create`` lets
+nodes 2-5 join.  Checked:
+
+- exactly three controllers, all three voting etcd members, the others
+  clients; every node active, with its role, in ``rackforge node list
+  --json`` on a controller that is not the seed;
+- node 3 loses power in the middle of its join (after the seed admitted it,
+  before its journal says so: the agent's ``RACKFORGE_FIRSTBOOT_BREAK`` drill)
+  and, booted again, resumes the join and ends joined once: one record, the
+  token spent once for it;
+- a sixth node with a wrong token is refused: nothing about it in the
+  registry, its console banner says why.
+"""
+
+import json
+import re
+
+import pytest
+from netns import wait_until
+from nspawn import rack, unpack
+
+from rackforge.firstboot import journal
+
+pytestmark = pytest.mark.integration
+
+SUBNET = "10.77.3"
+JOIN_TIMEOUT = 420         # boot + inventory + network check + join + etcd learner catch-up
+
+
+def address(i):
+    return "%s.%d" % (SUBNET, 10 + i)
+
+
+def management(i):
+    return "management: {interface: host0, address: %s/24}\n" % address(i)
+
+
+def done(node):
+    return node.path("/var/lib/rackforge/firstboot.done").exists()
+
+
+def firstboot_log(node):
+    """What rackforge-firstboot said in this boot (its journal)."""
+    return node.journal("rackforge-firstboot.service")
+
+
+def wait_done(node, timeout=JOIN_TIMEOUT):
+    def finished():
+        if node.proc is not None and node.proc.poll() is not None:
+            raise AssertionError("%s stopped:\n%s" % (node.name, node.console_text()[-3000:]))
+        if done(node):
+            return True
+        log = firstboot_log(node)
+        if "not joined:" in log or "Failed with result" in log:
+            raise AssertionError("%s did not join:\n%s" % (node.name, log[-3000:]))
+        return False
+    try:
+        wait_until(finished, timeout, "%s's first boot" % node.name, interval=1)
+    except AssertionError:
+        print(firstboot_log(node)[-4000:])
+        print(node.journal("rackforge-etcd.service")[-3000:])
+        raise
+
+
+def node_list(node):
+    return {n["name"]: n for n in json.loads(node.run("rackforge", "node", "list",
+                                                      "--json").stdout)}
+
+
+@pytest.fixture(scope="module")
+def image_root(minimal_build, tmp_path_factory):
+    out, _ = minimal_build
+    return unpack(out / "pxe" / "rootfs.squashfs", tmp_path_factory.mktemp("rootfs"))
+
+
+def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root, tmp_path):
+    with rack(image_root, tmp_path / "nodes") as node:
+        seed = node("node1")
+        seed.mount()
+        seed.write("/etc/hostname", "node1\n", mode=0o644)
+        seed.write("/etc/rackforge/bootstrap.yaml",
+                   "seed: true\ncluster: rack1\n" + management(1))
+        seed.boot()
+        wait_done(seed)
+        assert seed.run("systemctl", "is-active", "rackforge-etcd.service",
+                        "rackforge-join.service").stdout.split() == ["active", "active"]
+        bundle = json.loads(seed.run("rackforge", "cluster", "token", "create", "--uses", "4",
+                                     "--json").stdout)
+        assert bundle["endpoint"] == "https://%s:9443" % address(1)
+        join = ("join: {endpoint: '%(endpoint)s', token: '%(token)s', "
+                "ca_sha256: '%(ca_sha256)s'}\n" % bundle)
+
+        joiners = {}
+        for i in range(2, 6):
+            n = joiners[i] = node("node%d" % i)
+            n.mount()
+            n.write("/etc/hostname", "node%d\n" % i, mode=0o644)
+            n.write("/etc/rackforge/bootstrap.yaml", join + management(i))
+        # node 3 stops after the seed answered its join, before recording it
+        drill = "/etc/systemd/system/rackforge-firstboot.service.d/break.conf"
+        joiners[3].write(drill, "[Service]\nEnvironment=%s=join\n" % journal.BREAK_ENV,
+                         mode=0o644)
+        bad = node("node6")
+        bad.mount()
+        bad.write("/etc/hostname", "node6\n", mode=0o644)
+        wrong = bundle["token"].split(".")[0] + ".0000000000000000"
+        bad.write("/etc/rackforge/bootstrap.yaml",
+                  join.replace(bundle["token"], wrong) + management(6))
+
+        for n in list(joiners.values()) + [bad]:
+            n.boot()
+
+        # -- the interrupted join ----------------------------------------------------
+        n3 = joiners[3]
+        wait_until(lambda: "break after step join" in firstboot_log(n3), JOIN_TIMEOUT,
+                   "node3 to stop after its join", interval=1)
+        assert "node3" in node_list(seed)            # the seed admitted it ...
+        step = json.loads(n3.path("/var/lib/rackforge/firstboot/steps/03-join.json")
+                          .read_text())
+        assert step["status"] == "started"          # ... its journal does not know yet
+        n3.power_cut()
+        n3.path(drill).unlink()
+        n3.boot()
+
+        for n in joiners.values():
+            wait_done(n)
+        assert re.search(r"step join: resuming \(attempt 2\)", firstboot_log(n3))
+
+        # -- the wrong token -------------------------------------------------------
+        wait_until(lambda: "not joined:" in firstboot_log(bad), 120,
+                   "node6 to give up", interval=1)
+        log = firstboot_log(bad)
+        assert "refused the join" in log and wrong not in log
+        banner = bad.path("/etc/issue.d/rackforge-firstboot.issue").read_text()
+        assert banner.startswith("rackforge first boot: not joined:")
+        assert not done(bad)
+
+        # -- the cluster, seen from a controller that is not the seed ---------------
+        controllers = [n for n in joiners.values()
+                       if "joined as controller" in n.path(
+                           "/etc/issue.d/rackforge-firstboot.issue").read_text()]
+        assert len(controllers) == 2
+        listing = node_list(controllers[0])
+        assert sorted(listing) == ["node1", "node2", "node3", "node4", "node5"]
+        roles = sorted(v["role"].split(",")[0] for v in listing.values())
+        assert roles == ["compute", "compute", "controller", "controller", "controller"]
+        assert all(v["state"] == "active" for v in listing.values())
+        assert listing["node3"]["addresses"] == [address(3)]
+
+        members = json.loads(seed.run(
+            "PYTHONPATH=/usr/lib/rackforge", "python3", "-c",
+            "import json; from rackforge import registry; "
+            "print(json.dumps(registry.connect().kv.members()))").stdout)
+        assert sorted(m["name"] for m in members) == sorted(
+            n for n, v in listing.items() if v["role"].startswith("controller"))
+        assert not any(m.get("isLearner") for m in members)
+
+        tokens = json.loads(seed.run("rackforge", "cluster", "token", "list",
+                                     "--json").stdout)
+        assert [(t["used"], t["uses"]) for t in tokens] == [(4, 4)]
+        for n in joiners.values():
+            enabled = n.run("systemctl", "is-enabled", "rackforge-nodeagent.service")
+            assert enabled.stdout.strip() == "enabled"
