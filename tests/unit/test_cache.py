@@ -36,7 +36,6 @@ def test_key_is_stable(elements):
     dict(elements=("debian-minimal", "rackforge-base", "rackforge-live")),
     dict(packages=("less", "vim-tiny")),
     dict(name="aio"),
-    dict(as_dict=lambda: {"cluster": {"controllers": 5}}),
 ])
 def test_key_changes_with_what_makes_the_base(elements, change):
     assert key(elements) != key(elements, **change)

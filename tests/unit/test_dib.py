@@ -42,8 +42,7 @@ def test_failure_line_carries_the_last_lines(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:/usr/bin:/bin" % fake.parent)
     profile = SimpleNamespace(packages=(), elements=("e",), name="t",
-                              distro=SimpleNamespace(release="bookworm"),
-                              as_dict=lambda: {"name": "t", "cluster": {"controllers": 3}})
+                              distro=SimpleNamespace(release="bookworm"))
     out = io.StringIO()
     with open(tmp_path / "build.log", "w") as log:
         try:
