@@ -42,7 +42,6 @@ import os
 import pwd
 import subprocess
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,7 +300,3 @@ MEMBER_ERRORS = (
     ("in sync with leader", LearnerNotReady),
     ("can only promote a learner member", MemberNotLearner),
 )
-
-
-def host_of(url):
-    return urllib.parse.urlsplit(url).hostname
