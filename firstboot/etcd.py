@@ -175,13 +175,19 @@ def _prepare_data_dir(layout):
         os.chown(layout.data_dir, *ids)
 
 
+class SystemctlFailed(errors.RackforgeError):
+    message = "systemctl {args} failed: {detail}; see 'journalctl -u {unit}'"
+    retryable = True
+
+
 def systemctl(*args, run=subprocess.run):
-    """``systemctl ARGS``; a failure is one :class:`EtcdError` line."""
+    """``systemctl ARGS`` (the unit last); a failure is one :class:`SystemctlFailed` line
+    naming that unit, whichever it is (etcd, the join service, the node agent)."""
     res = run(["systemctl", *args], capture_output=True, text=True, timeout=START_TIMEOUT + 30)
     if res.returncode != 0:
         detail = (res.stderr or res.stdout).strip().splitlines()
-        raise EtcdError(detail="systemctl %s failed: %s; see 'journalctl -u %s'"
-                        % (" ".join(args), detail[-1] if detail else res.returncode, UNIT))
+        raise SystemctlFailed(args=" ".join(args), unit=args[-1],
+                              detail=detail[-1] if detail else res.returncode)
     return res
 
 
