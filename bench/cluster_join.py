@@ -4,7 +4,7 @@
 The rack is a set of network namespaces this script creates and deletes:
 a "rack" namespace holds a bridge ``br0`` with the seed's address
 (``10.214.0.1``), a fresh one-member etcd (``tests/lib/etcd.py``) on that
-address and the real join server (``rackforge.firstboot.join.JoinServer``,
+address and the real join server (``rackforge.cluster.join.JoinServer``,
 HTTPS on port 9443, in this process: the bench's main thread enters the
 rack namespace with ``setns`` while it runs the seed).  Each joining node is
 an OS process of its own, started with ``ip netns exec`` in a namespace of
@@ -100,7 +100,7 @@ def node_main(params_path, index):
     from cryptography import x509  # noqa: F401  - join() loads these for the pin check
     from cryptography.hazmat.primitives import serialization  # noqa: F401
 
-    from rackforge.firstboot import join
+    from rackforge.cluster import join
 
     before = tcp_counters()
     inventory = {"interfaces": [{"name": "eth0", "mac": node_mac(index), "kind": "physical"}]}
@@ -238,7 +238,7 @@ def run_once(n, nodes, work, warnings):
     from etcd import etcd_server
 
     from rackforge import registry
-    from rackforge.firstboot import ca, join, roles, tokens
+    from rackforge.cluster import ca, join, roles, tokens
     from rackforge.kvstore import EtcdKV
     from rackforge.proc import stop_process
 

@@ -35,11 +35,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from rackforge import paths
+from rackforge import keys, paths
 from rackforge.fileutil import atomic_write
 from rackforge.firstboot import journal
 
-CLUSTER_KEY = "/rackforge/cluster"
+CLUSTER_KEY = keys.CLUSTER
 
 
 def _default_inventory():
@@ -58,34 +58,34 @@ def _default_registry(endpoints, tls=None):
 
 
 def _default_join(**kw):
-    from rackforge.firstboot import join
+    from rackforge.cluster import join
     return join.join(**kw)
 
 
 def _default_profile():
-    from rackforge.firstboot import nodeprofile
+    from rackforge import nodeprofile
     return nodeprofile.load()
 
 
 def _start_seed_etcd(name, address, cluster, tls_pems, tls):
-    from rackforge.firstboot import etcd
+    from rackforge.cluster import etcd
     return etcd.start_seed(name, address, cluster, tls_pems, etcd.Starter(),
                            lambda eps: _default_registry(eps, tls))
 
 
 def _join_etcd(name, address, cluster, tls_pems, endpoints, reg):
-    from rackforge.firstboot import etcd
+    from rackforge.cluster import etcd
     return etcd.join_member(name, address, cluster, tls_pems, endpoints, reg.kv,
                             etcd.Starter())
 
 
 def _write_client(endpoints, tls):
-    from rackforge.firstboot import etcd
-    etcd.write_client(endpoints, tls, etcd.Layout.default())
+    from rackforge import kvstore
+    kvstore.write_client(endpoints, tls)
 
 
 def _systemctl(*args):
-    from rackforge.firstboot import etcd
+    from rackforge.cluster import etcd
     etcd.systemctl(*args)
 
 
@@ -163,7 +163,7 @@ def build_steps(boot, env):
                 "addresses": _addresses(boot)}
 
     def seed(ctx, intent):
-        from rackforge.firstboot import ca, join
+        from rackforge.cluster import ca, join
         authority = ca.CertificateAuthority.init(cluster=boot.cluster)
         name = intent["name"]
         address = (intent["addresses"] or ["127.0.0.1"])[0]
@@ -203,7 +203,7 @@ def build_steps(boot, env):
         m = ctx.results["seed" if boot.seed else "join"]
         if not boot.seed:
             return {"role": m["role"], "roles": m["roles"]}
-        from rackforge.firstboot import roles
+        from rackforge.cluster import roles
         reg = registry(ctx)
         decision = roles.RoleElection(reg.kv, _role_policy(env)).decide(m["node_id"],
                                                                         pin=boot.role)
@@ -217,7 +217,7 @@ def build_steps(boot, env):
         if ctx.results["role"]["role"] != "controller":
             return {"member": False, "endpoints": m["etcd_endpoints"]}
         if not m["addresses"]:
-            from rackforge.firstboot.etcd import EtcdError
+            from rackforge.cluster.etcd import EtcdError
             raise EtcdError(detail="a controller needs a static management address; set "
                             "management.address in the bootstrap file")
         pems = tuple(_read(m[k]) for k in ("ca_cert", "cert", "key"))
@@ -243,7 +243,7 @@ def build_steps(boot, env):
                 parts = [p for p in (n.role or ctx.results["role"]["role"]).split(",") if p]
                 n.role = ",".join(parts + ([] if "storage" in parts else ["storage"]))
             reg.update_node(m["node_id"], add)
-            from rackforge.firstboot import roles
+            from rackforge.cluster import roles
             roles.RoleElection(reg.kv, _role_policy(env)).mark_storage(m["node_id"])
         return data
 
@@ -300,7 +300,7 @@ def _cluster_name(ctx, env, m):
 
 
 def _role_policy(env):
-    from rackforge.firstboot import roles
+    from rackforge.cluster import roles
     return roles.RolePolicy.from_profile(env.profile) if env.profile else None
 
 

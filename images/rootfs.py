@@ -43,6 +43,9 @@ def complete_api_dirs(root):
 # Runtime libraries Debian does not package (pure Python, no dependencies of
 # their own); everything else comes from Debian packages listed by the elements.
 FROM_PYPI = ("tftpy>=0.8.2",)
+# Rooms that build images or simulate a rack: never on a node (DESIGN.md).  The
+# core CLI skips their commands where they are absent.
+BUILD_SIDE = ("images", "virt")
 
 
 def install_code(root, source_root, run=subprocess.run):
@@ -50,7 +53,7 @@ def install_code(root, source_root, run=subprocess.run):
 
     Pure Python, no dependencies pulled (the image gets them from Debian
     packages listed by the elements) except ``FROM_PYPI``, no byte-code
-    compiled with the host's interpreter.
+    compiled with the host's interpreter, and without the ``BUILD_SIDE`` rooms.
     """
     target = Path(root) / CODE_DIR
     if target.exists():
@@ -66,6 +69,8 @@ def install_code(root, source_root, run=subprocess.run):
     # console scripts made by pip point at the host's interpreter; the image
     # has its own /usr/bin/rackforge from rackforge-base.
     shutil.rmtree(target / "bin", ignore_errors=True)
+    for room in BUILD_SIDE:
+        shutil.rmtree(target / "rackforge" / room, ignore_errors=True)
 
 
 def write_release(root, release):

@@ -1,29 +1,67 @@
 """Key-value stores with compare-and-set transactions: etcd, and an in-memory twin.
 
-The node registry (``rackforge.registry``) is written against the small
-interface below, so that the in-memory store used by unit tests runs the very
-same registry code as etcd does.  Only what the registry needs is here:
-reads with revisions, prefix ranges, and one transaction shape ("if these
-keys are at these revisions, apply these puts and deletes").
+The node registry (``rackforge.registry``) and the cluster's records are
+written against the small interface below, so the in-memory store the unit
+tests use runs the very same code as etcd does.  Only what they need is
+here: reads with revisions, prefix ranges, and one transaction shape ("if
+these keys are at these revisions, apply these puts and deletes").
 
-etcd is spoken to through its v3 JSON gateway with ``etcd3gw`` (the client
-OpenStack's tooz uses); library errors are translated here, once.
+etcd is spoken to through its v3 JSON gateway (``/v3/kv/range``,
+``/v3/kv/txn``, ``/v3/cluster/member/*``) with ``requests``, directly: a
+client library hides exactly what failover has to tell apart (see
+:class:`EtcdKV`).
+
+This node's way to etcd, written at first boot, is ``client.json``
+(:func:`write_client`, :func:`read_client`).
 """
 
+import base64
+import json
+import os
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 
-from rackforge import errors
+from rackforge import errors, paths
+from rackforge.fileutil import atomic_write
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 POOL_SIZE = 64
+CONNECT_TIMEOUT = 2.0       # a LAN connect takes milliseconds; a dead host never answers
 
 
 class RegistryUnavailable(errors.RackforgeError):
     message = ("the node registry (etcd at {endpoint}) does not answer: {detail}; "
                "check that etcd runs there, or point --etcd / RACKFORGE_ETCD at it")
     retryable = True
+
+
+class RegistryRejected(errors.RackforgeError):
+    """etcd answered, and said no (TLS, a 4xx): asking again, or elsewhere, cannot help."""
+    message = ("the node registry (etcd at {endpoint}) refused the request: {detail}; "
+               "check this node's certificate in {client_file} and the cluster CA")
+
+
+class LearnerBusy(RegistryUnavailable):
+    message = "etcd admits one learner at a time: {detail}"
+
+
+class LearnerNotReady(RegistryUnavailable):
+    message = "the learner is not in sync with the leader yet: {detail}"
+
+
+class MemberNotLearner(RegistryRejected):
+    message = "the member is already a voting member: {detail}"
+
+
+#: etcd's error texts for the membership calls (etcdserver/errors.go), translated once here
+MEMBER_ERRORS = (
+    ("too many learner members", LearnerBusy),
+    ("in sync with leader", LearnerNotReady),
+    ("can only promote a learner member", MemberNotLearner),
+)
 
 
 @dataclass(frozen=True)
@@ -94,138 +132,301 @@ class MemoryKV(KVStore):
             return True
 
 
-def _etcd_message(error):
-    """etcd's error text from an etcd3gw exception's body (``{"error": ...}``), if any."""
-    import json
+def _b64(data):
+    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
 
-    text = getattr(error, "detail_text", None)
-    if not text:
-        return ""
-    try:
-        return str(json.loads(text).get("error") or "")
-    except (ValueError, AttributeError):
-        return str(text)[:200]
+
+def _unb64(text):
+    return base64.b64decode(text or "")
+
+
+def _prefix_end(prefix):
+    """etcd's range_end for "every key starting with ``prefix``"."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return b"\0"
+    raw[-1] += 1
+    return bytes(raw)
+
+
+class _Uncertain(Exception):
+    """A write reached etcd, or may have, and its answer was lost."""
+
+    def __init__(self, endpoint, detail):
+        super().__init__(detail)
+        self.endpoint, self.detail = endpoint, detail
 
 
 class EtcdKV(KVStore):
-    """etcd v3 through its JSON gateway."""
+    """etcd v3 through its JSON gateway, failing over between endpoints.
+
+    Every call has one deadline (``timeout`` seconds) shared by the endpoints
+    it tries: each attempt gets the time left divided by the endpoints left,
+    and at most :data:`CONNECT_TIMEOUT` to connect.  So with a hung member
+    first (it accepts, never answers) and a live one second, a call still
+    succeeds within its timeout, and later calls start at the live one.
+
+    What the endpoint said decides what happens next:
+
+    - it could not be reached (refused, no route, connect timeout): the next
+      endpoint, since nothing was sent;
+    - TLS failed, or it answered 4xx: :class:`RegistryRejected`, at once; no
+      other member will think differently;
+    - a read timed out, the connection broke mid-answer, or it answered 5xx
+      (no leader, a proposal timed out): a read goes on to the next endpoint;
+      a transaction *may have been applied*, so it is never simply sent
+      again: the keys are read back first, and the transaction counts as
+      applied if they hold what it wrote, is sent again only if its compares
+      still hold, and is reported lost (False, as a lost race) otherwise.
+    """
 
     def __init__(self, endpoint=None, timeout=10, ca_cert=None, cert=None, key=None):
-        """``endpoint``: one URL, or several (a list or comma-separated): a call that
-        cannot connect to one goes on to the next (a controller down)."""
-        # keep `rackforge --help` free of requests' import time.  The class, not
-        # etcd3gw.client(): Debian 12's etcd3gw 2.0 factory takes no api_path, and
-        # its default (/v3alpha/) is gone from etcd 3.4.
+        """``endpoint``: one URL, or several (a list or comma-separated)."""
+        import requests
         import requests.adapters
-        from etcd3gw import exceptions
-        from etcd3gw.client import Etcd3Client
 
         if isinstance(endpoint, str):
             endpoint = [e.strip() for e in endpoint.split(",") if e.strip()]
         self.endpoints = list(endpoint or [DEFAULT_ENDPOINT])
-        self._clients = []
         for ep in self.endpoints:
             url = urllib.parse.urlsplit(ep)
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise errors.ConfigError(
                     "etcd endpoint '%s' is not a URL like http://10.0.0.1:2379; "
                     "fix --etcd or RACKFORGE_ETCD" % ep)
-            client = Etcd3Client(
-                host=url.hostname, port=url.port or 2379, protocol=url.scheme,
-                ca_cert=ca_cert, cert_cert=cert, cert_key=key, timeout=timeout,
-                api_path="/v3/")
-            # the cluster CA, not $REQUESTS_CA_BUNDLE (which requests lets override the
-            # session's), and never a proxy for the rack's own etcd
-            client.session.trust_env = False
-            # one store is shared by the join service's threads
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
-            client.session.mount("https://", adapter)
-            client.session.mount("http://", adapter)
-            self._clients.append(client)
-        self._exceptions = exceptions
+        self.timeout = timeout
+        session = requests.Session()
+        # the cluster CA, not $REQUESTS_CA_BUNDLE (which requests lets override the
+        # session's), and never a proxy for the rack's own etcd
+        session.trust_env = False
+        session.verify = ca_cert if ca_cert else True
+        if cert and key:
+            session.cert = (cert, key)
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._session = session
+        self._client_file = cert or "client.json"
         self._current = 0
 
     @property
     def endpoint(self):
         return self.endpoints[self._current]
 
-    @property
-    def _client(self):
-        return self._clients[self._current]
+    # -- the gateway -----------------------------------------------------------------
+    def _post(self, path, body, write=False, deadline=None):
+        """POST ``body`` to ``/v3/path`` on the first endpoint that answers; its JSON.
 
-    def _call(self, call):
-        """``call(client)`` on the current endpoint's client; on a refused connection the
-        next endpoint's."""
+        :param write: a request that changes etcd: an answer lost after it was
+            sent raises :class:`_Uncertain` instead of going on elsewhere.
+        """
         import requests
 
-        for _ in range(len(self._clients)):
-            try:
-                return call(self._client)
-            except self._exceptions.ConnectionFailedError as e:
-                error = e
-                self._current = (self._current + 1) % len(self._clients)
-            except (self._exceptions.Etcd3Exception, requests.RequestException) as e:
-                error = e
+        deadline = deadline or time.monotonic() + self.timeout
+        n = len(self.endpoints)
+        tried = []
+        for i in range(n):
+            index = (self._current + i) % n
+            ep = self.endpoints[index]
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-        detail = " ".join(("%s %s" % (_etcd_message(error), error)).split())[:200] \
-            or error.__class__.__name__
-        raise RegistryUnavailable(endpoint=self.endpoint, detail=detail) from error
+            share = left / (n - i)
+            try:
+                resp = self._session.post(ep.rstrip("/") + "/v3/" + path, json=body,
+                                          timeout=(min(share, CONNECT_TIMEOUT), share))
+            except requests.exceptions.SSLError as exc:
+                if _tls_refusal(exc):
+                    raise RegistryRejected(endpoint=ep, client_file=self._client_file,
+                                           detail="TLS: %s" % _short(exc)) from None
+                # the handshake broke off (a member starting or going down): nothing
+                # was sent yet
+                tried.append("%s: TLS handshake cut: %s" % (ep, _short(exc)))
+                continue
+            except requests.exceptions.ConnectTimeout:
+                tried.append("%s: no answer to connect within %.1fs"
+                             % (ep, min(share, CONNECT_TIMEOUT)))
+                continue
+            except requests.exceptions.ReadTimeout:
+                if write:
+                    raise _Uncertain(ep, "no answer within %.1fs" % share) from None
+                tried.append("%s: no answer within %.1fs" % (ep, share))
+                continue
+            except requests.exceptions.ConnectionError as exc:
+                detail = _short(exc)
+                if write and not _never_sent(exc):
+                    raise _Uncertain(ep, detail) from None
+                tried.append("%s: %s" % (ep, detail))
+                continue
+            if resp.status_code == 200:
+                self._current = index
+                try:
+                    return resp.json()
+                except ValueError:
+                    raise RegistryUnavailable(endpoint=ep, detail="answer is not JSON") \
+                        from None
+            message = _etcd_message(resp)
+            if 400 <= resp.status_code < 500:
+                raise RegistryRejected(endpoint=ep, client_file=self._client_file,
+                                       detail="HTTP %d %s" % (resp.status_code, message))
+            if write:
+                raise _Uncertain(ep, "HTTP %d %s" % (resp.status_code, message))
+            tried.append("%s: HTTP %d %s" % (ep, resp.status_code, message))
+        if not tried:
+            tried.append("no time left of %ss" % self.timeout)
+        raise RegistryUnavailable(endpoint=",".join(self.endpoints),
+                                  detail="; ".join(tried)[:400])
 
     @staticmethod
-    def _entry(value, meta):
-        key = meta["key"]
-        return Entry(key.decode() if isinstance(key, bytes) else key, value,
-                     int(meta.get("mod_revision", 0)), int(meta.get("create_revision", 0)))
+    def _entry(kv):
+        return Entry(_unb64(kv["key"]).decode(), _unb64(kv.get("value")),
+                     int(kv.get("mod_revision", 0)), int(kv.get("create_revision", 0)))
+
+    def _range(self, key, range_end=None, deadline=None):
+        body = {"key": _b64(key)}
+        if range_end is not None:
+            body.update(range_end=_b64(range_end), sort_order="ASCEND", sort_target="KEY")
+        return [self._entry(kv) for kv in
+                self._post("kv/range", body, deadline=deadline).get("kvs") or []]
 
     def get(self, key):
-        found = self._call(lambda c: c.get(key, metadata=True))
-        return self._entry(*found[0]) if found else None
+        found = self._range(key)
+        return found[0] if found else None
 
     def get_prefix(self, prefix):
-        found = self._call(
-            lambda c: c.get_prefix(prefix, sort_order="ascend", sort_target="key"))
-        return [self._entry(value, meta) for value, meta in found]
+        return self._range(prefix, _prefix_end(prefix))
 
     def txn(self, compares, puts=(), deletes=()):
-        from etcd3gw.utils import _encode
-
+        compares, puts, deletes = list(compares), list(puts), list(deletes)
         body = {
-            "compare": [{"key": _encode(c.key), "result": "EQUAL", "target": "MOD",
+            "compare": [{"key": _b64(c.key), "result": "EQUAL", "target": "MOD",
                          "mod_revision": c.mod_revision} for c in compares],
-            "success": ([{"request_put": {"key": _encode(k), "value": _encode(v)}}
+            "success": ([{"request_put": {"key": _b64(k), "value": _b64(v)}}
                          for k, v in puts]
-                        + [{"request_delete_range": {"key": _encode(k)}} for k in deletes]),
+                        + [{"request_delete_range": {"key": _b64(k)}} for k in deletes]),
             "failure": [],
         }
-        result = self._call(lambda c: c.transaction(body))
-        return bool(result.get("succeeded", False))
+        deadline = time.monotonic() + self.timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                return bool(self._post("kv/txn", body, write=True,
+                                       deadline=deadline).get("succeeded", False))
+            except _Uncertain as exc:
+                last = exc
+                # read it back elsewhere before anything is sent again
+                self._current = (self.endpoints.index(exc.endpoint) + 1) % len(self.endpoints)
+                outcome = self._settle(compares, puts, deletes, deadline)
+                if outcome is not None:
+                    return outcome
+        raise RegistryUnavailable(endpoint=last.endpoint if last else self.endpoint,
+                                  detail="a transaction's answer was lost (%s) and etcd could "
+                                  "not be read back in time" % (last.detail if last else "-"))
 
-    # -- membership (the controllers' etcd cluster; see rackforge.firstboot.etcd) ----
-    def _member_call(self, path, body):
-        from rackforge.firstboot import etcd as etcd_mod
-
+    def _settle(self, compares, puts, deletes, deadline):
+        """After a lost answer: True if the transaction was applied, False if it can no
+        longer apply, None to send it again (its compares still hold)."""
         try:
-            return self._call(lambda c: c.post(c.get_url(path), json=body))
-        except RegistryUnavailable as e:
-            cause = e.__cause__
-            # etcd's own message is the body (detail_text); str() is the HTTP reason
-            text = " ".join(("%s %s" % (getattr(cause, "detail_text", "") or "",
-                                        cause)).split())
-            for needle, cls in etcd_mod.MEMBER_ERRORS:
+            now = {key: self._range(key, deadline=deadline)
+                   for key in {c.key for c in compares} | {k for k, _ in puts} | set(deletes)}
+        except RegistryUnavailable:
+            return None if time.monotonic() < deadline else False
+        current = {k: (v[0] if v else None) for k, v in now.items()}
+        applied = (all(current[k] is not None and current[k].value == bytes(v) for k, v in puts)
+                   and all(current[k] is None for k in deletes))
+        if applied and (puts or deletes):
+            return True
+        holds = all((current[c.key].mod_revision if current[c.key] else 0) == c.mod_revision
+                    for c in compares)
+        return None if holds else False
+
+    # -- membership (the controllers' etcd cluster; see rackforge.cluster.etcd) -----
+    def _member_call(self, path, body, write=True):
+        try:
+            return self._post("cluster/member/" + path, body, write=write)
+        except _Uncertain as exc:
+            raise RegistryUnavailable(endpoint=exc.endpoint, detail=exc.detail) from None
+        except (RegistryUnavailable, RegistryRejected) as exc:
+            text = str(exc)
+            for needle, cls in MEMBER_ERRORS:
                 if needle in text:
-                    raise cls(detail=text[:200]) from None
+                    raise cls(detail=text[:300]) from None
             raise
 
     def members(self):
         """The cluster's members: ``[{ID, name, peerURLs, clientURLs, isLearner}]``."""
-        return self._member_call("/cluster/member/list", {}).get("members") or []
+        return self._member_call("list", {}, write=False).get("members") or []
 
     def member_add(self, peer_urls, learner=False):
         """Add a member; returns the member list after the change."""
-        result = self._member_call("/cluster/member/add",
-                                   {"peerURLs": list(peer_urls), "isLearner": bool(learner)})
+        result = self._member_call("add", {"peerURLs": list(peer_urls),
+                                           "isLearner": bool(learner)})
         return result.get("members") or []
 
     def member_promote(self, member_id):
         """Make the learner ``member_id`` a voting member."""
-        return self._member_call("/cluster/member/promote", {"ID": member_id})
+        return self._member_call("promote", {"ID": member_id})
+
+
+def _short(exc):
+    """The innermost reason of a requests exception, on one line."""
+    text = str(exc)
+    for marker in ("Caused by ", "reason: "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[-1]
+    return " ".join(text.split())[:200]
+
+
+def _tls_refusal(exc):
+    """True when TLS itself said no: a certificate we or the server would not accept."""
+    text = str(exc).lower()
+    return any(s in text for s in ("certificate", "alert", "unknown ca", "wrong version"))
+
+
+def _never_sent(exc):
+    """True when a ConnectionError happened before the request left (no connection)."""
+    text = str(exc)
+    return any(s in text for s in ("NewConnectionError", "Connection refused",
+                                   "No route to host", "Network is unreachable",
+                                   "Name or service not known", "Failed to establish"))
+
+
+def _etcd_message(resp):
+    try:
+        data = resp.json()
+    except ValueError:
+        return " ".join(resp.text.split())[:200]
+    if isinstance(data, dict):
+        return str(data.get("error") or data.get("message") or "")[:200]
+    return ""
+
+
+# -- this node's way to etcd ------------------------------------------------------------
+def client_file():
+    """``/etc/rackforge/etcd/client.json``: ``{endpoints, ca_cert, cert, key}``, 0600."""
+    return Path(os.environ.get("RACKFORGE_ETCD_CLIENT",
+                               paths.config_dir() / "etcd" / "client.json"))
+
+
+def write_client(endpoints, tls, path=None):
+    """Record how rackforge on this node reaches etcd (first boot writes it)."""
+    path = Path(path or client_file())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    data = {"endpoints": list(endpoints), **tls}
+    atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o600)
+
+
+def read_client(path=None):
+    """``(endpoints, tls)`` from ``client.json``, or None when there is none."""
+    path = Path(path or client_file())
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise errors.ConfigError("%s is unreadable (%s); run 'rackforge firstboot reset --yes' "
+                                 "and reboot, or pass --etcd" % (path, exc)) from None
+    tls = {k: data[k] for k in ("ca_cert", "cert", "key") if data.get(k)}
+    return list(data.get("endpoints") or []), tls

@@ -6,12 +6,9 @@ writers (the PXE service recording a boot, an operator enrolling, a node
 joining) never overwrite each other: a writer that lost the race re-reads and
 applies its change again.
 
-Layout::
-
-    /rackforge/nodes/<id>         the node record (JSON)
-    /rackforge/index/mac/<mac>    -> <id>   (every MAC of every node is unique)
-    /rackforge/index/name/<name>  -> <id>
-    /rackforge/boots/<mac>        the last network boot of a MAC (JSON), known or not
+Keys (:mod:`rackforge.keys`): the node record under ``NODES``, the unique MAC
+and name indexes (``MAC_INDEX``, ``NAME_INDEX`` -> node id) and the last
+network boot of each MAC (``BOOTS``).
 """
 
 import copy
@@ -23,15 +20,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from rackforge import errors
-from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryUnavailable
+from rackforge import errors, keys
+from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryUnavailable, read_client
 from rackforge.record import JsonRecord
 
-PREFIX = "/rackforge/"
-NODES = PREFIX + "nodes/"
-MAC_INDEX = PREFIX + "index/mac/"
-NAME_INDEX = PREFIX + "index/name/"
-BOOTS = PREFIX + "boots/"
+NODES, MAC_INDEX, NAME_INDEX, BOOTS = keys.NODES, keys.MAC_INDEX, keys.NAME_INDEX, keys.BOOTS
 
 # A node's life in the rack, in order.  The PXE service reads it to decide a boot.
 STATES = ("discovered", "enrolled", "install", "deploying", "active", "maintenance", "failed")
@@ -248,8 +241,7 @@ def connect(endpoint=None, **tls):
     etcd's default on loopback."""
     endpoint = endpoint or os.environ.get("RACKFORGE_ETCD")
     if not endpoint:
-        from rackforge.firstboot import etcd
-        local = etcd.read_client()
+        local = read_client()
         if local is not None:
             endpoint, found = local
             tls = dict(found, **tls)

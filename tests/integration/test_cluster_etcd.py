@@ -13,8 +13,8 @@ import pytest
 from etcd import etcd_server
 
 from rackforge import registry
-from rackforge.firstboot import roles, tokens
-from rackforge.firstboot.roles import RoleElection, RolePolicy
+from rackforge.cluster import roles, tokens
+from rackforge.cluster.roles import RoleElection, RolePolicy
 from rackforge.kvstore import EtcdKV
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """The controllers' etcd cluster, for real: TLS, a seed, and two controllers joining at once.
 
 Three etcd 3.4 processes on 127.0.0.21-23 (loopback), each started from the
-environment file :mod:`rackforge.firstboot.etcd` writes (the same file
+environment file :mod:`rackforge.cluster.etcd` writes (the same file
 ``rackforge-etcd.service`` reads), with certificates from a cluster CA.  The
 seed starts a one-member cluster; two controllers join together as
 learners (etcd admits one at a time, so one waits) and promote themselves.
@@ -16,8 +16,8 @@ import threading
 import pytest
 
 from rackforge import registry
-from rackforge.firstboot import ca, etcd
-from rackforge.kvstore import EtcdKV, RegistryUnavailable
+from rackforge.cluster import ca, etcd
+from rackforge.kvstore import EtcdKV, RegistryRejected
 from rackforge.proc import stop_process
 
 pytestmark = pytest.mark.integration
@@ -138,10 +138,11 @@ def test_seed_and_two_simultaneous_controllers_form_three_voting_members(nodes):
     reg3 = registry.NodeRegistry(nodes["n3"].kv(["https://127.0.0.23:2379"]))
     assert reg3.find_node("probe").macs == ["52:54:00:aa:00:01"]
 
-    # TLS is required: a client without a certificate from the CA is refused
-    anonymous = EtcdKV(["https://127.0.0.21:2379"], timeout=5,
+    # TLS is required: a client without a certificate from the CA is refused, at
+    # once and for good (not "unavailable": no other member will think otherwise)
+    anonymous = EtcdKV(["https://127.0.0.21:2379", "https://127.0.0.22:2379"], timeout=5,
                        ca_cert=nodes["n1"].tls["ca_cert"])
-    with pytest.raises(RegistryUnavailable):
+    with pytest.raises(RegistryRejected, match="127.0.0.21.*TLS.*certificate"):
         anonymous.get("/rackforge/cluster")
 
     # the join again (a power cut after it): nothing added, the unit started again

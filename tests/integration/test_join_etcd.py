@@ -11,7 +11,7 @@ import pytest
 from etcd import etcd_server
 
 from rackforge import registry
-from rackforge.firstboot import ca, join, roles, tokens
+from rackforge.cluster import ca, join, roles, tokens
 from rackforge.kvstore import EtcdKV
 
 pytestmark = pytest.mark.integration

@@ -74,3 +74,20 @@ def test_unreachable_etcd_is_one_line(tmp_path):
     with pytest.raises(registry.RegistryUnavailable) as e:
         reg.list_nodes()
     assert "\n" not in str(e.value) and "does not answer" in str(e.value)
+
+
+def test_a_hung_member_before_a_live_etcd_costs_less_than_the_timeout(tmp_path):
+    """[hung endpoint, live endpoint]: the registry works, within the client's timeout."""
+    import time
+
+    from gateway import hung_socket
+
+    from rackforge.kvstore import EtcdKV
+
+    with etcd_server(tmp_path) as url, hung_socket() as hung:
+        reg = registry.NodeRegistry(EtcdKV([hung, url], timeout=6))
+        start = time.monotonic()
+        node = reg.create_node(Node(name="behind-a-hung-member", macs=["52:54:00:aa:00:09"]))
+        assert time.monotonic() - start < 6
+        assert reg.find_node("52:54:00:aa:00:09").id == node.id
+        assert reg.kv.endpoint == url

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from rackforge.firstboot import ca
+from rackforge.cluster import ca
 
 
 @pytest.fixture

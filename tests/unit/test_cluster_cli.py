@@ -5,7 +5,9 @@ import json
 import pytest
 
 from rackforge import __version__, cli, registry
-from rackforge.firstboot import ca, cli as fb_cli, roles, storage, tokens
+from rackforge import keys
+from rackforge.cluster import ca, cli as cluster_cli, roles, tokens
+from rackforge.firstboot import storage
 from rackforge.firstboot.inventory import BlockDevice, Inventory
 
 ENDPOINT = "https://10.0.0.1:9443"
@@ -14,7 +16,7 @@ ENDPOINT = "https://10.0.0.1:9443"
 @pytest.fixture
 def reg(tmp_path, monkeypatch):
     reg = registry.MemoryRegistry()
-    monkeypatch.setattr(fb_cli, "_connect_registry", lambda args: reg)
+    monkeypatch.setattr(cluster_cli, "_connect_registry", lambda args: reg)
     monkeypatch.setenv("RACKFORGE_STATE", str(tmp_path / "state"))
     return reg
 
@@ -128,7 +130,7 @@ def _populate(reg):
     election = roles.RoleElection(reg.kv)
     roles.record_role(reg, a.id, election.decide(a.id, storage=True))
     election.decide(b.id)
-    reg.kv.txn([], [(fb_cli.HEARTBEATS + a.id, json.dumps({"time": 1e9}).encode())])
+    reg.kv.txn([], [(keys.HEARTBEATS + a.id, json.dumps({"time": 1e9}).encode())])
     return a, b
 
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from rackforge import __version__, registry
-from rackforge.firstboot import agent, bootstrap, cli as fb_cli, journal, join, tokens
+from rackforge.cluster import join, tokens
+from rackforge.firstboot import agent, bootstrap, cli as fb_cli, journal
 from rackforge.firstboot.inventory import Inventory
 
 LINE = "rackforge-firstboot: rackforge %s first-boot agent" % __version__
@@ -88,7 +89,7 @@ def seed_then_joins(world, monkeypatch, capsys, count=4):
     rc, out = run_cli(capsys, env_for(reg, calls, 1))
     assert rc == 0, out
     assert "node node1 is controller,storage" in out
-    from rackforge.firstboot import ca
+    from rackforge.cluster import ca
     authority = ca.CertificateAuthority.load()
     cluster = json.loads(reg.kv.get(agent.CLUSTER_KEY).value)
     assert cluster["join_endpoint"] == "https://10.0.0.1:9443"
@@ -150,7 +151,7 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
     assert calls["members"] == ["node2", "node3"]
     assert calls["clients"][3] == ["https://10.0.0.1:2379", "https://10.0.0.3:2379"]
     assert calls["clients"][4] == ["https://10.0.0.1:2379"]
-    from rackforge.firstboot import roles
+    from rackforge.cluster import roles
     decisions = {d.node: d for d in roles.RoleElection(reg.kv).decisions()}
     assert [decisions[nodes["node%d" % i].id].storage for i in range(1, 6)] == [
         True, True, True, True, False]

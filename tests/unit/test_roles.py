@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from rackforge import registry
-from rackforge.firstboot import roles
-from rackforge.firstboot.roles import RoleElection, RolePolicy
+from rackforge.cluster import roles
+from rackforge.cluster.roles import RoleElection, RolePolicy
 from rackforge.registry import Node
 
 

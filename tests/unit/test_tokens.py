@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from rackforge import registry
-from rackforge.firstboot import tokens
-from rackforge.firstboot.tokens import TokenStore
+from rackforge.cluster import tokens
+from rackforge.cluster.tokens import TokenStore
 
 
 class Clock:

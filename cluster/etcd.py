@@ -9,6 +9,7 @@ environment file written here::
     /etc/rackforge/etcd/server.crt    this node's certificate (cluster CA)
     /etc/rackforge/etcd/server.key    its key, 0640 root:etcd
     /etc/rackforge/etcd/client.json   how rackforge on this node reaches etcd
+                                      (rackforge.kvstore.write_client)
     /var/lib/etcd/rackforge           the data directory
 
 TLS on both ports, and both require a certificate from the cluster CA
@@ -36,7 +37,6 @@ joined with a token can read or write the registry.
 ``rackforge node list`` works on any node after its first boot.
 """
 
-import json
 import logging
 import os
 import pwd
@@ -45,9 +45,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rackforge import errors, paths
+from rackforge import errors, keys, paths
 from rackforge.fileutil import atomic_write
-from rackforge.kvstore import RegistryUnavailable
+from rackforge.kvstore import (LearnerBusy, LearnerNotReady, MemberNotLearner,
+                               RegistryUnavailable)
 
 LOG = logging.getLogger(__name__)
 
@@ -78,10 +79,6 @@ class Layout:
     @property
     def env_file(self):
         return self.config_dir / "etcd.env"
-
-    @property
-    def client_file(self):
-        return self.config_dir / "client.json"
 
 
 def client_url(address):
@@ -147,27 +144,6 @@ def write_tls(ca_pem, cert_pem, key_pem, layout):
         os.chown(layout.config_dir / "server.key", 0, ids[1])
 
 
-def write_client(endpoints, tls, layout):
-    """``client.json``: the endpoints and TLS files rackforge uses on this node."""
-    layout.config_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    data = {"endpoints": list(endpoints), **tls}
-    atomic_write(layout.client_file, json.dumps(data, indent=2) + "\n", mode=0o600)
-
-
-def read_client(layout=None):
-    """``(endpoints, tls)`` from ``client.json``, or None when there is none."""
-    path = (layout or Layout.default()).client_file
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise errors.ConfigError("%s is unreadable (%s); run 'rackforge firstboot reset --yes' "
-                                 "and reboot, or pass --etcd" % (path, exc)) from None
-    tls = {k: data[k] for k in ("ca_cert", "cert", "key") if data.get(k)}
-    return list(data.get("endpoints") or []), tls
-
-
 def _prepare_data_dir(layout):
     layout.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ids = _etcd_ids()
@@ -212,7 +188,7 @@ def wait_healthy(kv, deadline, what):
     last = None
     while True:
         try:
-            kv.get("/rackforge/cluster")
+            kv.get(keys.CLUSTER)
             return
         except RegistryUnavailable as exc:
             last = exc
@@ -286,23 +262,3 @@ def voting_endpoints(members, first=None):
         urls.remove(first)
         urls.insert(0, first)
     return urls
-
-
-class LearnerBusy(EtcdError):
-    message = "etcd admits one learner at a time: {detail}"
-
-
-class LearnerNotReady(EtcdError):
-    message = "the learner is not in sync with the leader yet: {detail}"
-
-
-class MemberNotLearner(EtcdError):
-    message = "the member is already a voting member: {detail}"
-
-
-#: etcd's error texts (etcdserver/errors.go) for the membership calls
-MEMBER_ERRORS = (
-    ("too many learner members", LearnerBusy),
-    ("in sync with leader", LearnerNotReady),
-    ("can only promote a learner member", MemberNotLearner),
-)

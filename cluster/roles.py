@@ -33,15 +33,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from rackforge import errors
+from rackforge import errors, keys
 from rackforge.kvstore import Compare
 from rackforge.record import JsonRecord
 
 LOG = logging.getLogger(__name__)
 
-PREFIX = "/rackforge/roles/"
-CONTROLLERS_KEY = PREFIX + "controllers"
-NODE_ROLES = PREFIX + "nodes/"
+CONTROLLERS_KEY = keys.CONTROLLERS
+NODE_ROLES = keys.NODE_ROLES
 DEFAULT_CONTROLLERS = 3
 MAX_CONTROLLERS = 7
 PINNABLE = ("controller", "compute")

@@ -33,12 +33,12 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from rackforge import errors
+from rackforge import errors, keys
 from rackforge.kvstore import Compare
 from rackforge.record import JsonRecord
 
-PREFIX = "/rackforge/tokens/"
-CLUSTER_KEY = "/rackforge/cluster"
+PREFIX = keys.TOKENS
+CLUSTER_KEY = keys.CLUSTER
 ID_LEN, SECRET_LEN = 6, 16
 ALPHABET = string.ascii_lowercase + string.digits
 TOKEN_RE = re.compile(r"^([a-z0-9]{%d})\.([a-z0-9]{%d})$" % (ID_LEN, SECRET_LEN))

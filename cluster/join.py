@@ -35,8 +35,8 @@ from pathlib import Path
 
 from rackforge import errors
 from rackforge import registry as registry_mod
-from rackforge.firstboot import ca as ca_mod
-from rackforge.firstboot import roles, tokens
+from rackforge.cluster import ca as ca_mod
+from rackforge.cluster import roles, tokens
 from rackforge.kvstore import RegistryUnavailable
 
 LOG = logging.getLogger(__name__)
