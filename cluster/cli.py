@@ -136,7 +136,7 @@ def cmd_join_server(args):
     import threading
     import urllib.parse
 
-    from rackforge import nodeprofile
+    from rackforge import nodeprofile, systemd
     from rackforge.cluster import ca, etcd, join, roles
     from rackforge.kvstore import RegistryUnavailable
 
@@ -166,21 +166,13 @@ def cmd_join_server(args):
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     print("rackforge-join: serving joins at %s (CA %s)" % (server.endpoint, authority.pin),
           flush=True)
-    _sd_notify("READY=1")
+    systemd.notify("READY=1")
     while not stop.wait(3600):
         pass
-    _sd_notify("STOPPING=1")
+    systemd.notify("STOPPING=1")
     server.stop()
     print("rackforge-join: stopped", flush=True)
     return 0
-
-
-def _sd_notify(state):
-    try:
-        from systemd import daemon
-    except ImportError:
-        return
-    daemon.notify(state)
 
 
 def cmd_token_create(args):

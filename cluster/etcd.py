@@ -40,12 +40,11 @@ joined with a token can read or write the registry.
 import logging
 import os
 import pwd
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rackforge import errors, keys, paths
+from rackforge import errors, keys, paths, systemd
 from rackforge.fileutil import atomic_write
 from rackforge.kvstore import (LearnerBusy, LearnerNotReady, MemberNotLearner,
                                RegistryUnavailable)
@@ -151,28 +150,12 @@ def _prepare_data_dir(layout):
         os.chown(layout.data_dir, *ids)
 
 
-class SystemctlFailed(errors.RackforgeError):
-    message = "systemctl {args} failed: {detail}; see 'journalctl -u {unit}'"
-    retryable = True
-
-
-def systemctl(*args, run=subprocess.run):
-    """``systemctl ARGS`` (the unit last); a failure is one :class:`SystemctlFailed` line
-    naming that unit, whichever it is (etcd, the join service, the node agent)."""
-    res = run(["systemctl", *args], capture_output=True, text=True, timeout=START_TIMEOUT + 30)
-    if res.returncode != 0:
-        detail = (res.stderr or res.stdout).strip().splitlines()
-        raise SystemctlFailed(args=" ".join(args), unit=args[-1],
-                              detail=detail[-1] if detail else res.returncode)
-    return res
-
-
 class Starter:
     """Writes the files and starts etcd (``systemctl`` injectable for the unit tests)."""
 
     def __init__(self, layout=None, start_unit=None):
         self.layout = layout or Layout.default()
-        self.start_unit = start_unit or (lambda: systemctl("enable", "--now", UNIT))
+        self.start_unit = start_unit or (lambda: systemd.systemctl("enable", "--now", UNIT))
 
     def start(self, name, address, initial_cluster, state, cluster_token, tls_pems):
         write_tls(*tls_pems, layout=self.layout)

@@ -85,8 +85,8 @@ def _write_client(endpoints, tls):
 
 
 def _systemctl(*args):
-    from rackforge.cluster import etcd
-    etcd.systemctl(*args)
+    from rackforge import systemd
+    systemd.systemctl(*args)
 
 
 def _start_join_server(ctx):

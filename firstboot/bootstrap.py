@@ -30,24 +30,20 @@ enough to join alone; :func:`load` merges it under the file (the file wins).
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rackforge import errors
+from rackforge import errors, kernelargs
 from rackforge.firstboot import netspec
 
 DEFAULT_PATH = "/etc/rackforge/bootstrap.yaml"
 TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot"}
 JOIN_KEYS = {"endpoint", "token", "ca_sha256"}
-BOOT_KEYS = {"mode", "seed", "server", "node"}
+BOOT_KEYS = set(kernelargs.FIELDS) - {"cluster"}
 ROLES = ("controller", "compute")
 CLUSTER_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 PIN_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-CMDLINE_KEYS = {"rackforge.seed": "seed", "rackforge.cluster": "cluster",
-                "rackforge.mode": "mode", "rackforge.server": "server",
-                "rackforge.node": "node"}
 
 
 class BootstrapError(errors.ConfigError):
@@ -97,22 +93,10 @@ def from_cmdline(text):
     ``{"cluster": NAME, "boot": {"mode", "seed", "server", "node"}}`` with only
     the keys present; other arguments are ignored.
     """
-    try:
-        words = shlex.split(text or "")
-    except ValueError:
-        words = (text or "").split()
-    boot, out = {}, {}
-    for word in words:
-        key, sep, value = word.partition("=")
-        if not sep or key not in CMDLINE_KEYS or not value:
-            continue
-        name = CMDLINE_KEYS[key]
-        if name == "cluster":
-            out["cluster"] = value
-        else:
-            boot[name] = value
-    if boot:
-        out["boot"] = boot
+    fields = kernelargs.parse(text)
+    out = {"cluster": fields.pop("cluster")} if "cluster" in fields else {}
+    if fields:
+        out["boot"] = fields
     return out
 
 

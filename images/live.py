@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from rackforge import bundle
+
 TEMPLATES = Path(__file__).parent / "templates"
 ISO_VOLUME_ID = "RACKFORGE"
 CONSOLE_ARGS = "console=tty0 console=ttyS0,115200n8"
@@ -54,13 +56,14 @@ def make_iso(out, kernel, initrd, squashfs, workdir, release, run=subprocess.run
 
 
 def make_pxe_bundle(outdir, kernel, initrd, squashfs, release):
-    """kernel, initrd, root squashfs and the iPXE script template, in ``outdir``."""
+    """kernel, initrd, root squashfs and the iPXE script template, in ``outdir``
+    (the names: :mod:`rackforge.bundle`)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(kernel, outdir / "vmlinuz")
-    _link_or_copy(initrd, outdir / "initrd")
-    _link_or_copy(squashfs, outdir / "rootfs.squashfs")
-    shutil.copyfile(TEMPLATES / "boot.ipxe.j2", outdir / "boot.ipxe.j2")
+    _link_or_copy(kernel, outdir / bundle.KERNEL)
+    _link_or_copy(initrd, outdir / bundle.INITRD)
+    _link_or_copy(squashfs, outdir / bundle.SQUASHFS)
+    shutil.copyfile(TEMPLATES / bundle.TEMPLATE, outdir / bundle.TEMPLATE)
     return outdir
 
 
@@ -74,5 +77,4 @@ def render_ipxe(bundle_template, base_url, kernel_args=""):
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     tpl = env.from_string(Path(bundle_template).read_text())
-    return tpl.render(base_url=base_url.rstrip("/"), console=CONSOLE_ARGS,
-                      kernel_args=kernel_args)
+    return tpl.render(**bundle.template_context(base_url, CONSOLE_ARGS, kernel_args))

@@ -16,6 +16,8 @@ mode and the node id.
 from dataclasses import dataclass
 from pathlib import Path
 
+from rackforge import bundle, kernelargs
+
 TEMPLATES = Path(__file__).parent / "templates"
 CONSOLE_ARGS = "console=tty0 console=ttyS0,115200n8"
 INSTALL_STATES = ("install", "deploying")
@@ -41,11 +43,8 @@ def decide(node):
 
 
 def kernel_args(decision, seed, base_url, cluster, node_id=None):
-    args = ["rackforge.mode=%s" % decision.kind, "rackforge.seed=%s" % seed,
-            "rackforge.server=%s" % base_url, "rackforge.cluster=%s" % cluster]
-    if node_id:
-        args.append("rackforge.node=%s" % node_id)
-    return " ".join(args)
+    return kernelargs.format(mode=decision.kind, seed=seed, server=base_url, cluster=cluster,
+                             node=node_id or None)
 
 
 class ScriptRenderer:
@@ -71,6 +70,5 @@ class ScriptRenderer:
         if decision.kind == "local":
             return self._env.get_template("local.ipxe.j2").render(node=decision.node,
                                                                   state=decision.state)
-        return self._live.render(base_url=bundle_url, console=CONSOLE_ARGS,
-                                 kernel_args=kernel_args(decision, seed, base_url, cluster,
-                                                         node_id))
+        return self._live.render(**bundle.template_context(
+            bundle_url, CONSOLE_ARGS, kernel_args(decision, seed, base_url, cluster, node_id)))

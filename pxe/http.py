@@ -23,12 +23,12 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from rackforge import errors
+from rackforge import bundle, errors
 from rackforge.pxe import bootscript
 from rackforge.registry import normalize_mac
 
 LOG = logging.getLogger("rackforge.pxe.http")
-BUNDLE_FILES = ("vmlinuz", "initrd", "rootfs.squashfs")
+BUNDLE_FILES = bundle.SERVED
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 

@@ -17,14 +17,15 @@ import time
 from functools import partial
 from pathlib import Path
 
+from rackforge import bundle as bundle_mod
 from rackforge import errors, paths
 from rackforge.fileutil import atomic_write
 from rackforge.pxe import dnsmasq, loaders, netcheck
 from rackforge.pxe.bootscript import ScriptRenderer
-from rackforge.pxe.http import BUNDLE_FILES, BootHttpServer
+from rackforge.pxe.http import BootHttpServer
 
 LOG = logging.getLogger("rackforge.pxe")
-BUNDLE_TEMPLATE = "boot.ipxe.j2"
+BUNDLE_TEMPLATE = bundle_mod.TEMPLATE
 STATUS_INTERVAL = 5
 
 
@@ -43,7 +44,7 @@ def status_file():
 
 def check_bundle(bundle):
     bundle = Path(bundle)
-    missing = [n for n in BUNDLE_FILES + (BUNDLE_TEMPLATE,) if not (bundle / n).is_file()]
+    missing = bundle_mod.missing(bundle)
     if missing:
         raise BundleInvalid(bundle=bundle, missing=", ".join(missing))
     return bundle.resolve()
