@@ -33,7 +33,7 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from rackforge import errors
+from rackforge import errors, states
 from rackforge import registry as registry_mod
 from rackforge.cluster import ca as ca_mod
 from rackforge.cluster import roles, tokens
@@ -142,18 +142,19 @@ class JoinService:
             n.macs = sorted(set(n.macs) | set(macs))
             n.inventory = inventory
             n.boot = dict(n.boot, addresses=addresses, joined=True)
-            if n.state not in ("active", "maintenance"):
-                n.state = "deploying"
 
         for _ in range(3):
             node = self._find(name, macs)
+            if node is not None and node.state == "installed":
+                return self.registry.transition(node.id, "joining", states.JOIN,
+                                                frm="installed", change=change)
             if node is not None:
                 return self.registry.update_node(node.id, change)
             fresh = registry_mod.Node(name=name, macs=macs, inventory=inventory,
-                                      state="deploying",
+                                      state="joining",
                                       boot={"addresses": addresses, "joined": True})
             try:
-                return self.registry.create_node(fresh)
+                return self.registry.create_node(fresh, by=states.JOIN)
             except registry_mod.NodeExists:
                 continue            # a twin join of the same node won: update that one
         raise JoinError(endpoint="(server)", detail="node %s kept changing; retry" % name)

@@ -35,7 +35,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from rackforge import keys, paths
+from rackforge import keys, paths, states
 from rackforge.fileutil import atomic_write
 from rackforge.firstboot import journal
 
@@ -257,8 +257,11 @@ def build_steps(boot, env):
 
         def change(n):
             n.boot = dict(n.boot, desired=desired, firstboot="done")
-            n.state = "active"
-        reg.update_node(m["node_id"], change)
+        if reg.get_node(m["node_id"]).state == "active":       # resumed after this write
+            reg.update_node(m["node_id"], change)
+        else:
+            reg.transition(m["node_id"], "active", states.FIRSTBOOT, frm=("joining", "failed"),
+                           change=change)
         node = {"node_id": m["node_id"], "name": m["name"], **desired, **_tls(m)}
         atomic_write(paths.state_dir() / "node.json", json.dumps(node, indent=2) + "\n",
                      mode=0o600)

@@ -1,12 +1,15 @@
 """What a machine boots when it asks the seed, decided by its MAC in the node registry.
 
-- an unknown MAC gets the **discovery** boot: the live appliance, which
-  inventories the machine and registers it;
-- a node marked for install (states ``install``, ``deploying``) gets the
-  **install** boot: the live appliance told to write itself to disk;
-- an ``active`` (or ``maintenance``) node boots from its **local** disk, so an
-  installed node never loops back into the installer (PITFALLS.md);
-- anything else (``discovered``, ``enrolled``, ``failed``) is discovered again.
+Each node state boots exactly one way (:data:`rackforge.states.BOOT`):
+
+- an unknown MAC, and ``discovered``, ``enrolled``, ``live`` and ``failed``
+  nodes get the **discovery** boot: the live appliance, which inventories the
+  machine and never installs or joins on its own;
+- an ``installing`` node, and only that one, gets the **install** boot: the
+  live appliance told to write itself to disk;
+- ``installed``, ``joining``, ``active`` and ``maintenance`` nodes boot their
+  **local** disk, so an installed node never loops back into the installer
+  (PITFALLS.md), not even when it reboots in the middle of its join.
 
 The kernel command line carries what the node needs to find the seed and
 nothing secret: the seed's address, the boot server URL, the cluster id, the
@@ -16,12 +19,10 @@ mode and the node id.
 from dataclasses import dataclass
 from pathlib import Path
 
-from rackforge import bundle, kernelargs
+from rackforge import bundle, kernelargs, states
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONSOLE_ARGS = "console=tty0 console=ttyS0,115200n8"
-INSTALL_STATES = ("install", "deploying")
-LOCAL_STATES = ("active", "maintenance")
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,11 @@ class Decision:
 
 
 def decide(node):
-    """The :class:`Decision` for a registry node (or None: an unknown MAC)."""
+    """The :class:`Decision` for a registry node (or None: an unknown MAC): what the
+    node's state says it boots (:data:`rackforge.states.BOOT`), and nothing else."""
     if node is None:
-        return Decision("discover")
-    if node.state in LOCAL_STATES:
-        return Decision("local", node.name, node.state)
-    if node.state in INSTALL_STATES:
-        return Decision("install", node.name, node.state)
-    return Decision("discover", node.name, node.state)
+        return Decision(states.DISCOVER)
+    return Decision(states.boot(node.state), node.name, node.state)
 
 
 def kernel_args(decision, seed, base_url, cluster, node_id=None):

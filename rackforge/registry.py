@@ -20,14 +20,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from rackforge import errors, keys
+from rackforge import errors, keys, states
 from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryUnavailable, read_client
 from rackforge.record import JsonRecord
 
 NODES, MAC_INDEX, NAME_INDEX, BOOTS = keys.NODES, keys.MAC_INDEX, keys.NAME_INDEX, keys.BOOTS
 
-# A node's life in the rack, in order.  The PXE service reads it to decide a boot.
-STATES = ("discovered", "enrolled", "install", "deploying", "active", "maintenance", "failed")
 CAS_ATTEMPTS = 20
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
@@ -73,7 +71,7 @@ class Node(JsonRecord):
 
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     name: str = ""
-    state: str = "discovered"
+    state: str = "enrolled"          # rackforge.states; changed only by NodeRegistry.transition
     macs: list = field(default_factory=list)
     bmc: dict = field(default_factory=dict)
     inventory: dict = field(default_factory=dict)
@@ -92,9 +90,9 @@ class Node(JsonRecord):
         if not _NAME_RE.match(self.name):
             raise InvalidNode(field="node name", value=self.name,
                               why="use lower-case letters, digits and '-', at most 63")
-        if self.state not in STATES:
+        if self.state not in states.STATES:
             raise InvalidNode(field="node state", value=self.state,
-                              why="one of " + ", ".join(STATES))
+                              why="one of " + ", ".join(states.STATES))
 
     @classmethod
     def from_entry(cls, entry):
@@ -145,8 +143,14 @@ class NodeRegistry:
                       key=lambda n: n.name)
 
     # -- writes ----------------------------------------------------------------
-    def create_node(self, node):
-        """Register ``node``; its id, name and every MAC must be free."""
+    def create_node(self, node, by=states.OPERATOR):
+        """Register ``node``; its id, name and every MAC must be free.
+
+        :param by: the component creating it; it must be the one allowed to make
+            a new node in ``node.state`` (:data:`rackforge.states.TRANSITIONS`).
+        :raises states.InvalidTransition: nothing written.
+        """
+        states.check(node.name, None, node.state, by)
         node = copy.deepcopy(node)
         node.created = node.updated = time.time()
         keys = self._index_keys(node)
@@ -158,11 +162,12 @@ class NodeRegistry:
             self._raise_conflict(node, keys)
         return self.get_node(node.id)
 
-    def update_node(self, node_id, change):
+    def update_node(self, node_id, change, _move=None):
         """Apply ``change(node)`` (it mutates a fresh copy) with compare-and-set.
 
         On a lost race the node is read again and ``change`` runs again, so it
-        must be a pure function of the node it is given.
+        must be a pure function of the node it is given.  ``change`` must not
+        touch the state: that is :meth:`transition`'s.
         """
         for _ in range(CAS_ATTEMPTS):
             entry = self.kv.get(NODES + node_id)
@@ -171,6 +176,12 @@ class NodeRegistry:
             old = Node.from_entry(entry)
             new = copy.deepcopy(old)
             change(new)
+            if _move is not None:
+                _move(old, new)
+            elif new.state != old.state:
+                raise states.InvalidTransition(
+                    node=old.name, frm=old.state, to=new.state, by="",
+                    why="a state changes only through NodeRegistry.transition")
             new.id, new.created, new.updated = old.id, old.created, time.time()
             new = Node(**{f.name: getattr(new, f.name) for f in dataclasses.fields(Node)})
             old_keys, new_keys = set(self._index_keys(old)), set(self._index_keys(new))
@@ -185,6 +196,26 @@ class NodeRegistry:
                 if taken is not None and taken.value.decode() != node_id:
                     self._raise_conflict(new, [key])
         raise ConcurrentUpdate(node=node_id, attempts=CAS_ATTEMPTS)
+
+    def transition(self, node_id, to, by, frm=None, change=None):
+        """Move node ``node_id`` to state ``to``, by compare-and-set from the state it is in.
+
+        :param by: the component making the move (:mod:`rackforge.states`).
+        :param frm: the state the caller saw (or a tuple of states): if the node
+            has moved on since, nothing is written and the move is refused.
+        :param change: further changes to the record in the same write.
+        :raises states.InvalidTransition: nothing written.
+        """
+        def move(old, new):
+            expected = (frm,) if isinstance(frm, str) else frm
+            if expected is not None and old.state not in expected:
+                raise states.InvalidTransition(
+                    node=old.name, frm=old.state, to=to, by=" by %s" % by,
+                    why="it was expected in %s" % " or ".join(expected))
+            states.check(old.name, old.state, to, by)
+            new.state = to
+
+        return self.update_node(node_id, change or (lambda n: None), _move=move)
 
     def delete_node(self, node_id):
         for _ in range(CAS_ATTEMPTS):

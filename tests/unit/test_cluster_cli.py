@@ -2,6 +2,7 @@
 
 import json
 
+import lifecycle
 import pytest
 
 from rackforge import __version__, cli, registry
@@ -116,10 +117,9 @@ def test_ca_init_is_idempotent_and_show(reg, capsys):
 
 
 def _populate(reg):
-    a = reg.create_node(registry.Node(name="r1n1", macs=["52:54:00:00:00:01"],
-                                      state="active",
-                                      bmc={"address": "10.1.0.11", "password": "gAAAA-secret"},
-                                      boot={"addresses": ["10.0.0.11/24"]}))
+    a = lifecycle.create(reg, "active", name="r1n1", macs=["52:54:00:00:00:01"],
+                         bmc={"address": "10.1.0.11", "password": "gAAAA-secret"},
+                         boot={"addresses": ["10.0.0.11/24"]})
     b = reg.create_node(registry.Node(name="r1n2", state="enrolled"))
     inv = Inventory.from_dict({
         "cpu": {"model": None, "count": 1, "architecture": "x86_64"},

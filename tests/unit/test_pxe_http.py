@@ -3,12 +3,12 @@
 import hashlib
 import http.client
 
+import lifecycle
 import pytest
 
-from rackforge import registry
+from rackforge import registry, states
 from rackforge.pxe import bootscript
 from rackforge.pxe.http import BootHttpServer, parse_range
-from rackforge.registry import Node
 
 TEMPLATE = ("#!ipxe\nkernel {{ base_url }}/vmlinuz fetch={{ base_url }}/rootfs.squashfs "
             "{{ console }} {{ kernel_args }}\ninitrd {{ base_url }}/initrd\nboot\n")
@@ -62,11 +62,16 @@ def test_unknown_mac_gets_discovery_and_is_counted(server):
     assert boot["count"] == 2 and boot["decision"] == "discover" and boot["platform"] == "efi"
 
 
-@pytest.mark.parametrize("state, kind", [("install", "install"), ("deploying", "install"),
-                                         ("active", "local"), ("maintenance", "local"),
-                                         ("enrolled", "discover"), ("failed", "discover")])
+@pytest.mark.parametrize("state, kind", [
+    ("discovered", "discover"), ("enrolled", "discover"), ("live", "discover"),
+    ("installing", "install"), ("installed", "local"), ("joining", "local"),
+    ("active", "local"), ("maintenance", "local"), ("failed", "discover")])
 def test_known_node_boot_follows_its_state(server, state, kind):
-    node = server.registry.create_node(Node(name="n1", macs=["52:54:00:00:00:02"], state=state))
+    """Every state, one boot: a node that reboots in the middle of its join (joining)
+    boots its disk, not the installer; only ``installing`` installs."""
+    assert set(states.STATES) == {"discovered", "enrolled", "live", "installing", "installed",
+                                  "joining", "active", "maintenance", "failed"}
+    node = lifecycle.create(server.registry, state, name="n1", macs=["52:54:00:00:00:02"])
     script = node_script(server, "52-54-00-00-00-02")
     if kind == "local":
         assert "sanboot" in script and "exit" in script and "vmlinuz" not in script
@@ -76,8 +81,8 @@ def test_known_node_boot_follows_its_state(server, state, kind):
 
 
 def test_no_secret_on_the_kernel_command_line(server):
-    server.registry.create_node(Node(name="n1", macs=["52:54:00:00:00:03"], state="install",
-                                     bmc={"password": "s3cr3t-token"}))
+    lifecycle.create(server.registry, "installing", name="n1", macs=["52:54:00:00:00:03"],
+                     bmc={"password": "s3cr3t-token"})
     assert "s3cr3t" not in node_script(server, "52:54:00:00:00:03")
 
 

@@ -39,9 +39,8 @@ def test_update_moves_the_indexes(reg):
     def change(n):
         n.name = "b"
         n.macs = ["52:54:00:00:00:09"]
-        n.state = "install"
     reg.update_node(node.id, change)
-    assert reg.find_node("b").state == "install"
+    assert reg.find_node("b").state == "enrolled"
     assert reg.node_by_mac("52:54:00:00:00:01") is None
     assert reg.node_by_mac("52:54:00:00:00:09").name == "b"
     with pytest.raises(registry.NodeNotFound):
