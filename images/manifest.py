@@ -2,8 +2,9 @@
 
 The manifest names the profile (fully merged), rackforge's version and git
 commit, diskimage-builder's version, the build's start and end (UTC), the
-base cache key, every artifact with its size and sha256, and the Debian
-packages installed with their versions.  Paths are relative to the
+base cache key, every artifact with its size and sha256, the Debian
+packages installed with their versions, and the packages taken from PyPI
+with their versions and the sha256 pip checked them against.  Paths are relative to the
 manifest's directory, so the output folder can be moved or served as is.
 """
 
@@ -53,7 +54,7 @@ def collect_artifacts(out_dir, exclude=(MANIFEST_NAME,)):
 
 
 def build_manifest(*, profile, version, git, dib_version, started, finished, base, artifacts,
-                   packages):
+                   packages, pypi=()):
     return {
         "format": FORMAT,
         "profile": profile,
@@ -63,6 +64,7 @@ def build_manifest(*, profile, version, git, dib_version, started, finished, bas
         "base": base,
         "artifacts": artifacts,
         "packages": packages,
+        "pypi": list(pypi),
     }
 
 

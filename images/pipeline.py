@@ -32,7 +32,7 @@ from pathlib import Path
 
 from rackforge import __version__, errors, paths
 from rackforge.images import cache as base_cache
-from rackforge.images import dib, disk, hosttools, live, manifest, mounts, rootfs
+from rackforge.images import dib, disk, hosttools, live, manifest, mounts, rootfs, secrets
 
 LIVE_OUTPUTS = {"iso", "pxe"}
 DISK_OUTPUTS = {"raw", "qcow2"}
@@ -256,12 +256,19 @@ class Build:
         rootfs.extract(self.base_tar, self.root, run=self._logged_run("unpacking the base"))
         rootfs.install_code(self.root, paths.source_root(), run=self._logged_run(
             "installing rackforge into the image"))
+        left = secrets.find(self.root)
+        if left:
+            raise errors.BuildFailed(
+                step="the secrets check", log=self._log_hint(),
+                detail="the image would carry %s; remove them in an element's finalise.d "
+                       "(see images/secrets.py)" % ", ".join(left))
         rootfs.write_release(self.root, self.release)
         rootfs.write_profile(self.root, self.plan.profile)
         kernel, initrd = rootfs.kernel_and_initrd(self.root)
         self.kernel = self.root / "boot" / kernel
         self.initrd = self.root / "boot" / initrd
         self.packages = rootfs.installed_packages(self.root)
+        self.pypi = rootfs.pypi_packages()
         return "%s, %d packages" % (kernel, len(self.packages))
 
     def stage_squashfs(self):
@@ -310,6 +317,6 @@ class Build:
             base=self.base_info,
             artifacts=manifest.collect_artifacts(self.out, exclude=(manifest.MANIFEST_NAME,
                                                                     "build.log")),
-            packages=self.packages)
+            packages=self.packages, pypi=self.pypi)
         manifest.write_manifest(self.out, data)
         return "%d artifacts" % len(data["artifacts"])

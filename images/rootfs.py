@@ -40,9 +40,10 @@ def complete_api_dirs(root):
         os.chmod(path, mode)
 
 
-# Runtime libraries Debian does not package (pure Python, no dependencies of
-# their own); everything else comes from Debian packages listed by the elements.
-FROM_PYPI = ("tftpy>=0.8.2",)
+# Runtime libraries Debian does not package, pinned by version and hash;
+# everything else comes from Debian packages listed by the elements.
+REQUIREMENTS = Path(__file__).parent / "image-requirements.txt"
+_PIN_RE = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;]+)\s+--hash=sha256:([0-9a-f]{64})\s*$")
 # Rooms that build images or simulate a rack: never on a node (DESIGN.md).  The
 # core CLI skips their commands where they are absent.
 BUILD_SIDE = ("images", "virt")
@@ -52,20 +53,23 @@ def install_code(root, source_root, run=subprocess.run):
     """Install the rackforge package from ``source_root`` into the tree.
 
     Pure Python, no dependencies pulled (the image gets them from Debian
-    packages listed by the elements) except ``FROM_PYPI``, no byte-code
-    compiled with the host's interpreter, and without the ``BUILD_SIDE`` rooms.
+    packages listed by the elements) except the hash-pinned ``REQUIREMENTS``,
+    no byte-code compiled with the host's interpreter, and without the
+    ``BUILD_SIDE`` rooms.
     """
     target = Path(root) / CODE_DIR
     if target.exists():
         shutil.rmtree(target)
-    res = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-               "--disable-pip-version-check", "--no-warn-script-location",
-               "--target", str(target), str(source_root), *FROM_PYPI],
-              capture_output=True, text=True)
-    if res.returncode != 0:
-        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise errors.BuildFailed(step="installing rackforge into the image", detail=tail[0],
-                                 log="the build log")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+           "--disable-pip-version-check", "--no-warn-script-location", "--target", str(target)]
+    for what, args in (("rackforge", [str(source_root)]),
+                       ("the pinned PyPI packages", ["--require-hashes", "--only-binary",
+                                                     ":all:", "-r", str(REQUIREMENTS)])):
+        res = run(pip + args, capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise errors.BuildFailed(step="installing %s into the image" % what,
+                                     detail=tail[0], log="the build log")
     # console scripts made by pip point at the host's interpreter; the image
     # has its own /usr/bin/rackforge from rackforge-base.
     shutil.rmtree(target / "bin", ignore_errors=True)
@@ -113,6 +117,26 @@ def kernel_and_initrd(root):
 
 def _version_key(ver):
     return [int(x) if x.isdigit() else x for x in re.split(r"[.-]", ver)]
+
+
+class BadPin(errors.ConfigError):
+    message = ("{path}:{line}: '{text}' is not 'NAME==VERSION --hash=sha256:HEX'; every "
+               "package an image takes from PyPI is pinned by version and hash")
+
+
+def pypi_packages(requirements=None):
+    """[{name, version, sha256}] of the PyPI packages an image carries (the pins)."""
+    path = Path(requirements or REQUIREMENTS)
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        m = _PIN_RE.match(text)
+        if m is None:
+            raise BadPin(path=path, line=number, text=text)
+        out.append({"name": m.group(1), "version": m.group(2), "sha256": m.group(3)})
+    return sorted(out, key=lambda p: p["name"].lower())
 
 
 def installed_packages(root, run=subprocess.run):

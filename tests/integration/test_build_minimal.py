@@ -37,6 +37,12 @@ def test_manifest_hashes_match_and_name_the_build(minimal_build):
     pkgs = {p["name"]: p["version"] for p in data["packages"]}
     assert "live-boot" in pkgs and "openssh-server" in pkgs
     assert any(name.startswith("linux-image-") for name in pkgs)
+    # Debian 13: the appliance's release
+    assert data["profile"]["distro"]["release"] == "trixie"
+    assert pkgs["systemd"].startswith("257.") and pkgs["base-files"].startswith("13.")
+    # what came from PyPI, each with the hash pip checked it against
+    assert [(p["name"], p["version"]) for p in data["pypi"]] == [("tftpy", "0.8.7")]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", p["sha256"]) for p in data["pypi"])
 
 
 def test_verify_command_catches_a_changed_artifact(minimal_build, build_env, tmp_path):
@@ -87,6 +93,33 @@ def test_root_tree_has_code_units_and_banner(minimal_build):
     # the cluster and storage policy first boot reads
     policy = json.loads(cat("usr/lib/rackforge/profile.json"))
     assert policy["name"] == "minimal" and policy["cluster"]["controllers"] == 3
+
+
+def test_no_secret_no_build_side_code_and_pinned_units(minimal_build):
+    """What Debian's package scripts generate at install time is not in the image; each
+    node makes its own at boot.  The image-building rooms are not on the node."""
+    out, _ = minimal_build
+    squashfs = out / "pxe" / "rootfs.squashfs"
+    listing = subprocess.run(["unsquashfs", "-lls", str(squashfs)], check=True,
+                             capture_output=True, text=True).stdout
+    paths = {line.split()[-1] if " -> " not in line else line.split(" -> ")[0].split()[-1]
+             for line in listing.splitlines() if line.startswith(("-", "l", "d"))}
+
+    def cat(path):
+        return subprocess.run(["unsquashfs", "-cat", str(squashfs), path], check=True,
+                              capture_output=True, text=True).stdout
+
+    assert not [p for p in paths if re.search(r"/etc/ssh/ssh_host_\w+_key$", p)]
+    assert "squashfs-root/usr/lib/rackforge/rackforge/cluster/join.py" in paths
+    for room in ("images", "virt"):
+        assert not [p for p in paths if "/usr/lib/rackforge/rackforge/%s/" % room in p], room
+    assert cat("etc/machine-id").strip() == "uninitialized"
+    preset = cat("usr/lib/systemd/system-preset/10-rackforge.preset").splitlines()
+    assert preset[-1] == "disable *"
+    assert "enable rackforge-firstboot.service" in preset
+    assert "enable systemd-networkd.service" not in preset
+    keygen = cat("usr/lib/systemd/system/ssh-keygen.service.d/50-rackforge.conf")
+    assert "ExecStart=/usr/bin/ssh-keygen -A" in keygen
 
 
 def test_nothing_left_behind(minimal_build, images_dir):

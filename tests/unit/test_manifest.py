@@ -74,3 +74,23 @@ def test_git_revision(tmp_path):
     assert len(rev["commit"]) == 40 and rev["dirty"] is False
     (tmp_path / "f").write_text("2")
     assert manifest.git_revision(tmp_path)["dirty"] is True
+
+
+def test_the_image_pypi_pins_are_versions_and_hashes():
+    from rackforge.images import rootfs
+
+    pins = rootfs.pypi_packages()
+    assert pins and all(set(p) == {"name", "version", "sha256"} for p in pins)
+    assert all(len(p["sha256"]) == 64 for p in pins)
+
+
+def test_an_unpinned_requirement_is_one_line(tmp_path):
+    from rackforge.images import rootfs
+
+    req = tmp_path / "req.txt"
+    req.write_text("# comment\nok==1.0 --hash=sha256:%s\ntftpy>=0.8\n" % ("a" * 64))
+    with pytest.raises(rootfs.BadPin) as err:
+        rootfs.pypi_packages(req)
+    assert str(err.value) == ("%s:3: 'tftpy>=0.8' is not 'NAME==VERSION --hash=sha256:HEX'; "
+                              "every package an image takes from PyPI is pinned by version "
+                              "and hash" % req)
