@@ -235,7 +235,7 @@ def read_fru_chunked(cmd, fruid, chunk=224):
 def find_macs(fru):
     """MAC addresses in a parsed FRU: fields named like MACs, and extra fields that are one."""
     import re
-    pattern = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+    pattern = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}\Z")
     values = []
     for key, value in fru.items():
         if isinstance(value, list):

@@ -22,7 +22,7 @@ from rackforge.firstboot.sources import Sources, UdevRecord, run_command
 __all__ = ["collect", "Inventory", "Sources", "UdevRecord", "run_command"]
 
 SECTOR = 512
-PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")
 # CPU flags worth keeping: virtualisation, long mode, crypto and vector units.
 CPU_FLAGS = ("lm", "vmx", "svm", "hypervisor", "aes", "sse4_2", "avx", "avx2", "avx512f",
              "pdpe1gb", "x2apic", "rdrand", "sha_ni",

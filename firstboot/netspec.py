@@ -29,8 +29,8 @@ from rackforge.errors import ConfigError
 
 BOND_MODES = {"balance-rr": 0, "active-backup": 1, "balance-xor": 2, "broadcast": 3,
               "802.3ad": 4, "balance-tlb": 5, "balance-alb": 6}
-IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-MAC = re.compile(r"^mac:([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+MAC = re.compile(r"^mac:([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 DEFAULT_CHECK_TIMEOUT = 30
 DEFAULT_CHECK_PORT = 22
 TOP_KEYS = {"interface", "address", "gateway", "mtu", "bond", "vlan", "bridge", "check"}

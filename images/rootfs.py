@@ -43,7 +43,7 @@ def complete_api_dirs(root):
 # Runtime libraries Debian does not package, pinned by version and hash;
 # everything else comes from Debian packages listed by the elements.
 REQUIREMENTS = Path(__file__).parent / "image-requirements.txt"
-_PIN_RE = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;]+)\s+--hash=sha256:([0-9a-f]{64})\s*$")
+_PIN_RE = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;]+)\s+--hash=sha256:([0-9a-f]{64})\s*\Z")
 # Rooms that build images or simulate a rack: never on a node (DESIGN.md).  The
 # core CLI skips their commands where they are absent.
 BUILD_SIDE = ("images", "virt")
@@ -98,7 +98,7 @@ def write_live_fstab(root):
         "# live system: the root file system is set up by live-boot\n")
 
 
-_KVER = re.compile(r"^vmlinuz-(.+)$")
+_KVER = re.compile(r"^vmlinuz-(.+)\Z")
 
 
 def kernel_and_initrd(root):

@@ -29,7 +29,7 @@ from rackforge.registry import normalize_mac
 
 LOG = logging.getLogger("rackforge.pxe.http")
 BUNDLE_FILES = bundle.SERVED
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 
 
 class HttpBindFailed(errors.RackforgeError):

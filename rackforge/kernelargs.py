@@ -29,7 +29,7 @@ FIELDS = {
     "cluster": "the cluster's name",
     "node": "the node's registry id",
 }
-_VALUE_RE = re.compile(r"^[^\s\"'\\]{1,512}$")
+_VALUE_RE = re.compile(r"^[^\s\"'\\]{1,512}\Z")
 
 
 class BadKernelArg(errors.ConfigError):
