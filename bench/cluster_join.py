@@ -4,7 +4,7 @@
 The rack is a set of network namespaces this script creates and deletes:
 a "rack" namespace holds a bridge ``br0`` with the seed's address
 (``10.214.0.1``), a fresh one-member etcd (``tests/lib/etcd.py``) on that
-address and the real join server (``rackforge.cluster.join.JoinServer``,
+address and the real join server (``rackforge.cluster.joinserver.JoinServer``,
 HTTPS on port 9443, in this process: the bench's main thread enters the
 rack namespace with ``setns`` while it runs the seed).  Each joining node is
 an OS process of its own, started with ``ip netns exec`` in a namespace of
@@ -100,8 +100,9 @@ def node_main(params_path, index):
     from cryptography import x509  # noqa: F401  - join() loads these for the pin check
     from cryptography.hazmat.primitives import serialization  # noqa: F401
 
-    from rackforge.cluster import join
+    from rackforge.cluster import ca, joinclient
 
+    csr, _ = ca.make_csr(node_name(index))          # the node's own key, made here
     before = tcp_counters()
     inventory = {"interfaces": [{"name": "eth0", "mac": node_mac(index), "kind": "physical"}]}
     sys.stdout.write("ready\n")
@@ -109,8 +110,9 @@ def node_main(params_path, index):
     os.read(0, 1)                       # EOF: the bench released every node at once
     go = time.monotonic()
     cpu = time.process_time()
-    answer = join.join(params["endpoint"], params["token"], params["pin"], node_name(index),
-                       [node_address(index)], inventory)
+    answer = joinclient.join([params["endpoint"]], params["token"], params["pin"],
+                             node_name(index), csr, inventory=inventory,
+                             source=node_address(index))
     done = time.monotonic()
     cpu = time.process_time() - cpu
     after = tcp_counters()
@@ -238,7 +240,7 @@ def run_once(n, nodes, work, warnings):
     from etcd import etcd_server
 
     from rackforge import registry
-    from rackforge.cluster import ca, join, roles, tokens
+    from rackforge.cluster import ca, join, joinserver, roles, tokens
     from rackforge.kvstore import EtcdKV
     from rackforge.proc import stop_process
 
@@ -253,7 +255,7 @@ def run_once(n, nodes, work, warnings):
         service = join.JoinService(reg, authority, etcd_endpoints=[url])
         warnings.counts.clear()
         warnings.samples.clear()
-        with join.JoinServer(service, SEED, PORT, cert_dir=work / "srv") as server:
+        with joinserver.JoinServer(service, SEED, PORT, cert_dir=work / "srv") as server:
             params = work / "params.json"       # the token never goes on a command line
             params.write_text(json.dumps({"endpoint": server.endpoint, "token": token,
                                           "pin": authority.pin}))

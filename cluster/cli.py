@@ -31,12 +31,11 @@ def add_commands(sub):
     q = tsub.add_parser("create", help="a new join token, printed once with the CA pin")
     q.add_argument("--ttl", default="1h", metavar="DURATION",
                    help="lifetime: seconds or 30m, 1h, ... up to 24h (default: %(default)s)")
-    q.add_argument("--uses", type=int, metavar="N",
-                   help="how many nodes may join with it (default: unlimited until it "
-                        "expires)")
+    q.add_argument("--uses", type=int, default=1, metavar="N",
+                   help="how many nodes may join with it (default: %(default)s)")
     q.add_argument("--description", default="", metavar="TEXT", help="a note for the list")
-    q.add_argument("--endpoint", metavar="URL", help="the join endpoint to print "
-                   "(default: the cluster record's join_endpoint)")
+    q.add_argument("--endpoint", metavar="URL", help="the one join endpoint to print "
+                   "(default: every controller's, from the cluster record)")
     q.add_argument("--json", action="store_true",
                    help="print {endpoint, token, ca_sha256} as JSON")
     _etcd_option(q)
@@ -50,12 +49,12 @@ def add_commands(sub):
     _etcd_option(q)
     q.set_defaults(func=cmd_token_delete)
 
-    q = csub.add_parser("join-server", help="serve joins over HTTPS (the seed's "
+    q = csub.add_parser("join-server", help="serve joins over HTTPS (every controller's "
                         "rackforge-join.service runs it)")
     q.add_argument("--listen", metavar="ADDRESS",
-                   help="address to listen on (default: the host of the cluster record's "
-                        "join_endpoint)")
-    q.add_argument("--port", type=int, help="port (default: the join_endpoint's, 9443)")
+                   help="address to listen on (default: this controller's, from "
+                        "/etc/rackforge/join-server.json)")
+    q.add_argument("--port", type=int, help="port (default: from that file, else 9443)")
     _etcd_option(q)
     q.set_defaults(func=cmd_join_server)
 
@@ -134,23 +133,27 @@ def cmd_join_server(args):
     """Serve ``POST /join`` until SIGTERM; tells systemd when it listens."""
     import signal
     import threading
-    import urllib.parse
 
-    from rackforge import nodeprofile, systemd
-    from rackforge.cluster import ca, etcd, join, roles
+    from rackforge import errors, nodeprofile, paths, systemd
+    from rackforge.cluster import ca, etcd, join, joinserver, roles
     from rackforge.kvstore import RegistryUnavailable
 
+    config = {}
+    where = paths.config_dir() / "join-server.json"
+    if where.is_file():
+        config = json.loads(where.read_text())
+    host = args.listen or config.get("listen")
+    port = args.port or config.get("port") or join.DEFAULT_PORT
+    if not host:
+        raise errors.ConfigError("no address to serve joins on: %s is missing (first boot "
+                                 "writes it on controllers); give --listen ADDRESS" % where)
     authority = ca.CertificateAuthority.load()
     reg = _connect_registry(args)
-    entry = reg.kv.get(keys.CLUSTER)
-    if entry is None and not (args.listen and args.port):
-        print("rackforge: error: no cluster record in the registry; run first boot on the "
-              "seed, or give --listen and --port", file=sys.stderr)
-        return 2
-    url = urllib.parse.urlsplit(json.loads(entry.value)["join_endpoint"] if entry else "")
-    host = args.listen or url.hostname
-    port = args.port or url.port or join.DEFAULT_PORT
     kv = reg.kv
+    identity = None
+    if config.get("node_id"):
+        key_path = paths.state_dir() / "pki" / "node.key"
+        identity = (config["node_id"], ca.load_key(key_path.read_bytes()))
 
     def endpoints():
         try:
@@ -159,8 +162,8 @@ def cmd_join_server(args):
             return list(getattr(kv, "endpoints", []))
 
     policy = roles.RolePolicy.from_profile(nodeprofile.load())
-    service = join.JoinService(reg, authority, endpoints, policy)
-    server = join.JoinServer(service, host, port).start()
+    service = join.JoinService(reg, authority, endpoints, policy, identity=identity)
+    server = joinserver.JoinServer(service, host, port).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
@@ -175,23 +178,32 @@ def cmd_join_server(args):
     return 0
 
 
+def _cluster_pin(kv):
+    """The CA pin: the cluster record's (any node), else this controller's CA."""
+    from rackforge.cluster import ca
+
+    entry = kv.get(keys.CLUSTER)
+    pin = json.loads(entry.value).get("ca_sha256") if entry else None
+    return pin or ca.CertificateAuthority.load().pin
+
+
 def cmd_token_create(args):
-    from rackforge.cluster import ca, tokens
+    from rackforge.cluster import tokens
 
     ttl, uses = tokens.parse_ttl(args.ttl), tokens.check_uses(args.uses)
-    pin = ca.CertificateAuthority.load().pin     # before anything is written
     store = tokens.TokenStore(_connect_registry(args).kv)
-    endpoint = tokens.join_endpoint(store.kv, args.endpoint)
+    pin = _cluster_pin(store.kv)                  # before anything is written
+    endpoints = tokens.join_endpoints(store.kv, args.endpoint)
     token, record = store.create(ttl=ttl, uses=uses, description=args.description)
-    data = tokens.bundle(endpoint, token, pin)
+    data = tokens.bundle(endpoints, token, pin)
     if args.json:
         _print_json(data)
         return 0
-    for key in ("endpoint", "token", "ca_sha256"):
+    print("%-10s %s" % ("endpoints:", ", ".join(data["endpoints"])))
+    for key in ("token", "ca_sha256"):
         print("%-10s %s" % (key + ":", data[key]))
-    print("expires:   %s (%s), uses: %s" % (
-        _when(record.expires), args.ttl, record.uses or "unlimited until then"))
-    print("the token is shown only now; put the three lines under 'join:' in a node's "
+    print("expires:   %s (%s), uses: %d" % (_when(record.expires), args.ttl, record.uses))
+    print("the token is shown only now; put the three under 'join:' in a node's "
           "bootstrap.yaml")
     return 0
 

@@ -1,48 +1,53 @@
-"""The join service on the seed, and the client a joining node runs.
+"""The join service: admits a new node to the cluster with a token, on every controller.
 
-Server (on the seed): HTTPS (``ssl`` + ``http.server``) with a certificate the
-cluster CA (:mod:`.ca`) issues for the seed's address.
+Served over HTTPS by each controller (``rackforge cluster join-server``,
+``rackforge-join.service``) with a certificate of the join-service usage
+(:data:`ca.JOIN_SERVICE`), which a joining node checks before it sends its
+token (:mod:`.joinclient`).
 
-- ``GET /ca`` -> the CA certificate (PEM, public: no secret involved);
-- ``POST /join`` with ``{token, name, addresses, inventory, storage?, role?, csr?}``:
-  redeems the token (:mod:`.tokens`, hint = the node's name), registers or
-  updates the node in the registry (compare-and-set; found by name, else by
-  one of its MACs), elects its role (:mod:`.roles`), issues its node
-  certificate (``ca.issue``) and answers ``{node_id, name, role, roles,
-  certificate, key, ca, etcd_endpoints}``.  A wrong, expired or used-up token
-  is ``403 {"error": one line}`` and nothing is written.
+- ``GET /ca`` -> the CA certificate (public);
+- ``POST /join`` with ``Authorization: Bearer ID.SECRET`` and the JSON body
+  ``{name, csr, inventory?, storage?, role?, addresses?}``.
 
-The same node joining again (its join was cut by a power loss) gets the same
-node id and role: the token does not spend a second use, the registry
-record is updated in place and the role decision is sticky.
+What it does, in this order, so that a refusal writes nothing:
 
-Client (:func:`join`), in the manner of kubeadm's discovery: fetch the CA over
-an unverified TLS connection, check it against the pinned ``ca_sha256``
-(:func:`ca.check_pin`), and only then open a connection *verified against
-that CA* and send the token.  A wrong pin stops before the token leaves.
+1. **Validate** everything: the token (before the body is read), the name
+   (a full match, nothing stripped or folded), the CSR (the node's own key;
+   weak keys, CA requests and other names refused), every field's type.
+   The node's address is the one its request came from: a node is certified
+   for where it is, not for what it asks (a token holder cannot get a
+   certificate for the join endpoint's or another node's address).
+2. **Who is it?**  A token admits a *new* node.  A join whose name, MAC or
+   address belongs to a registered node is refused, unless it is that node
+   resuming its own join, proved by the key it holds (its CSR's public key
+   is the one recorded when it was admitted): then it gets the same node,
+   role and a certificate again, and nothing is spent twice.
+3. **One transaction**: the token's use, the node record and its indexes,
+   its role (and a controller's place), its certificate, and for a
+   controller the cluster CA's key sealed for it (so it can serve joins
+   too) -- all or nothing, retried on a lost race.
+
+The answer: ``{node_id, name, role, roles, address, certificate, ca,
+etcd_endpoints, join_endpoints}``.  Never a private key.
 """
 
-import http.client
-import http.server
 import json
 import logging
-import socket
-import ssl
-import tempfile
-import threading
-import urllib.parse
-from pathlib import Path
+import re
+from dataclasses import dataclass
 
-from rackforge import errors, states
+from rackforge import errors, keys, states
 from rackforge import registry as registry_mod
 from rackforge.cluster import ca as ca_mod
-from rackforge.cluster import roles, tokens
-from rackforge.kvstore import RegistryUnavailable
+from rackforge.cluster import roles, secrets, tokens
+from rackforge.kvstore import Compare, RegistryUnavailable
 
 LOG = logging.getLogger(__name__)
-MAX_BODY = 4 * 1024 * 1024
 DEFAULT_PORT = 9443
-HANDSHAKE_TIMEOUT = 10
+CA_KEY_SECRET = "cluster/ca-key"
+TXN_ATTEMPTS = 32
+REQUEST_KEYS = {"name", "csr", "inventory", "storage", "role", "addresses", "token"}
+_BEARER = re.compile(r"Bearer ([a-z0-9]{6}\.[a-z0-9]{16})")
 
 
 class JoinError(errors.RackforgeError):
@@ -51,18 +56,31 @@ class JoinError(errors.RackforgeError):
 
 
 class JoinRefused(errors.RackforgeError):
-    message = "the seed at {endpoint} refused the join: {detail}"
+    message = "the join service at {endpoint} refused the join: {detail}"
+    exit_code = 2
 
 
 class BadJoinRequest(errors.ConfigError):
     message = "join request: {detail}"
 
 
+class NodeTaken(errors.RackforgeError):
+    message = ("{what} belongs to node {node} already, and this request is not that node "
+               "resuming its own join (it holds another key); a join token admits new nodes "
+               "only: remove node {node} first ('rackforge node remove') if it is gone")
+    exit_code = 2
+
+
+class JoinBusy(errors.RackforgeError):
+    message = "the join service is busy ({detail}); the node retries by itself"
+    retryable = True
+
+
 def _macs(inventory):
     out = []
     for nic in (inventory or {}).get("interfaces") or []:
         mac = nic.get("mac") if isinstance(nic, dict) else None
-        if mac and nic.get("kind", "physical") == "physical":
+        if isinstance(mac, str) and mac and nic.get("kind", "physical") == "physical":
             try:
                 out.append(registry_mod.normalize_mac(mac))
             except registry_mod.InvalidNode:
@@ -70,10 +88,77 @@ def _macs(inventory):
     return sorted(set(out))
 
 
-class JoinService:
-    """What ``POST /join`` does, without HTTP (unit-testable on the memory registry)."""
+def token_from_header(value):
+    """The token of an ``Authorization: Bearer ID.SECRET`` header, or None."""
+    m = _BEARER.fullmatch(value) if isinstance(value, str) else None
+    return m.group(1) if m else None
 
-    def __init__(self, registry, authority, etcd_endpoints=(), policy=None, clock=None):
+
+@dataclass
+class JoinRequest:
+    """A join request whose every field was checked."""
+    token: str
+    name: str
+    csr: bytes
+    address: str
+    inventory: dict
+    storage: bool
+    role: str
+
+
+def parse_request(body, address, token=None):
+    """A :class:`JoinRequest` from the decoded JSON ``body``, sent from ``address``.
+
+    :raises BadJoinRequest: one line naming the field.
+    """
+    if not isinstance(body, dict):
+        raise BadJoinRequest(detail="the body must be a JSON object")
+    unknown = sorted(str(k)[:40] for k in body if k not in REQUEST_KEYS)
+    if unknown:
+        raise BadJoinRequest(detail="unknown field '%s'; the fields are %s"
+                             % (unknown[0], ", ".join(sorted(REQUEST_KEYS))))
+    name = body.get("name")
+    if not registry_mod.valid_name(name):
+        raise BadJoinRequest(detail="'name' must be a node name: a-z, 0-9 and '-', 1 to 63, "
+                             "no other character (not even a trailing newline)")
+    csr = body.get("csr")
+    if not isinstance(csr, str) or not csr:
+        raise BadJoinRequest(detail="'csr' must be the node's certificate request (PEM): the "
+                             "node makes its own key and keeps it")
+    inventory = body.get("inventory", {})
+    if not isinstance(inventory, dict):
+        raise BadJoinRequest(detail="'inventory' must be an object")
+    storage = body.get("storage", False)
+    if not isinstance(storage, bool):
+        raise BadJoinRequest(detail="'storage' must be true or false")
+    role = body.get("role")
+    if role is not None and role not in roles.PINNABLE:
+        raise BadJoinRequest(detail="'role' must be one of %s, or absent"
+                             % ", ".join(roles.PINNABLE))
+    asked = body.get("addresses", [])
+    if not isinstance(asked, list) or not all(isinstance(a, str) for a in asked):
+        raise BadJoinRequest(detail="'addresses' must be a list of IP addresses")
+    if any(a.split("/")[0] != address for a in asked):
+        raise BadJoinRequest(detail="'addresses' must be the address this request comes from "
+                             "(%s): a node is certified for where it is" % address)
+    token = token if token is not None else body.get("token")
+    if not isinstance(token, str):
+        raise tokens.TokenMalformed(node=name)
+    return JoinRequest(token=token, name=name, csr=csr.encode(), address=address,
+                       inventory=inventory, storage=storage, role=role)
+
+
+class JoinService:
+    """What ``POST /join`` does, without HTTP (unit-testable on the memory registry).
+
+    :param authority: the cluster CA (this controller holds its key).
+    :param identity: ``(node_id, private key)`` of this controller: it opens the
+        sealed CA key to seal it again for a new controller.  None on a service
+        that never admits controllers (tests).
+    """
+
+    def __init__(self, registry, authority, etcd_endpoints=(), policy=None, clock=None,
+                 identity=None):
         self.registry = registry
         self.authority = authority
         # a list, or a callable giving the current one (the etcd members' client URLs)
@@ -82,279 +167,164 @@ class JoinService:
         kw = {"clock": clock} if clock else {}
         self.tokens = tokens.TokenStore(registry.kv, **kw)
         self.election = roles.RoleElection(registry.kv, policy, **kw)
-
-    def _request(self, body):
-        if not isinstance(body, dict):
-            raise BadJoinRequest(detail="the body must be a JSON object")
-        name = body.get("name")
-        if not isinstance(name, str) or not registry_mod._NAME_RE.match(name):
-            raise BadJoinRequest(detail="'name' must be a node name (a-z, 0-9, '-')")
-        addresses = body.get("addresses") or []
-        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-            raise BadJoinRequest(detail="'addresses' must be a list of IP addresses")
-        inventory = body.get("inventory") or {}
-        if not isinstance(inventory, dict):
-            raise BadJoinRequest(detail="'inventory' must be an object")
-        return name, [a.split("/")[0] for a in addresses], inventory
-
-    def join(self, body):
-        """Handle one join; returns the answer dict.
-
-        :raises tokens.TokenError: refused, nothing written.
-        """
-        name, addresses, inventory = self._request(body)
-        for a in addresses:
-            ca_mod._ip(a)                                 # bad address: before any write
-        self.tokens.redeem(body.get("token"), name)      # refusal: nothing written
-        node = self.admit(name, addresses, inventory)
-        decision = self.election.decide(node.id, pin=body.get("role"),
-                                        storage=bool(body.get("storage")))
-        roles.record_role(self.registry, node.id, decision)
-        issued = self.authority.issue(name, addresses, csr_pem=body.get("csr"))
-        LOG.info("node %s (%s) joined as %s", name, node.id, ",".join(decision.roles))
-        return {"node_id": node.id, "name": name, "role": decision.role,
-                "roles": decision.roles, "certificate": issued.cert_pem.decode(),
-                "key": issued.key_pem.decode() if issued.key_pem else None,
-                "ca": self.authority.cert_pem.decode(),
-                "etcd_endpoints": self.endpoints()}
+        node_id, key = identity or (None, None)
+        self.secrets = secrets.SecretStore(registry.kv, node_id, key)
 
     def endpoints(self):
         eps = self.etcd_endpoints
         return list(eps() if callable(eps) else eps)
 
-    def _find(self, name, macs):
+    def join_endpoints(self):
+        entry = self.registry.kv.get(keys.CLUSTER)
         try:
-            return self.registry.find_node(name)
+            return list(json.loads(entry.value).get("join_endpoints") or []) if entry else []
+        except (ValueError, AttributeError):
+            return []
+
+    def check_token(self, token):
+        """Refuse a bad token before anything else is read (the HTTP layer's first step)."""
+        self.tokens.check(token)
+
+    # -- the join ------------------------------------------------------------------------
+    def join(self, request):
+        """Admit the node of a :class:`JoinRequest`; returns the answer dict.
+
+        :raises tokens.TokenError, ca_mod.BadCSR, NodeTaken, roles.RoleError:
+            refused, nothing written.
+        """
+        public_key = ca_mod.check_csr(request.csr, request.name, [request.address])
+        key_pin = ca_mod.public_key_pin(public_key)
+        self.tokens.check(request.token, request.name)
+        for _ in range(TXN_ATTEMPTS):
+            existing = self._owner(request)
+            if existing is not None:
+                if existing.key != key_pin:
+                    raise NodeTaken(what=self._what(existing, request), node=existing.name)
+                return self._resume(existing, request)
+            answer = self._admit_new(request, public_key, key_pin)
+            if answer is not None:
+                LOG.info("node %s (%s) joined as %s from %s", request.name, answer["node_id"],
+                         ",".join(answer["roles"]), request.address)
+                return answer
+        raise JoinBusy(detail="the registry changed under %d attempts" % TXN_ATTEMPTS)
+
+    def _owner(self, request):
+        """The registered node that holds this request's name, a MAC or its address."""
+        try:
+            return self.registry.find_node(request.name)
         except registry_mod.NodeNotFound:
             pass
-        for mac in macs:
+        for mac in _macs(request.inventory):
             node = self.registry.node_by_mac(mac)
             if node is not None:
                 return node
+        for node in self.registry.list_nodes():
+            if request.address in (node.boot or {}).get("addresses", []):
+                return node
         return None
 
-    def admit(self, name, addresses, inventory):
-        """Register or update node ``name`` (no token: the caller checked it, or is the seed)."""
-        macs = _macs(inventory)
+    @staticmethod
+    def _what(node, request):
+        if node.name == request.name:
+            return "the name %s" % request.name
+        if request.address in (node.boot or {}).get("addresses", []):
+            return "the address %s" % request.address
+        return "a MAC of this machine"
 
-        def change(n):
-            n.name = name
-            n.macs = sorted(set(n.macs) | set(macs))
-            n.inventory = inventory
-            n.boot = dict(n.boot, addresses=addresses, joined=True)
+    def _answer(self, node, decision, cert_pem):
+        return {"node_id": node.id, "name": node.name, "role": decision.role,
+                "roles": decision.roles, "address": (node.boot.get("addresses") or [None])[0],
+                "certificate": cert_pem.decode(), "ca": self.authority.cert_pem.decode(),
+                "etcd_endpoints": self.endpoints(), "join_endpoints": self.join_endpoints()}
 
-        for _ in range(3):
-            node = self._find(name, macs)
-            if node is not None and node.state == "installed":
-                return self.registry.transition(node.id, "joining", states.JOIN,
-                                                frm="installed", change=change)
-            if node is not None:
-                return self.registry.update_node(node.id, change)
-            fresh = registry_mod.Node(name=name, macs=macs, inventory=inventory,
-                                      state="joining",
-                                      boot={"addresses": addresses, "joined": True})
+    def _usage(self, decision):
+        return ca_mod.CONTROLLER if decision.role == "controller" else ca_mod.NODE
+
+    def _resume(self, node, request):
+        """The same node again (its key proves it): the same answer, nothing spent."""
+        decision = self.election.current(node.id)
+        if decision is None:
+            decision = self.election.decide(node.id, pin=request.role, storage=request.storage)
+            roles.record_role(self.registry, node.id, decision)
+        address = (node.boot.get("addresses") or [request.address])[0]
+        cert = self.authority.issue(node.name, [address], request.csr,
+                                    usage=self._usage(decision)).cert_pem
+        LOG.info("node %s (%s) resumed its join from %s", node.name, node.id, request.address)
+        return self._answer(node, decision, cert)
+
+    def _admit_new(self, request, public_key, key_pin):
+        """One transaction for a new node; None if it lost a race (the caller re-plans)."""
+        self._check_address(request)
+        _, t_compares, t_puts = self.tokens.plan_redeem(request.token, request.name)
+        node = registry_mod.Node(name=request.name, macs=_macs(request.inventory),
+                                 inventory=request.inventory, state="joining", key=key_pin,
+                                 boot={"addresses": [request.address], "joined": True})
+        decision, r_compares, r_puts = self.election.plan(node.id, pin=request.role,
+                                                          storage=request.storage)
+        node.role = ",".join(decision.roles)
+        node, n_compares, n_puts = self.registry.plan_create(node, by=states.JOIN)
+        cert = self.authority.issue(node.name, [request.address], request.csr,
+                                    usage=self._usage(decision)).cert_pem
+        c_compares = [Compare(keys.NODE_CERTS + node.id, 0)]
+        c_puts = [(keys.NODE_CERTS + node.id, cert)]
+        s_compares, s_puts = [], []
+        if decision.role == "controller":
             try:
-                return self.registry.create_node(fresh, by=states.JOIN)
-            except registry_mod.NodeExists:
-                continue            # a twin join of the same node won: update that one
-        raise JoinError(endpoint="(server)", detail="node %s kept changing; retry" % name)
+                s_compares, s_puts = self.secrets.grant_plan(CA_KEY_SECRET,
+                                                             {node.id: public_key})
+            except secrets.SecretNotFound:
+                LOG.warning("no sealed CA key in the cluster: controller %s will not serve "
+                            "joins", node.name)
+        if not self.registry.kv.txn(t_compares + n_compares + r_compares + c_compares
+                                    + s_compares, t_puts + n_puts + r_puts + c_puts + s_puts):
+            return None
+        return self._answer(node, decision, cert)
 
+    def _check_address(self, request):
+        """A join endpoint's address is never a joining node's."""
+        for url in self.join_endpoints():
+            host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+            if host == request.address:
+                raise NodeTaken(what="the address %s (a join endpoint)" % request.address,
+                                node="the controller serving %s" % url)
 
-# -- HTTP server -----------------------------------------------------------------------
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "rackforge-join"
-    protocol_version = "HTTP/1.1"
-    timeout = 30                       # a silent client is dropped, not waited for
-    disable_nagle_algorithm = True     # headers and body are two sends: no 40 ms stall
-
-    def log_message(self, fmt, *args):
-        LOG.debug("join %s: " + fmt, self.client_address[0], *args)
-
-    def _send(self, status, data, ctype="application/json"):
-        body = data if isinstance(data, bytes) else (json.dumps(data) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        if self.path == "/ca":
-            self._send(200, self.server.service.authority.cert_pem, "application/x-pem-file")
-        else:
-            self._send(404, {"error": "no such path; use GET /ca or POST /join"})
-
-    def do_POST(self):
-        self.server.posts += 1
-        if self.path != "/join":
-            self._send(404, {"error": "no such path; use POST /join"})
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if not 0 < length <= MAX_BODY:
-                raise BadJoinRequest(detail="the body must be 1 byte to 4 MiB of JSON")
+    # -- the seed and a controller's own record --------------------------------------------
+    def admit_self(self, name, address, inventory, key_pem):
+        """Register the node this service runs on (the seed, at creation): no token; its
+        key is made here.  Idempotent for the same key.  Returns ``(node, cert_pem)``."""
+        key = ca_mod.load_key(key_pem)
+        key_pin = ca_mod.public_key_pin(key.public_key())
+        for _ in range(TXN_ATTEMPTS):
             try:
-                body = json.loads(self.rfile.read(length))
-            except ValueError:
-                raise BadJoinRequest(detail="the body is not JSON") from None
-            answer = self.server.service.join(body)
-        except tokens.TokenError as exc:
-            LOG.warning("join refused from %s: %s", self.client_address[0], exc)
-            self._send(403, {"error": str(exc)})
-        except RegistryUnavailable as exc:
-            self._send(503, {"error": str(exc)})
-        except (errors.ConfigError, roles.RoleError, registry_mod.NodeExists) as exc:
-            self._send(409 if not isinstance(exc, BadJoinRequest) else 400,
-                       {"error": str(exc)})
-        except errors.RackforgeError as exc:
-            self._send(500, {"error": str(exc)})
-        else:
-            self._send(200, answer)
+                node = self.registry.find_node(name)
+            except registry_mod.NodeNotFound:
+                node = None
+            if node is not None and node.key != key_pin:
+                raise NodeTaken(what="the name %s" % name, node=node.name)
+            if node is None:
+                fresh = registry_mod.Node(name=name, macs=_macs(inventory), inventory=inventory,
+                                          state="joining", key=key_pin,
+                                          boot={"addresses": [address], "joined": True})
+                try:
+                    node = self.registry.create_node(fresh, by=states.JOIN)
+                except registry_mod.NodeExists:
+                    continue
+            cert, _ = ca_mod.certify_here(self.authority, name, [address], ca_mod.CONTROLLER,
+                                          key_pem=key_pem)
+            self.registry.kv.txn([], [(keys.NODE_CERTS + node.id, cert)])
+            return node, cert
+        raise JoinBusy(detail="the registry changed under %d attempts" % TXN_ATTEMPTS)
 
 
-class _TLSServer(http.server.ThreadingHTTPServer):
-    """HTTPS with the TLS handshake in each connection's own thread.
-
-    Wrapping the listening socket would run every handshake inside
-    ``accept()``, in the one serving thread: a client that connects and
-    says nothing (or a node that lost power mid-handshake) would stop every
-    other join.
-    """
-    daemon_threads = True
-    request_queue_size = 128           # 48 nodes joining at once must not see SYN drops
-
-    def __init__(self, address, handler, context):
-        self.ssl_context = context
-        super().__init__(address, handler)
-
-    def finish_request(self, request, client_address):
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            LOG.debug("join: TLS handshake with %s failed: %s", client_address[0], exc)
-            return
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        finally:
-            tls.close()
-
-
-class JoinServer:
-    """The join service over HTTPS on ``host:port`` (port 0: any free port)."""
-
-    def __init__(self, service, host, port=DEFAULT_PORT, cert_dir=None):
-        issued = service.authority.issue("rackforge-join", [host])
-        self._tmp = None
-        if cert_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="rackforge-join-")
-            cert_dir = self._tmp.name
-        cert_dir = Path(cert_dir)
-        cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        from rackforge.fileutil import atomic_write
-        atomic_write(cert_dir / "join.crt", issued.cert_pem + service.authority.cert_pem)
-        atomic_write(cert_dir / "join.key", issued.key_pem, mode=0o600)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cert_dir / "join.crt", cert_dir / "join.key")
-        self.httpd = _TLSServer((host, port), _Handler, context)
-        self.httpd.service = service
-        self.httpd.posts = 0
-        self.host, self.port = host, self.httpd.server_address[1]
-        self._thread = None
-
-    @property
-    def endpoint(self):
-        host = "[%s]" % self.host if ":" in self.host else self.host
-        return "https://%s:%d" % (host, self.port)
-
-    @property
-    def posts(self):
-        return self.httpd.posts
-
-    def start(self):
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="join-server",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread:
-            self._thread.join(timeout=10)
-        if self._tmp:
-            self._tmp.cleanup()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-# -- client ----------------------------------------------------------------------------
-def _split(endpoint):
-    u = urllib.parse.urlsplit(endpoint)
-    if u.scheme != "https" or not u.hostname:
-        raise JoinError(endpoint=endpoint, detail="the endpoint must be https://HOST:PORT")
-    return u.hostname, u.port or DEFAULT_PORT
-
-
-def fetch_ca(endpoint, timeout=10):
-    """The CA certificate the endpoint presents at ``GET /ca`` (not yet trusted)."""
-    host, port = _split(endpoint)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE       # trust comes from the pin, checked next
-    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    try:
-        conn.request("GET", "/ca")
-        resp = conn.getresponse()
-        data = resp.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise JoinError(endpoint=endpoint, detail="cannot fetch its CA (%s)" % exc) from None
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise JoinError(endpoint=endpoint, detail="GET /ca answered %d" % resp.status)
-    return data
-
-
-def join(endpoint, token, pin, name, addresses=(), inventory=None, storage=False,
-         role=None, csr=None, timeout=30):
-    """Join the cluster at ``endpoint``; returns the seed's answer.
-
-    :raises ca.CAPinMismatch: the endpoint's CA is not the pinned one (no token sent).
-    :raises JoinRefused: the seed refused (bad token, role pin refused, ...).
-    :raises JoinError: the seed could not be reached or answered garbage (retryable).
-    """
-    ca_pem = fetch_ca(endpoint, timeout=timeout)
-    ca_mod.check_pin(ca_pem, pin, endpoint=endpoint)
-    host, port = _split(endpoint)
-    context = ssl.create_default_context(cadata=ca_pem.decode())
-    body = json.dumps({"token": token, "name": name, "addresses": list(addresses),
-                       "inventory": inventory or {}, "storage": bool(storage), "role": role,
-                       "csr": csr.decode() if isinstance(csr, bytes) else csr}).encode()
-    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    try:
-        conn.request("POST", "/join", body=body, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-    except ssl.SSLCertVerificationError as exc:
-        raise JoinError(endpoint=endpoint, detail="its certificate is not from the pinned CA "
-                        "(%s)" % exc.verify_message) from None
-    except (OSError, http.client.HTTPException, socket.timeout) as exc:
-        raise JoinError(endpoint=endpoint, detail=str(exc)) from None
-    finally:
-        conn.close()
-    try:
-        answer = json.loads(data)
-    except ValueError:
-        raise JoinError(endpoint=endpoint, detail="answer %d is not JSON" % resp.status) \
-            from None
-    if resp.status != 200:
-        error = answer.get("error") if isinstance(answer, dict) else None
-        cls = JoinError if resp.status >= 500 else JoinRefused
-        raise cls(endpoint=endpoint, detail=error or "HTTP %d" % resp.status)
-    return answer
+def refusal_status(exc):
+    """The HTTP status of a refusal: 4xx for the caller's fault, 503 to retry."""
+    if isinstance(exc, tokens.TokenError):
+        return 403
+    if isinstance(exc, (RegistryUnavailable, JoinBusy)):
+        return 503
+    if isinstance(exc, (NodeTaken, roles.RoleError, registry_mod.NodeExists,
+                        states.InvalidTransition)):
+        return 409
+    if isinstance(exc, errors.ConfigError):
+        return 400
+    return 500

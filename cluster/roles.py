@@ -45,7 +45,7 @@ DEFAULT_CONTROLLERS = 3
 MAX_CONTROLLERS = 7
 PINNABLE = ("controller", "compute")
 CAS_ATTEMPTS = 64
-_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 
 class RoleError(errors.RackforgeError):
@@ -127,12 +127,12 @@ class RoleElection:
     def decisions(self):
         return [Decision.from_value(e.value) for e in self.kv.get_prefix(NODE_ROLES)]
 
-    def decide(self, node, pin=None, storage=False):
-        """The role of ``node`` (its registry id), deciding it if it is new.
+    def plan(self, node, pin=None, storage=False):
+        """``(decision, compares, puts)`` deciding ``node``'s role, for a caller that
+        writes them in a transaction of its own (the join service: token, node and
+        role in one).  A node already decided: its decision and empty lists.
 
-        :param pin: ``controller``, ``compute`` or None (from the bootstrap file).
-        :param storage: the node has eligible data disks.
-        :raises BadPin, ControllerPinRefused: nothing written.
+        :raises BadPin, ControllerPinRefused: nothing to write.
         """
         if not _NODE_RE.match(str(node)):
             raise RoleError("node id '%s' cannot be a registry key; use the registry id"
@@ -140,29 +140,40 @@ class RoleElection:
         if pin is not None and pin not in PINNABLE:
             raise BadPin(node=node, role=pin)
         node_key = NODE_ROLES + node
+        known = self.kv.get(node_key)
+        if known is not None:
+            decision = Decision.from_value(known.value)
+            if pin and pin != decision.role:
+                LOG.warning("node %s is pinned %s but was decided %s; keeping %s",
+                            node, pin, decision.role, decision.role)
+            return decision, [], []
+        entry = self.kv.get(CONTROLLERS_KEY)
+        members = _members(entry)
+        decision = Decision(node=node, role="compute", storage=bool(storage), pinned=pin,
+                            decided=self.clock())
+        puts = []
+        if pin != "compute" and len(members) < self.policy.controllers:
+            decision.role, decision.slot = "controller", len(members)
+            puts.append((CONTROLLERS_KEY, json.dumps({"members": members + [node]}).encode()))
+        elif pin == "controller":
+            raise ControllerPinRefused(node=node, count=len(members),
+                                       members=", ".join(members))
+        puts.append((node_key, decision.to_json()))
+        compares = [Compare(node_key, 0),
+                    Compare(CONTROLLERS_KEY, entry.mod_revision if entry else 0)]
+        return decision, compares, puts
+
+    def decide(self, node, pin=None, storage=False):
+        """The role of ``node`` (its registry id), deciding it if it is new.
+
+        :param pin: ``controller``, ``compute`` or None (from the bootstrap file).
+        :param storage: the node has eligible data disks.
+        :raises BadPin, ControllerPinRefused: nothing written.
+        """
         for _ in range(CAS_ATTEMPTS):
-            known = self.kv.get(node_key)
-            if known is not None:
-                decision = Decision.from_value(known.value)
-                if pin and pin != decision.role:
-                    LOG.warning("node %s is pinned %s but was decided %s; keeping %s",
-                                node, pin, decision.role, decision.role)
+            decision, compares, puts = self.plan(node, pin, storage)
+            if not puts:
                 return decision
-            entry = self.kv.get(CONTROLLERS_KEY)
-            members = _members(entry)
-            decision = Decision(node=node, role="compute", storage=bool(storage), pinned=pin,
-                                decided=self.clock())
-            puts = []
-            if pin != "compute" and len(members) < self.policy.controllers:
-                decision.role, decision.slot = "controller", len(members)
-                puts.append((CONTROLLERS_KEY,
-                             json.dumps({"members": members + [node]}).encode()))
-            elif pin == "controller":
-                raise ControllerPinRefused(node=node, count=len(members),
-                                           members=", ".join(members))
-            puts.append((node_key, decision.to_json()))
-            compares = [Compare(node_key, 0),
-                        Compare(CONTROLLERS_KEY, entry.mod_revision if entry else 0)]
             if self.kv.txn(compares, puts):
                 LOG.info("node %s: role %s", node, "+".join(decision.roles))
                 return decision

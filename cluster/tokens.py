@@ -4,20 +4,22 @@ In the manner of kubeadm's bootstrap tokens a token is ``ID.SECRET``: a
 6-character public id and a 16-character secret, both ``[a-z0-9]``.  The
 registry keeps only the secret's SHA-256, never the secret::
 
-    /rackforge/tokens/<id>   {"id", "hash": "sha256:<hex>", "created", "expires",
-                              "uses": N | null, "used": n, "used_by": [hints],
-                              "description"}
-    /rackforge/cluster       {"join_endpoint": URL, ...}   (written by the seed)
+    keys.TOKENS + <id>   {"id", "hash": "sha256:<hex>", "created", "expires",
+                          "uses": N, "used": n, "used_by": [node names], "description"}
+    keys.CLUSTER         {"join_endpoints": [URL, ...], ...}   (the controllers')
 
 A token expires ``ttl`` seconds after it is created (one hour by default,
-at most a day) and may carry a use limit.  :meth:`TokenStore.redeem` checks
-the secret, the expiry and the limit and then spends one use in a single
-compare-and-set transaction on the token's key; a wrong, expired or
-used-up token is refused with one line and nothing is written.
+at most a day) and admits ``uses`` nodes (one by default).
+:meth:`TokenStore.plan_redeem` checks the secret (in constant time, an
+unknown id costing what a wrong secret costs), the expiry and the limit, and
+returns the compare-and-set that spends one use, for the join service to
+write in the same transaction as the node it admits; a wrong, expired or
+used-up token is refused with one line and nothing is written.  Identities
+are compared exactly as given: nothing is stripped, folded or collapsed.
 
-A node that redeems again with the same ``node_hint`` (a join interrupted
-by a power cut, retried on the next boot) is accepted without spending a
-second use, as long as the token has not expired.
+The same node redeeming again (a join interrupted by a power cut: the join
+service has proved it by its key) spends nothing, as long as the token has
+not expired.
 
 Time comes from an injectable clock so expiry is testable without waiting.
 """
@@ -41,9 +43,10 @@ PREFIX = keys.TOKENS
 CLUSTER_KEY = keys.CLUSTER
 ID_LEN, SECRET_LEN = 6, 16
 ALPHABET = string.ascii_lowercase + string.digits
-TOKEN_RE = re.compile(r"^([a-z0-9]{%d})\.([a-z0-9]{%d})$" % (ID_LEN, SECRET_LEN))
-ID_RE = re.compile(r"^[a-z0-9]{%d}$" % ID_LEN)
+TOKEN_RE = re.compile(r"^([a-z0-9]{%d})\.([a-z0-9]{%d})\Z" % (ID_LEN, SECRET_LEN))
+ID_RE = re.compile(r"^[a-z0-9]{%d}\Z" % ID_LEN)
 DEFAULT_TTL = 3600
+MAX_USES = 1000
 MIN_TTL, MAX_TTL = 60, 24 * 3600
 CAS_ATTEMPTS = 64
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -91,6 +94,10 @@ def hash_secret(secret):
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
+# compared against when the id is unknown, so that costs what a wrong secret costs
+_NO_TOKEN = hash_secret("-" * SECRET_LEN)
+
+
 def parse_ttl(text):
     """``90``, ``90s``, ``30m``, ``1h``, ``1d`` -> seconds (60 s to 24 h)."""
     m = re.match(r"^\s*(\d+)\s*([smhd]?)\s*$", str(text).lower())
@@ -105,9 +112,10 @@ def parse_ttl(text):
 
 
 def check_uses(uses):
-    """``uses`` if it is a valid use limit (None: unlimited); raises :class:`BadTokenOption`."""
-    if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or uses < 1):
-        raise BadTokenOption(option="--uses", value=uses, why="give a whole number >= 1")
+    """``uses`` if it is a valid use limit (1 to MAX_USES); raises :class:`BadTokenOption`."""
+    if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_USES:
+        raise BadTokenOption(option="--uses", value=uses,
+                             why="give a whole number from 1 to %d" % MAX_USES)
     return uses
 
 
@@ -123,7 +131,7 @@ class TokenRecord(JsonRecord):
     hash: str
     created: float
     expires: float
-    uses: int = None            # None: unlimited until it expires
+    uses: int = 1               # None (written by older versions): unlimited
     used: int = 0
     used_by: list = field(default_factory=list)
     description: str = ""
@@ -149,7 +157,7 @@ class TokenStore:
         self.kv = kv
         self.clock = clock
 
-    def create(self, ttl=DEFAULT_TTL, uses=None, description=""):
+    def create(self, ttl=DEFAULT_TTL, uses=1, description=""):
         """A new token; returns ``(token_text, TokenRecord)``.  The text is shown once."""
         check_uses(uses)
         if not MIN_TTL <= ttl <= MAX_TTL:
@@ -182,6 +190,46 @@ class TokenStore:
         self.kv.txn([], (), [PREFIX + token_id])
         return record
 
+    def check(self, token, node_hint="(unnamed)"):
+        """``(record, entry)`` of a valid ``token``, spending nothing.
+
+        The secret is compared in constant time, and an unknown id costs the same
+        comparison as a wrong secret: the two refusals look alike from outside.
+
+        :raises TokenMalformed, TokenRefused, TokenExpired: nothing is written.
+        """
+        node = node_hint if isinstance(node_hint, str) and node_hint else "(unnamed)"
+        m = TOKEN_RE.match(token) if isinstance(token, str) else None
+        if m is None:
+            raise TokenMalformed(node=node)
+        token_id, secret = m.groups()
+        offered = hash_secret(secret)
+        entry = self.kv.get(PREFIX + token_id)
+        record = TokenRecord.from_value(entry.value) if entry is not None else None
+        if not hmac.compare_digest(record.hash if record else _NO_TOKEN, offered) \
+                or record is None:
+            raise TokenRefused(id=token_id, node=node)
+        if self.clock() >= record.expires:
+            raise TokenExpired(id=token_id, node=node, when=_when(record.expires))
+        return record, entry
+
+    def plan_redeem(self, token, node_hint):
+        """``(record, compares, puts)`` spending one use of ``token`` for node
+        ``node_hint``, for a caller that writes them in a transaction of its own.
+
+        The same node again (an interrupted join) spends nothing: empty lists.
+        :raises TokenMalformed, TokenRefused, TokenExpired, TokenUsedUp.
+        """
+        record, entry = self.check(token, node_hint)
+        if node_hint in record.used_by:
+            return record, [], []
+        if record.uses is not None and record.used >= record.uses:
+            raise TokenUsedUp(id=record.id, node=node_hint, uses=record.uses)
+        record.used += 1
+        record.used_by.append(node_hint)
+        key = PREFIX + record.id
+        return record, [Compare(key, entry.mod_revision)], [(key, record.to_json())]
+
     def redeem(self, token, node_hint):
         """Check ``token`` for the node ``node_hint`` and spend one of its uses.
 
@@ -192,55 +240,37 @@ class TokenStore:
         :raises TokenMalformed, TokenRefused, TokenExpired, TokenUsedUp:
             nothing is written.
         """
-        node = " ".join(str(node_hint or "").split()) or "(unnamed)"
-        m = TOKEN_RE.match(str(token or "").strip())
-        if m is None:
-            raise TokenMalformed(node=node)
-        token_id, secret = m.groups()
-        key = PREFIX + token_id
-        offered = hash_secret(secret)
         for _ in range(CAS_ATTEMPTS):
-            entry = self.kv.get(key)
-            if entry is None:
-                raise TokenRefused(id=token_id, node=node)
-            record = TokenRecord.from_value(entry.value)
-            if not hmac.compare_digest(record.hash, offered):
-                raise TokenRefused(id=token_id, node=node)
-            if self.clock() >= record.expires:
-                raise TokenExpired(id=token_id, node=node, when=_when(record.expires))
-            if node in record.used_by:
-                return record       # the same node again (interrupted join): no new use
-            if record.uses is not None and record.used >= record.uses:
-                raise TokenUsedUp(id=token_id, node=node, uses=record.uses)
-            record.used += 1
-            record.used_by.append(node)
-            if self.kv.txn([Compare(key, entry.mod_revision)], [(key, record.to_json())]):
+            record, compares, puts = self.plan_redeem(token, node_hint)
+            if not puts or self.kv.txn(compares, puts):
                 return record
         raise TokenError("join token %s changed under %d attempts to redeem it for node %s; "
-                         "try again" % (token_id, CAS_ATTEMPTS, node))
+                         "try again" % (token.split(".")[0], CAS_ATTEMPTS, node_hint))
 
 
 # -- the join bundle -----------------------------------------------------------------
-def join_endpoint(kv, explicit=None):
-    """The URL joining nodes connect to: ``explicit``, else the cluster record's."""
-    url = explicit
-    if not url:
+def join_endpoints(kv, explicit=None):
+    """The URLs joining nodes try, in order: ``explicit`` (one URL), else every
+    controller's join service from the cluster record."""
+    urls = [explicit] if explicit else None
+    if not urls:
         entry = kv.get(CLUSTER_KEY)
         if entry is None:
             raise NoJoinEndpoint(why="no cluster record at %s" % CLUSTER_KEY)
         try:
-            url = json.loads(entry.value).get("join_endpoint")
-        except (ValueError, AttributeError):
-            url = None
-        if not url:
-            raise NoJoinEndpoint(why="the cluster record has no join_endpoint")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise BadTokenOption(option="join endpoint", value=url,
-                             why="it must be an https:// URL (the CA pin checks its TLS)")
-    return url
+            urls = list(json.loads(entry.value).get("join_endpoints") or [])
+        except (ValueError, AttributeError, TypeError):
+            urls = []
+        if not urls:
+            raise NoJoinEndpoint(why="the cluster record lists no join endpoint")
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise BadTokenOption(option="join endpoint", value=url,
+                                 why="it must be an https:// URL (the CA pin checks its TLS)")
+    return urls
 
 
-def bundle(endpoint, token, ca_pin):
-    """What a joining node needs: ``{endpoint, token, ca_sha256}``."""
-    return {"endpoint": endpoint, "token": token, "ca_sha256": ca_pin}
+def bundle(endpoints, token, ca_pin):
+    """What a joining node needs: ``{endpoints, token, ca_sha256}``."""
+    return {"endpoints": list(endpoints), "token": token, "ca_sha256": ca_pin}

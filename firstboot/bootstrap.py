@@ -38,12 +38,13 @@ from rackforge.firstboot import netspec
 
 DEFAULT_PATH = "/etc/rackforge/bootstrap.yaml"
 TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot"}
-JOIN_KEYS = {"endpoint", "token", "ca_sha256"}
+JOIN_KEYS = {"endpoints", "endpoint", "token", "ca_sha256"}
+ENDPOINT_RE = re.compile(r"https://[^/\s]+(:\d+)?/?")
 BOOT_KEYS = set(kernelargs.FIELDS) - {"cluster"}
 ROLES = ("controller", "compute")
-CLUSTER_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-PIN_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+CLUSTER_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}\Z")
+PIN_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 class BootstrapError(errors.ConfigError):
@@ -58,7 +59,7 @@ class BootstrapMissing(errors.ConfigError):
 
 @dataclass
 class Join:
-    endpoint: str
+    endpoints: list
     token: str
     ca_sha256: str
 
@@ -100,6 +101,12 @@ def from_cmdline(text):
     return out
 
 
+def _shown(key):
+    """A key as it may be shown in an error: only a plain word.  The console banner is
+    world-readable, and a misplaced token is a key too (``abcdef.0123...: x``)."""
+    return key if re.fullmatch(r"[a-z_]{1,32}", key) else "(an unknown key)"
+
+
 def parse(data, where="bootstrap.yaml"):
     """A validated :class:`Bootstrap` from the mapping ``data``."""
     if not isinstance(data, dict):
@@ -107,11 +114,11 @@ def parse(data, where="bootstrap.yaml"):
                    "write 'seed: true' and 'cluster: NAME', or a 'join:' mapping")
     unknown = sorted(set(map(str, data)) - TOP_KEYS)
     if unknown:
-        raise _bad(where, unknown[0], "is not a bootstrap key",
+        raise _bad(where, _shown(unknown[0]), "is not a bootstrap key",
                    "use only %s" % ", ".join(sorted(TOP_KEYS)))
     seed = data.get("seed", False)
     if not isinstance(seed, bool):
-        raise _bad(where, "seed", "must be true or false (%r)" % (seed,),
+        raise _bad(where, "seed", "must be true or false",
                    "write 'seed: true' on the first node only")
     joins = data.get("join")
     if seed and joins is not None:
@@ -127,7 +134,7 @@ def parse(data, where="bootstrap.yaml"):
         raise _bad(where, "cluster", "is missing", "name the new cluster, like 'cluster: rack1'")
     if cluster is not None:
         if not isinstance(cluster, str) or not CLUSTER_RE.match(cluster):
-            raise _bad(where, "cluster", "is not a cluster name (%r)" % (cluster,),
+            raise _bad(where, "cluster", "is not a cluster name",
                        "use 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'")
         result.cluster = cluster
     if joins is not None:
@@ -135,7 +142,7 @@ def parse(data, where="bootstrap.yaml"):
     role = data.get("role")
     if role is not None:
         if role not in ROLES:
-            raise _bad(where, "role", "is not a role (%r)" % (role,),
+            raise _bad(where, "role", "is not a role",
                        "write 'role: controller' or 'role: compute', or remove it")
         result.role = role
     boot = data.get("boot") or {}
@@ -156,29 +163,39 @@ def parse(data, where="bootstrap.yaml"):
 def _parse_join(joins, where):
     if not isinstance(joins, dict):
         raise _bad(where, "join", "must be a mapping",
-                   "write 'join: {endpoint: https://..., token: ID.SECRET, "
+                   "write 'join: {endpoints: [https://...], token: ID.SECRET, "
                    "ca_sha256: sha256:...}'")
     unknown = sorted(set(map(str, joins)) - JOIN_KEYS)
     if unknown:
-        raise _bad(where, "join." + unknown[0], "is not a join key",
-                   "use only endpoint, token and ca_sha256")
-    for key in sorted(JOIN_KEYS):
+        raise _bad(where, "join." + _shown(unknown[0]), "is not a join key",
+                   "use only endpoints (or endpoint), token and ca_sha256")
+    if "endpoint" in joins and "endpoints" in joins:
+        raise _bad(where, "join.endpoint", "is given beside join.endpoints",
+                   "keep one: endpoints lists every controller's join service")
+    endpoints = joins.get("endpoints", joins.get("endpoint"))
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    for key in ("token", "ca_sha256"):
         if not joins.get(key):
             raise _bad(where, "join." + key, "is missing",
-                       "copy it from 'rackforge cluster token create --json' on the seed")
-    endpoint = str(joins["endpoint"]).strip()
-    if not re.match(r"^https://[^/\s]+(:\d+)?/?$", endpoint):
-        raise _bad(where, "join.endpoint", "is not an https:// URL (%r)" % endpoint,
-                   "write it like https://10.0.0.5:9443")
-    token = str(joins["token"]).strip()
-    if not TOKEN_RE.match(token):
+                       "copy it from 'rackforge cluster token create --json' on a controller")
+    if not endpoints or not isinstance(endpoints, list):
+        raise _bad(where, "join.endpoints", "is missing",
+                   "copy it from 'rackforge cluster token create --json' on a controller")
+    for endpoint in endpoints:
+        if not isinstance(endpoint, str) or not ENDPOINT_RE.fullmatch(endpoint):
+            raise _bad(where, "join.endpoints", "holds something that is not an https:// URL",
+                       "write each like https://10.0.0.5:9443")
+    token = joins["token"]
+    if not isinstance(token, str) or not TOKEN_RE.match(token):
         raise _bad(where, "join.token", "is not a join token (ID.SECRET, 6 + 16 of a-z0-9)",
                    "copy the token printed by 'rackforge cluster token create'")
-    pin = str(joins["ca_sha256"]).strip().lower()
-    if not PIN_RE.match(pin):
-        raise _bad(where, "join.ca_sha256", "is not a CA pin (sha256:<64 hex>)",
+    # a hash's hex digits may come in either case: folded before it is checked
+    pin = joins["ca_sha256"].lower() if isinstance(joins["ca_sha256"], str) else None
+    if pin is None or not PIN_RE.match(pin):
+        raise _bad(where, "join.ca_sha256", "is not a CA pin (sha256:<64 lower-case hex>)",
                    "copy ca_sha256 from 'rackforge cluster token create --json'")
-    return Join(endpoint=endpoint.rstrip("/"), token=token, ca_sha256=pin)
+    return Join(endpoints=[e.rstrip("/") for e in endpoints], token=token, ca_sha256=pin)
 
 
 def merge(base, over):

@@ -68,13 +68,18 @@ def cmd_firstboot_run(args, env=None):
         say("not joined: " + str(exc))
         banner("not joined: " + str(exc))
         return exc.exit_code
-    say("bootstrap %s: %s%s" % (boot.path, "seed of cluster %s" % boot.cluster if boot.seed
-                                else "join %s" % boot.join.endpoint,
+    what = ("seeding cluster %s" % boot.cluster if boot.seed
+            else "joining through %s" % ", ".join(boot.join.endpoints))
+    say("bootstrap %s: %s%s" % (boot.path, what,
                                 ", role pinned %s" % boot.role if boot.role else ""))
-    banner("working: %s" % ("seeding cluster %s" % boot.cluster if boot.seed
-                            else "joining %s" % boot.join.endpoint))
+    banner("working: %s" % what)
+
+    def on_retry(step, exc, delay):
+        say("step %s: retrying in %ds: %s" % (step, delay, exc))
+        banner("retrying: %s (step %s, next try in %ds)" % (exc, step, delay))
+
     try:
-        ctx = agent.run(boot, env=env, say=say)
+        ctx = agent.run(boot, env=env, say=say, on_retry=on_retry)
     except errors.RackforgeError as exc:
         say("not joined: " + str(exc))
         banner("not joined: " + str(exc))

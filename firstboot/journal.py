@@ -123,11 +123,45 @@ def _break_after(step, say, wait):
         wait()
 
 
-def run(steps, ctx=None, base=None, clock=time.time, say=None, wait=None):
+@dataclass(frozen=True)
+class Retry:
+    """How long a step that fails with a *retryable* error is tried again: from
+    ``first`` seconds, doubling up to ``longest``, until ``deadline`` seconds
+    after its first failure (a joiner that boots before the seed answers keeps
+    trying; its token's expiry then ends it with a fatal error)."""
+    first: float = 2.0
+    longest: float = 60.0
+    deadline: float = 2 * 3600.0
+
+
+def _attempt(step, ctx, intent, rec, path, retry, clock, sleep, on_retry):
+    """``step.run`` until it returns, fails for good, or its retry deadline passes."""
+    delay, started = retry.first, clock()
+    while True:
+        try:
+            return step.run(ctx, intent)
+        except errors.RackforgeError as exc:
+            rec["error"] = str(exc)
+            if path is not None:
+                _write(path, rec)
+            if not exc.retryable or clock() + delay > started + retry.deadline:
+                raise StepFailed(step=step.name, detail=exc) from exc
+            if on_retry is not None:
+                on_retry(step.name, exc, delay)
+            sleep(delay)
+            delay = min(delay * 2, retry.longest)
+
+
+def run(steps, ctx=None, base=None, clock=time.time, say=None, wait=None, retry=Retry(),
+        sleep=time.sleep, on_retry=None):
     """Run ``steps`` in order, skipping those done; returns ``ctx`` with every result.
 
-    :raises StepFailed: a step raised; its record stays ``started`` so the next
-        run resumes (or recovers) it.  Other exceptions (a kill) propagate as is.
+    A step that raises a retryable error is tried again (:class:`Retry`), with
+    ``on_retry(step name, error, delay)`` called before each wait.
+
+    :raises StepFailed: a step failed for good; its record stays ``started`` so
+        the next run resumes (or recovers) it.  Other exceptions (a kill)
+        propagate as is.
     """
     ctx = ctx if ctx is not None else Context()
     say = say or (lambda line: LOG.info("%s", line))
@@ -141,7 +175,8 @@ def run(steps, ctx=None, base=None, clock=time.time, say=None, wait=None):
             continue
         if rec and rec.get("status") == DONE:
             say("step %s: again after a reboot" % step.name)
-            ctx.results[step.name] = step.run(ctx, rec.get("intent"))
+            ctx.results[step.name] = _attempt(step, ctx, rec.get("intent"), dict(rec),
+                                              None, retry, clock, sleep, on_retry)
             continue
         if rec and rec.get("status") == STARTED:
             intent = rec.get("intent")
@@ -160,12 +195,7 @@ def run(steps, ctx=None, base=None, clock=time.time, say=None, wait=None):
             say("step %s: starting" % step.name)
         rec.pop("error", None)
         _write(path, rec)       # the intent is on disk before any side effect
-        try:
-            result = step.run(ctx, intent)
-        except errors.RackforgeError as exc:
-            rec["error"] = str(exc)
-            _write(path, rec)
-            raise StepFailed(step=step.name, detail=exc) from exc
+        result = _attempt(step, ctx, intent, rec, path, retry, clock, sleep, on_retry)
         _break_after(step, say, wait or _forever)
         _finish(path, rec, result, ctx, step, clock)
     marker.parent.mkdir(parents=True, exist_ok=True)

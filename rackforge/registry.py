@@ -28,8 +28,8 @@ NODES, MAC_INDEX, NAME_INDEX, BOOTS = keys.NODES, keys.MAC_INDEX, keys.NAME_INDE
 
 CAS_ATTEMPTS = 20
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}\Z")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 __all__ = ["Node", "NodeRegistry", "NodeExists", "NodeNotFound", "RegistryUnavailable",
            "ConcurrentUpdate", "connect", "MemoryRegistry", "normalize_mac"]
@@ -55,6 +55,11 @@ class InvalidNode(errors.ConfigError):
     message = "{field} '{value}' is not valid: {why}"
 
 
+def valid_name(name):
+    """True if ``name`` is a node name as given: a full match, nothing stripped."""
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
+
+
 def normalize_mac(mac):
     """``AA-BB-cc:dd...`` -> ``aa:bb:cc:dd:ee:ff``; raises InvalidNode."""
     text = str(mac).strip().lower()
@@ -77,6 +82,7 @@ class Node(JsonRecord):
     inventory: dict = field(default_factory=dict)
     role: str = None
     boot: dict = field(default_factory=dict)
+    key: str = None                 # sha256 pin of the node's own public key (cluster.ca)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     revision: int = field(default=0, compare=False)
@@ -87,7 +93,7 @@ class Node(JsonRecord):
         self.macs = sorted({normalize_mac(m) for m in self.macs})
         if not self.name:
             self.name = "node-" + self.id[:8]
-        if not _NAME_RE.match(self.name):
+        if not valid_name(self.name):
             raise InvalidNode(field="node name", value=self.name,
                               why="use lower-case letters, digits and '-', at most 63")
         if self.state not in states.STATES:
@@ -150,17 +156,24 @@ class NodeRegistry:
             a new node in ``node.state`` (:data:`rackforge.states.TRANSITIONS`).
         :raises states.InvalidTransition: nothing written.
         """
+        node, compares, puts = self.plan_create(node, by)
+        if not self.kv.txn(compares, puts):
+            keys = self._index_keys(node)
+            if self.kv.get(NODES + node.id) is not None:
+                raise NodeExists(what="node id %s" % node.id, node=node.id)
+            self._raise_conflict(node, keys)
+        return self.get_node(node.id)
+
+    def plan_create(self, node, by=states.OPERATOR):
+        """``(node, compares, puts)`` that create ``node`` in one transaction, for a
+        caller that writes more in the same one (the join service)."""
         states.check(node.name, None, node.state, by)
         node = copy.deepcopy(node)
         node.created = node.updated = time.time()
         keys = self._index_keys(node)
         compares = [Compare(NODES + node.id, 0)] + [Compare(k, 0) for k in keys]
         puts = [(NODES + node.id, node.to_json())] + [(k, node.id.encode()) for k in keys]
-        if not self.kv.txn(compares, puts):
-            if self.kv.get(NODES + node.id) is not None:
-                raise NodeExists(what="node id %s" % node.id, node=node.id)
-            self._raise_conflict(node, keys)
-        return self.get_node(node.id)
+        return node, compares, puts
 
     def update_node(self, node_id, change, _move=None):
         """Apply ``change(node)`` (it mutates a fresh copy) with compare-and-set.

@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import threading
 
+import lifecycle
 import pytest
 from etcd import etcd_server
 
@@ -168,7 +169,7 @@ def test_cli_against_etcd(kv, etcd_url, tmp_path):
     listed = json.loads(res.stdout)
     assert listed[0]["state"] == "used up" and bundle["token"][7:] not in res.stdout
     reg = registry.NodeRegistry(kv)
-    node = reg.create_node(registry.Node(name="r1n1", state="active"))
+    node = lifecycle.create(reg, "active", name="r1n1")
     roles.record_role(reg, node.id, RoleElection(kv).decide(node.id))
     res = rackforge("node", "list", "--json", env=env)
     assert res.returncode == 0, res.stderr

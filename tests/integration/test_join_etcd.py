@@ -1,8 +1,11 @@
 """The join service on 127.0.0.1 against a real etcd on loopback.
 
-Five nodes join with one token (three controllers exactly), a wrong token is
-refused and writes nothing, a wrong pin stops the client before it sends a
-request body, and a node joining again after a crash stays one node.
+Each joining node connects from its own loopback address (127.0.0.1x), as
+machines on the management network do.  Five nodes join with one token
+(three controllers exactly), a wrong token is refused and writes nothing, a
+wrong pin stops the client before it sends a request body, a node joining
+again after a crash (same key) stays one node, and a client tries the next
+controller when one is down.  The hostile cases are in tests/security/.
 """
 
 import threading
@@ -11,7 +14,7 @@ import pytest
 from etcd import etcd_server
 
 from rackforge import registry
-from rackforge.cluster import ca, join, roles, tokens
+from rackforge.cluster import ca, join, joinclient, joinserver, roles, tokens
 from rackforge.kvstore import EtcdKV
 
 pytestmark = pytest.mark.integration
@@ -30,7 +33,7 @@ def seed(etcd_url, tmp_path):
     reg = registry.NodeRegistry(kv)
     authority = ca.CertificateAuthority.init(tmp_path / "ca", cluster="t")
     service = join.JoinService(reg, authority, etcd_endpoints=[etcd_url])
-    with join.JoinServer(service, "127.0.0.1", 0, cert_dir=tmp_path / "srv") as server:
+    with joinserver.JoinServer(service, "127.0.0.1", 0, cert_dir=tmp_path / "srv") as server:
         yield reg, authority, server
     kv.txn([], (), [e.key for e in kv.get_prefix("/rackforge/")])
 
@@ -44,10 +47,20 @@ def inventory(i):
                             "kind": "physical"}]}
 
 
-def do_join(server, token, pin, i, **kw):
-    # every node has its own client and connection, like separate machines
-    return join.join(server.endpoint, token, pin, "node%d" % i, ["10.0.0.%d" % (10 + i)],
-                     inventory(i), **kw)
+KEYS = {}
+
+
+def address(i):
+    return "127.0.0.%d" % (10 + i)
+
+
+def do_join(server, token, pin, i, endpoints=None, **kw):
+    """Node ``i`` joins from its own address with its own key (the same key again
+    when it joins again, as a node resuming after a power cut does)."""
+    key = KEYS.setdefault(i, ca.new_key_pem())
+    csr, _ = ca.make_csr("node%d" % i, key)
+    return joinclient.join(endpoints or [server.endpoint], token, pin, "node%d" % i, csr,
+                           inventory=inventory(i), source=address(i), **kw)
 
 
 def test_five_joins_one_token_three_controllers(seed):
@@ -75,12 +88,13 @@ def test_five_joins_one_token_three_controllers(seed):
         assert a["ca"] == authority.cert_pem.decode() and a["etcd_endpoints"]
         node = reg.get_node(a["node_id"])
         assert node.name == "node%d" % i and node.role == a["role"]
-        assert node.boot["addresses"] == ["10.0.0.%d" % (10 + i)]
+        assert node.boot["addresses"] == [address(i)] == [a["address"]]
+        assert "key" not in a and "PRIVATE" not in str(a)
         assert node.macs == ["52:54:00:00:00:%02x" % i]
     assert len(roles.RoleElection(reg.kv).controllers()) == 3
     # the sixth node: the token is used up, nothing is written
     before = snapshot(reg.kv)
-    with pytest.raises(join.JoinRefused, match="403|used"):
+    with pytest.raises(join.JoinRefused, match="used"):
         do_join(server, token, authority.pin, 6)
     assert snapshot(reg.kv) == before
 
@@ -135,6 +149,30 @@ def test_a_silent_connection_does_not_hold_up_other_joins(seed):
     with socket.create_connection((server.host, server.port)) as silent:
         answer = do_join(server, token, authority.pin, 1, timeout=5)
         assert answer["role"] == "controller"
-        silent.settimeout(join.HANDSHAKE_TIMEOUT + 5)
+        silent.settimeout(joinserver.HANDSHAKE_TIMEOUT + 5)
         # the server gives up on it: the handshake times out and the socket is closed
         assert silent.recv(1) == b""
+
+
+def test_the_client_goes_on_to_the_next_controller(seed, tmp_path):
+    """A controller that is down (refused) or hung (accepts, never answers) costs its
+    share; the join goes through the next one."""
+    from gateway import closed_port, hung_socket
+
+    reg, authority, server = seed
+    token, _ = tokens.TokenStore(reg.kv).create()
+    with hung_socket() as hung:
+        endpoints = [closed_port().replace("http:", "https:"), hung.replace("http:", "https:"),
+                     server.endpoint]
+        answer = do_join(server, token, authority.pin, 1, endpoints=endpoints, timeout=3)
+    assert answer["name"] == "node1"
+
+
+def test_a_refusal_is_final_and_not_tried_elsewhere(seed):
+    reg, authority, server = seed
+    token, _ = tokens.TokenStore(reg.kv).create()
+    posts = server.posts
+    with pytest.raises(join.JoinRefused, match="refused"):
+        do_join(server, token.split(".")[0] + ".0000000000000000", authority.pin, 1,
+                endpoints=[server.endpoint, server.endpoint])
+    assert server.posts == posts + 1

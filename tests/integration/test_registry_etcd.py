@@ -5,7 +5,7 @@ import threading
 import pytest
 from etcd import etcd_server
 
-from rackforge import registry
+from rackforge import registry, states
 from rackforge.registry import Node
 
 pytestmark = pytest.mark.integration
@@ -20,8 +20,8 @@ def reg(tmp_path):
 def test_create_find_update_delete(reg):
     node = reg.create_node(Node(name="r1n1", macs=["52:54:00:aa:00:01"], state="enrolled"))
     assert reg.find_node("52:54:00:aa:00:01").id == node.id
-    reg.update_node(node.id, lambda n: setattr(n, "state", "active"))
-    assert reg.find_node("r1n1").state == "active"
+    reg.transition(node.id, "installing", states.OPERATOR, frm="enrolled")
+    assert reg.find_node("r1n1").state == "installing"
     with pytest.raises(registry.NodeExists):
         reg.create_node(Node(name="other", macs=["52:54:00:aa:00:01"]))
     reg.delete_node(node.id)

@@ -1,5 +1,7 @@
 """The bootstrap file: seed and join forms, one-line errors, kernel command line."""
 
+import json
+
 import pytest
 
 from rackforge.errors import ConfigError
@@ -30,7 +32,25 @@ def test_join_form_with_role(tmp_path):
                             "SHA256", "sha256")))
     b = bootstrap.load(p, cmdline="")
     assert b.mode == "join" and b.role == "compute" and b.management is None
-    assert b.join == bootstrap.Join("https://10.0.0.5:9443", TOKEN, PIN)
+    assert b.join == bootstrap.Join(["https://10.0.0.5:9443"], TOKEN, PIN)
+
+
+def test_join_through_several_endpoints(tmp_path):
+    p = write(tmp_path, "join:\n  endpoints: [https://10.0.0.5:9443, 'https://10.0.0.6:9443/']\n"
+                        "  token: %s\n  ca_sha256: %s\n" % (TOKEN, PIN))
+    assert bootstrap.load(p, cmdline="").join.endpoints == ["https://10.0.0.5:9443",
+                                                            "https://10.0.0.6:9443"]
+
+
+@pytest.mark.parametrize("name", [TOKEN + "\n", " " + TOKEN, TOKEN.upper(),
+                                  TOKEN.replace("a", "\u0430", 1)])
+def test_a_token_is_taken_exactly_as_written(tmp_path, name):
+    """Nothing stripped or folded: a token that differs by whitespace, case or a
+    look-alike letter is not a token."""
+    p = write(tmp_path, "join: {endpoint: https://a:1, token: %s, ca_sha256: '%s'}\n"
+              % (json.dumps(name), PIN))
+    with pytest.raises(bootstrap.BootstrapError, match="'join.token' is not a join token"):
+        bootstrap.load(p, cmdline="")
 
 
 def test_env_override_and_missing(tmp_path, monkeypatch):
@@ -52,7 +72,12 @@ def test_env_override_and_missing(tmp_path, monkeypatch):
     ("join: [1]\n", "'join' must be a mapping"),
     ("join: {endpoint: https://a:1, token: %s}\n" % TOKEN, "'join.ca_sha256' is missing"),
     ("join: {endpoint: http://a:1, token: %s, ca_sha256: '%s'}\n" % (TOKEN, PIN),
-     "'join.endpoint' is not an https:// URL"),
+     "'join.endpoints' holds something that is not an https:// URL"),
+    ("join: {endpoint: https://a:1, endpoints: [https://b:1], token: %s, ca_sha256: '%s'}\n"
+     % (TOKEN, PIN), "'join.endpoint' is given beside join.endpoints"),
+    ("seed: true\ncluster: a\nabcdef.0123456789abcdef: x\n",
+     "'(an unknown key)' is not a bootstrap key"),
+    ("seed: true\ncluster: a\nrole: abcdef.0123456789abcdef\n", "'role' is not a role"),
     ("join: {endpoint: https://a:1, token: abc, ca_sha256: '%s'}\n" % PIN,
      "'join.token' is not a join token"),
     ("join: {endpoint: https://a:1, token: %s, ca_sha256: abc}\n" % TOKEN,
@@ -68,6 +93,7 @@ def test_errors_are_one_line_naming_the_field(tmp_path, text, field):
     msg = str(e.value)
     assert field in msg and "\n" not in msg and str(p) in msg
     assert ";" in msg        # what to fix follows
+    assert "0123456789abcdef" not in msg     # a misplaced token is never echoed
 
 
 def test_secret_never_in_error(tmp_path):

@@ -95,37 +95,82 @@ def _san(cert_pem):
     return cert, san.get_values_for_type(x509.DNSName), san.get_values_for_type(x509.IPAddress)
 
 
-def test_issue_with_generated_key(authority):
-    issued = authority.issue("r1n2", ["10.0.0.12/24", "fd00::12"])
+def test_issue_from_the_nodes_csr_with_the_cas_names(authority):
+    csr_pem, key_pem = ca.make_csr("r1n2")
+    issued = authority.issue("r1n2", ["10.0.0.12/24", "fd00::12"], csr_pem)
     cert, names, ips = _san(issued.cert_pem)
     assert names == ["r1n2"]
     assert ips == [ipaddress.ip_address("10.0.0.12"), ipaddress.ip_address("fd00::12")]
-    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    key = serialization.load_pem_private_key(issued.key_pem, password=None)
+    key = serialization.load_pem_private_key(key_pem, password=None)
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
     assert authority.verify(issued.cert_pem)
     assert issued.ca_pem == authority.cert_pem
+    assert not hasattr(issued, "key_pem")          # the CA never makes a node's key
 
 
-def test_issue_from_csr_keeps_the_node_key_and_ignores_its_names(authority):
-    csr_pem, key_pem = ca.make_csr("evil.example.com")
-    issued = authority.issue("r1n3", ["10.0.0.13"], csr_pem=csr_pem)
-    assert issued.key_pem is None
-    cert, names, ips = _san(issued.cert_pem)
-    assert names == ["r1n3"] and ips == [ipaddress.ip_address("10.0.0.13")]
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+@pytest.mark.parametrize("usage, ekus", [
+    (ca.NODE, {ExtendedKeyUsageOID.CLIENT_AUTH}),
+    (ca.CONTROLLER, {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}),
+    (ca.JOIN_SERVICE, {ExtendedKeyUsageOID.SERVER_AUTH,
+                       x509.ObjectIdentifier(ca.JOIN_SERVICE_OID)}),
+])
+def test_usage_decides_the_key_usages_and_only_the_join_service_has_its_own(
+        authority, usage, ekus):
+    csr_pem, _ = ca.make_csr("n1")
+    cert_pem = authority.issue("n1", ["10.0.0.1"], csr_pem, usage=usage).cert_pem
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    assert set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == ekus
+    assert ca.has_usage(cert_pem, ca.JOIN_SERVICE) == (usage == ca.JOIN_SERVICE)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert ca.has_usage(der, usage)
 
 
 def test_other_ca_does_not_verify(authority, tmp_path):
     other = ca.CertificateAuthority.init(tmp_path / "other")
-    assert not other.verify(authority.issue("n1").cert_pem)
+    csr_pem, _ = ca.make_csr("n1")
+    assert not other.verify(authority.issue("n1", [], csr_pem).cert_pem)
 
 
-def test_bad_csr_and_bad_address(authority):
-    with pytest.raises(ca.BadCSR, match="node n1"):
-        authority.issue("n1", csr_pem=b"-----BEGIN CERTIFICATE REQUEST-----\nxx\n")
+def _csr(key, subject="n1", sans=(), ca_request=False):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    if ca_request:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None),
+                                        critical=True)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_csr_asking_for_more_than_this_node_is_refused(authority):
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    refusals = [
+        (_csr(key, ca_request=True), "asks for a CA certificate"),
+        (_csr(key, subject="n2"), "subject names another node"),
+        (_csr(key, sans=[x509.DNSName("n2")]), "not this node's: n2"),
+        (_csr(key, sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+         "not this node's: 127.0.0.1"),
+        (_csr(rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+         "RSA key has 1024 bits"),
+        (_csr(ec.generate_private_key(ec.SECP192R1())), "EC key has 192 bits"),
+        (b"-----BEGIN CERTIFICATE REQUEST-----\nxx\n", "not a PEM certificate request"),
+        (None, "not a PEM certificate request"),
+    ]
+    for csr_pem, why in refusals:
+        with pytest.raises(ca.BadCSR, match="node n1 refused: .*%s" % why):
+            authority.issue("n1", ["10.0.0.1"], csr_pem)
+    # the node's own name and address in its CSR are fine
+    ok = _csr(key, sans=[x509.DNSName("n1"), x509.IPAddress(ipaddress.ip_address("10.0.0.1"))])
+    assert authority.issue("n1", ["10.0.0.1"], ok).cert_pem
+
+
+def test_bad_address(authority):
+    csr_pem, _ = ca.make_csr("n1")
     with pytest.raises(ca.CAError, match="not an IP address"):
-        authority.issue("n1", ["10.0.0.300"])
+        authority.issue("n1", ["10.0.0.300"], csr_pem)

@@ -71,7 +71,7 @@ def test_token_create_list_delete(reg, capsys):
                        "--uses", "3", "--ttl", "30m", "--description", "rack 1", "--json")
     assert rc == 0, err
     bundle = json.loads(out)
-    assert bundle == {"endpoint": ENDPOINT, "token": bundle["token"], "ca_sha256": pin}
+    assert bundle == {"endpoints": [ENDPOINT], "token": bundle["token"], "ca_sha256": pin}
     token_id, secret = bundle["token"].split(".")
     record = tokens.TokenStore(reg.kv).get(token_id)
     assert record.uses == 3 and record.expires - record.created == 1800
@@ -88,13 +88,16 @@ def test_token_create_list_delete(reg, capsys):
     assert rc == 2 and "no join token" in err
 
 
-def test_token_create_text_and_endpoint_from_cluster_record(reg, capsys):
-    run(capsys, "cluster", "ca", "init")
-    reg.kv.txn([], [(tokens.CLUSTER_KEY, json.dumps({"join_endpoint": ENDPOINT}).encode())])
+def test_token_create_text_and_every_controllers_endpoint_from_the_cluster_record(reg, capsys):
+    """A compute node has no CA of its own: the pin comes from the cluster record."""
+    other = "https://10.0.0.2:9443"
+    reg.kv.txn([], [(tokens.CLUSTER_KEY, json.dumps({
+        "join_endpoints": [ENDPOINT, other], "ca_sha256": "sha256:" + "ab" * 32}).encode())])
     rc, out, _ = run(capsys, "cluster", "token", "create")
     assert rc == 0
-    assert "endpoint:  %s" % ENDPOINT in out and "ca_sha256: sha256:" in out
-    assert "unlimited" in out
+    assert "endpoints: %s, %s" % (ENDPOINT, other) in out
+    assert "ca_sha256: sha256:" + "ab" * 32 in out
+    assert "uses: 1" in out
 
 
 @pytest.mark.parametrize("argv,words", [

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rackforge import __version__, registry
+from rackforge import __version__, errors, keys, registry
 from rackforge.cluster import join, tokens
 from rackforge.firstboot import agent, bootstrap, cli as fb_cli, journal
 from rackforge.firstboot.inventory import Inventory
@@ -29,7 +29,7 @@ def world(tmp_path, monkeypatch):
     """One shared registry; each node has its own state dir (set per call)."""
     reg = registry.MemoryRegistry()
     calls = {"etcd": 0, "network": [], "nodeagent": 0, "joins": 0, "members": [],
-             "join_server": 0, "clients": {}}
+             "join_server": 0, "clients": {}, "answers": []}
     return tmp_path, reg, calls
 
 
@@ -45,12 +45,20 @@ def env_for(reg, calls, i, data_disk=True, service=None, hostname=None):
         return endpoints + ["https://%s:2379" % address]
 
     def join_client(**kw):
+        """What the join service does with the client's request (no HTTP)."""
         calls["joins"] += 1
-        body = {k: kw[k] for k in ("token", "name", "addresses", "inventory", "role")}
+        assert "key" not in kw and b"PRIVATE" not in kw["csr_pem"]
+        body = {"name": kw["name"], "csr": kw["csr_pem"].decode(),
+                "inventory": kw["inventory"]}
+        if kw["role"]:
+            body["role"] = kw["role"]
         try:
-            return service.join(body)
-        except tokens.TokenError as exc:
-            raise join.JoinRefused(endpoint=kw["endpoint"], detail=str(exc)) from None
+            answer = service.join(join.parse_request(body, kw["source"], token=kw["token"]))
+        except errors.RackforgeError as exc:
+            raise join.JoinRefused(endpoint=kw["endpoints"][0], detail=str(exc)) from None
+        assert "key" not in answer
+        calls["answers"].append(answer)
+        return answer
 
     return agent.Env(collect_inventory=lambda: inv(i, data_disk),
                      apply_network=lambda spec: calls["network"].append(spec.address),
@@ -70,6 +78,7 @@ def use_state(monkeypatch, tmp_path, name, text):
     state = tmp_path / name
     state.mkdir(exist_ok=True)
     monkeypatch.setenv("RACKFORGE_STATE", str(state))
+    monkeypatch.setenv("RACKFORGE_CONFIG", str(state / "etc"))
     (state / "bootstrap.yaml").write_text(text)
     monkeypatch.setenv("RACKFORGE_BOOTSTRAP", str(state / "bootstrap.yaml"))
     return state
@@ -91,10 +100,12 @@ def seed_then_joins(world, monkeypatch, capsys, count=4):
     assert "node node1 is controller,storage" in out
     from rackforge.cluster import ca
     authority = ca.CertificateAuthority.load()
-    cluster = json.loads(reg.kv.get(agent.CLUSTER_KEY).value)
-    assert cluster["join_endpoint"] == "https://10.0.0.1:9443"
+    cluster = json.loads(reg.kv.get(keys.CLUSTER).value)
+    assert cluster["join_endpoints"] == ["https://10.0.0.1:9443"]
     assert cluster["ca_sha256"] == authority.pin
-    service = join.JoinService(reg, authority, ["https://10.0.0.1:2379"])
+    seed = json.loads((tmp_path / "n1" / "node.json").read_text())
+    identity = (seed["node_id"], ca.load_key((tmp_path / "n1/pki/node.key").read_bytes()))
+    service = join.JoinService(reg, authority, ["https://10.0.0.1:2379"], identity=identity)
     token, _ = tokens.TokenStore(reg.kv).create(uses=count)
     text = ("join: {endpoint: 'https://10.0.0.1:9443', token: %s, ca_sha256: '%s'}\n"
             % (token, authority.pin))
@@ -144,8 +155,22 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
         "compute"]
     assert all(n.state == "active" and n.boot["desired"]["role"] for n in nodes.values())
     assert nodes["node2"].boot["storage"]["disks"][0]["name"] == "sdb"
+    # every controller serves joins: the seed and the two that joined as controllers
     assert (calls["etcd"], calls["join_server"], calls["nodeagent"], calls["joins"]) == \
-        (1, 1, 5, 4)
+        (1, 3, 5, 4)
+    cluster = json.loads(reg.kv.get(keys.CLUSTER).value)
+    assert cluster["join_endpoints"] == ["https://10.0.0.%d:9443" % i for i in (1, 2, 3)]
+    for i in (2, 3):     # each got the CA's key, sealed for it, and keeps it 0600
+        key = tmp_path / ("n%d" % i) / "ca" / "ca.key"
+        assert key.read_bytes() == (tmp_path / "n1/ca/ca.key").read_bytes()
+        assert key.stat().st_mode & 0o077 == 0
+    assert not (tmp_path / "n4" / "ca").exists()
+    # no node's private key left its node: not in any answer, not on the seed
+    node_keys = {i: (tmp_path / ("n%d" % i) / "pki/node.key").read_bytes() for i in range(1, 6)}
+    assert len(set(node_keys.values())) == 5
+    assert not any("PRIVATE" in json.dumps(a) for a in calls["answers"])
+    on_seed = b"".join(p.read_bytes() for p in (tmp_path / "n1").rglob("*") if p.is_file())
+    assert not any(node_keys[i] in on_seed for i in range(2, 6))
     assert calls["network"] == ["10.0.0.%d/24" % i for i in range(1, 6)]
     # the two joining controllers become etcd members; compute nodes are clients
     assert calls["members"] == ["node2", "node3"]

@@ -42,7 +42,7 @@ def test_format_and_storage_never_holds_the_secret(store, clock):
     data = json.loads(raw)
     assert data["hash"] == tokens.hash_secret(secret)
     assert data["expires"] - data["created"] == tokens.DEFAULT_TTL
-    assert data["uses"] is None
+    assert data["uses"] == 1                # one node, unless said otherwise
 
 
 def test_tokens_are_distinct(store):
@@ -109,11 +109,44 @@ def test_same_node_again_does_not_spend_a_second_use(store):
         store.redeem(token, "r1n3")
 
 
-def test_unlimited_token_counts_uses(store):
+def test_a_token_admits_one_node_by_default(store):
     token, _ = store.create()
-    for i in range(5):
-        store.redeem(token, "n%d" % i)
-    assert store.list()[0].used == 5
+    store.redeem(token, "n0")
+    with pytest.raises(tokens.TokenUsedUp):
+        store.redeem(token, "n1")
+    assert store.list()[0].used == 1
+    with pytest.raises(tokens.BadTokenOption, match="from 1 to 1000"):
+        store.create(uses=None)
+
+
+@pytest.mark.parametrize("variant", ["{t}\n", " {t}", "{t} ", "{T}", "{t}\x00"])
+def test_a_token_is_compared_exactly(store, variant):
+    token, _ = store.create(uses=5)
+    with pytest.raises(tokens.TokenError):
+        store.redeem(variant.format(t=token, T=token.upper()), "n1")
+    assert store.list()[0].used == 0
+
+
+@pytest.mark.parametrize("hint", ["n1\n", "n1 ", "N1", "n\u04281"])
+def test_names_that_differ_only_by_whitespace_case_or_look_alikes_are_other_names(store, hint):
+    """A used-up token is not accepted again for 'n1\\n' (the name check once matched
+    before a trailing newline and the redeem path collapsed whitespace)."""
+    token, _ = store.create(uses=1)
+    store.redeem(token, "n1")
+    with pytest.raises(tokens.TokenUsedUp):
+        store.redeem(token, hint)
+    assert store.list()[0].used_by == ["n1"]
+
+
+def test_unknown_id_and_wrong_secret_are_refused_alike(store):
+    token, _ = store.create()
+    token_id = token.split(".")[0]
+    with pytest.raises(tokens.TokenRefused) as wrong:
+        store.check(token_id + ".0000000000000000", "n1")
+    with pytest.raises(tokens.TokenRefused) as unknown:
+        store.check("zzzzzz.0000000000000000", "n1")
+    assert str(wrong.value).replace(token_id, "ID") == str(unknown.value).replace("zzzzzz",
+                                                                                  "ID")
 
 
 def test_concurrent_redeems_respect_the_limit(store):
@@ -166,11 +199,12 @@ def test_bad_uses(store, uses):
         store.create(uses=uses)
 
 
-def test_join_endpoint(store):
+def test_join_endpoints(store):
     with pytest.raises(tokens.NoJoinEndpoint, match="--endpoint"):
-        tokens.join_endpoint(store.kv)
-    assert tokens.join_endpoint(store.kv, "https://10.0.0.1:9443") == "https://10.0.0.1:9443"
+        tokens.join_endpoints(store.kv)
+    assert tokens.join_endpoints(store.kv, "https://10.0.0.1:9443") == ["https://10.0.0.1:9443"]
     with pytest.raises(tokens.BadTokenOption, match="https"):
-        tokens.join_endpoint(store.kv, "http://10.0.0.1:9443")
-    store.kv.txn([], [(tokens.CLUSTER_KEY, b'{"join_endpoint": "https://seed:9443"}')])
-    assert tokens.join_endpoint(store.kv) == "https://seed:9443"
+        tokens.join_endpoints(store.kv, "http://10.0.0.1:9443")
+    store.kv.txn([], [(tokens.CLUSTER_KEY,
+                       b'{"join_endpoints": ["https://c1:9443", "https://c2:9443"]}')])
+    assert tokens.join_endpoints(store.kv) == ["https://c1:9443", "https://c2:9443"]
