@@ -14,7 +14,12 @@ nodes 2-5 join.  Checked:
   and, booted again, resumes the join and ends joined once: one record, the
   token spent once for it;
 - a sixth node with a wrong token is refused: nothing about it in the
-  registry, its console banner says why.
+  registry, its console banner says why;
+- every controller serves joins: with the seed powered off, a seventh node
+  joins through another controller (its join bundle lists all three);
+- no node's private key was made off the node: each key is on its node only,
+  never in a join answer nor on the seed's disk; each node has ssh host keys
+  of its own; the image's presets kept networkd and the role units off.
 """
 
 import json
@@ -38,6 +43,26 @@ def address(i):
 
 def management(i):
     return "management: {interface: host0, address: %s/24}\n" % address(i)
+
+
+def join_text(bundle):
+    return ("join: {endpoints: %s, token: '%s', ca_sha256: '%s'}\n"
+            % (json.dumps(bundle["endpoints"]), bundle["token"], bundle["ca_sha256"]))
+
+
+def private_keys(node):
+    """{path: PEM} of every private key in the node's own writes (its overlay's upper)."""
+    out = {}
+    for p in node.upper.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink() and p.stat().st_size < 65536:
+                data = p.read_bytes()
+        except OSError:
+            continue
+        else:
+            if p.is_file() and b"PRIVATE KEY-----" in data:
+                out[str(p.relative_to(node.upper))] = data
+    return out
 
 
 def done(node):
@@ -91,9 +116,8 @@ def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root,
                         "rackforge-join.service").stdout.split() == ["active", "active"]
         bundle = json.loads(seed.run("rackforge", "cluster", "token", "create", "--uses", "4",
                                      "--json").stdout)
-        assert bundle["endpoint"] == "https://%s:9443" % address(1)
-        join = ("join: {endpoint: '%(endpoint)s', token: '%(token)s', "
-                "ca_sha256: '%(ca_sha256)s'}\n" % bundle)
+        assert bundle["endpoints"] == ["https://%s:9443" % address(1)]
+        join = join_text(bundle)
 
         joiners = {}
         for i in range(2, 6):
@@ -166,3 +190,44 @@ def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root,
         for n in joiners.values():
             enabled = n.run("systemctl", "is-enabled", "rackforge-nodeagent.service")
             assert enabled.stdout.strip() == "enabled"
+
+        # -- keys: each made on its node, and stayed there ---------------------------
+        nodes = [seed] + list(joiners.values())
+        node_keys = {n.name: n.path("/var/lib/rackforge/pki/node.key").read_bytes()
+                     for n in nodes}
+        assert len(set(node_keys.values())) == 5
+        on_seed = private_keys(seed)
+        assert not [p for p, k in on_seed.items()
+                    if any(k == node_keys[o] for o in node_keys if o != "node1")]
+        host_keys = {n.run("cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+                     for n in nodes}
+        assert len(host_keys) == 5                       # made on each node, not baked in
+        for n in (seed, joiners[4]):
+            state = n.run("systemctl", "is-enabled", "systemd-networkd.service",
+                          check=False).stdout.strip()
+            assert state != "enabled", (n.name, state)   # the image's presets held
+
+        # -- every controller serves joins: the seed powered off ------------------
+        ctl = controllers[0]
+        assert ctl.run("systemctl", "is-active", "rackforge-join.service").stdout.strip() \
+            == "active"
+        bundle = json.loads(ctl.run("rackforge", "cluster", "token", "create",
+                                    "--json").stdout)
+        assert sorted(bundle["endpoints"]) == sorted(
+            "https://%s:9443" % address(i) for i in [1] + [int(c.name[4:]) for c in controllers])
+        # the seed first in the list, as an operator would copy it
+        bundle["endpoints"].sort(key=lambda e: e != "https://%s:9443" % address(1))
+        seed.power_cut()
+        late = node("node7")
+        late.mount()
+        late.write("/etc/hostname", "node7\n", mode=0o644)
+        late.write("/etc/rackforge/bootstrap.yaml", join_text(bundle) + management(7))
+        late.boot()
+        wait_done(late)
+        assert "joined as compute" in late.path("/etc/issue.d/rackforge-firstboot.issue") \
+            .read_text()
+        listing = node_list(ctl)
+        assert listing["node7"]["state"] == "active" and listing["node7"]["role"] == "compute"
+        served = [c.name for c in controllers
+                  if "node node7" in c.journal("rackforge-join.service")]
+        assert len(served) == 1, served

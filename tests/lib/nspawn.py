@@ -12,6 +12,12 @@ systemd as PID 1, hence ``--register=no --keep-unit`` (TESTBED.md).
 - :meth:`Node.run` runs a command inside it with ``nsenter`` (machinectl
   needs a registered machine);
 - :meth:`Node.path` is a path in its root file system, seen from the host.
+
+Each container starts from a cgroup of its own (TESTBED.md): without a
+systemd on the host, nspawn puts a container under its caller's cgroup, and
+containers started from one process would see each other's units (a stop in
+one signalled the other's processes).  Every node boots as a real first boot
+(machine-id "uninitialized"): the image's own presets decide what runs.
 """
 
 import os
@@ -26,6 +32,35 @@ from netns import ip, namespace, wait_until
 from rackforge.proc import stop_process
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+
+
+def _cgroup_dirs(name):
+    return [Path(root) / ("rf-nsp-%s" % name) for root in CGROUP_ROOTS
+            if Path(root, "cgroup.procs").exists()]
+
+
+def _enter_cgroups(dirs):
+    """preexec_fn: move the child into its own cgroups before it execs nspawn."""
+    def enter():
+        for d in dirs:
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+    return enter
+
+
+def _remove_cgroups(dirs):
+    for d in dirs:
+        if d.is_dir():
+            for sub in sorted((p for p in d.rglob("*") if p.is_dir()),
+                              key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def unpack(squashfs, target):
@@ -69,6 +104,7 @@ class Node:
         self.console = self.dir / "console.log"
         self.proc = None
         self.mounted = False
+        self.cgroups = []
 
     # -- the root file system ----------------------------------------------------------
     def mount(self):
@@ -79,6 +115,7 @@ class Node:
             self.mounted = True
 
     def umount(self):
+        _remove_cgroups(self.cgroups)
         if self.mounted:
             subprocess.run(["umount", str(self.root)], check=False, capture_output=True)
             self.mounted = False
@@ -95,6 +132,9 @@ class Node:
     # -- power -------------------------------------------------------------------------
     def boot(self):
         self.mount()
+        self.cgroups = _cgroup_dirs(self.name)
+        for d in self.cgroups:
+            d.mkdir(exist_ok=True)
         with open(self.console, "ab") as out:
             self.proc = subprocess.Popen(
                 # nsenter, not `ip netns exec`: that remounts /sys, and nspawn needs
@@ -103,7 +143,8 @@ class Node:
                  str(self.root), "-b", "--register=no", "--keep-unit", "-M", self.name,
                  "--network-bridge=%s" % self.bridge, "--console=pipe",
                  "--setenv=SYSTEMD_COLORS=0"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=_enter_cgroups(self.cgroups))
         return self
 
     def leader(self):
