@@ -8,6 +8,7 @@ only, and even those end with one line pointing at the log.
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -127,3 +128,26 @@ def main(argv=None):
         return errors.Interrupted.exit_code
     except BrokenPipeError:
         return 1
+    except OSError as e:
+        _print_error(errors.FileProblem.of(e))
+        return errors.FileProblem.exit_code
+    except Exception:       # noqa: BLE001 - a bug: one line here, the detail logged
+        where = _log_bug(args)
+        _print_error(errors.Bug(command=args.command, where=where))
+        return errors.Bug.exit_code
+
+
+def _log_bug(args):
+    """Keep the traceback where the operator can send it; returns where that is."""
+    import tempfile
+    import traceback
+
+    detail = "rackforge %s: %s" % (" ".join(sys.argv[1:]) or args.command,
+                                   traceback.format_exc())
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        LOG.error("%s", detail)       # stderr of a unit: the journal
+        return "the journal of this unit ('journalctl -b -u UNIT')"
+    fd, path = tempfile.mkstemp(prefix="rackforge-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(detail)
+    return path

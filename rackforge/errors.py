@@ -70,3 +70,21 @@ class BuildFailed(RackforgeError):
 class Interrupted(RackforgeError):
     message = "{what} interrupted; nothing was left under a final name, run it again to resume"
     exit_code = 130
+
+
+class FileProblem(RackforgeError):
+    """An operating-system error on a file or directory: which one, and why."""
+    message = "{path}: {reason}; check that it exists, is writable and has space"
+
+    @classmethod
+    def of(cls, exc):
+        path = exc.filename or "(no file)"
+        if exc.filename2:
+            path = "%s -> %s" % (exc.filename, exc.filename2)
+        return cls(path=path, reason=exc.strerror or exc.__class__.__name__)
+
+
+class Bug(RackforgeError):
+    message = ("rackforge {command} failed unexpectedly (a bug, not something you did); "
+               "the detail is in {where}: please report it")
+    exit_code = 70

@@ -14,3 +14,35 @@ def test_exit_codes():
 
 def test_template_bug_does_not_hide_the_error():
     assert "missing host tool" in str(errors.HostToolMissing(tool="t"))
+
+
+def test_an_os_error_reaches_the_operator_as_one_line(tmp_path, monkeypatch, capsys):
+    """RACKFORGE_STATE=/proc/x rackforge cluster ca init used to end in a traceback."""
+    from rackforge import cli
+
+    monkeypatch.setenv("RACKFORGE_STATE", "/proc/x")
+    rc = cli.main(["cluster", "ca", "init"])
+    out, err = capsys.readouterr()
+    assert rc == errors.FileProblem.exit_code
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("rackforge: error: /proc/x")
+
+
+def test_a_bug_is_one_line_saying_where_the_detail_went(tmp_path, monkeypatch, capsys):
+    from rackforge import cli
+    from rackforge.cluster import cli as cluster_cli
+
+    def broken(args):
+        raise ValueError("an unexpected value")
+    monkeypatch.setattr(cluster_cli, "cmd_ca_show", broken)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    rc = cli.main(["cluster", "ca", "show"])
+    _, err = capsys.readouterr()
+    assert rc == errors.Bug.exit_code and err.count("\n") == 1 and "Traceback" not in err
+    logged, = tmp_path.glob("rackforge-error-*.log")
+    assert str(logged) in err
+    assert "ValueError: an unexpected value" in logged.read_text()

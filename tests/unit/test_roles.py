@@ -59,10 +59,9 @@ def test_policy_from_profile():
         RolePolicy.from_profile(SimpleNamespace(cluster={"controllers": 2}))
 
 
-def test_policy_of_the_real_profiles():
-    from rackforge.profile import load_profile
-    assert RolePolicy.from_profile(load_profile("hci")).controllers == 3
-    assert RolePolicy.from_profile(load_profile("aio")).controllers == 1
+def test_policy_of_the_real_profiles(real_profiles):
+    assert RolePolicy.from_profile(real_profiles("hci")).controllers == 3
+    assert RolePolicy.from_profile(real_profiles("aio")).controllers == 1
 
 
 def test_single_controller_policy(kv):

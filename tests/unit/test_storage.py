@@ -150,9 +150,8 @@ def test_bad_policy(kw, key):
         StoragePolicy(**kw)
 
 
-def test_policy_from_the_hci_profile():
-    from rackforge.profile import load_profile
-    assert StoragePolicy.from_profile(load_profile("hci")) == StoragePolicy(20, "never")
+def test_policy_from_the_hci_profile(real_profiles):
+    assert StoragePolicy.from_profile(real_profiles("hci")) == StoragePolicy(20, "never")
 
 
 def test_recorded_in_the_registry():
