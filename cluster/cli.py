@@ -3,6 +3,7 @@
 - ``cluster ca init|show``: the cluster CA in ``state_dir()/ca`` and its pin.
 - ``cluster token create|list|delete``: join tokens in the registry.
 - ``cluster join-server``: the join service (``rackforge-join.service``).
+- ``cluster status``: etcd's quorum and quota, the nodes; one line per problem.
 - ``node list|show``: every node from the registry, with role, state, addresses,
   data disks and last heartbeat.
 
@@ -57,6 +58,12 @@ def add_commands(sub):
     q.add_argument("--port", type=int, help="port (default: from that file, else 9443)")
     _etcd_option(q)
     q.set_defaults(func=cmd_join_server)
+
+    q = csub.add_parser("status", help="etcd's quorum and quota, the nodes; one line per "
+                        "problem (exit 1 when there is one)")
+    q.add_argument("--json", action="store_true", help="print the status as JSON")
+    _etcd_option(q)
+    q.set_defaults(func=cmd_status)
 
     c = csub.add_parser("ca", help="the cluster certificate authority")
     casub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -176,6 +183,17 @@ def cmd_join_server(args):
     server.stop()
     print("rackforge-join: stopped", flush=True)
     return 0
+
+
+def cmd_status(args):
+    from rackforge.cluster import etcd, status
+
+    found = status.collect(_connect_registry(args), etcd.QUOTA_BYTES)
+    if args.json:
+        _print_json(found.to_dict())
+    else:
+        print("\n".join(status.render(found)))
+    return 1 if found.problems else 0
 
 
 def _cluster_pin(kv):

@@ -56,6 +56,7 @@ CLIENT_PORT = 2379
 PEER_PORT = 2380
 START_TIMEOUT = 180          # a learner catching up on 2 slow cores
 ETCD_USER = "etcd"
+QUOTA_BYTES = 2 << 30       # etcd's own default, written down so status can report against it
 
 
 class EtcdError(errors.RackforgeError):
@@ -117,6 +118,11 @@ def render_env(name, address, initial_cluster, state, cluster_token, layout):
         # every request over its JSON gateway with client certificates
         "ETCD_LOG_LEVEL": "error",
         "ETCD_LOGGER": "zap",
+        # old revisions go after an hour; the back end has an explicit quota, which
+        # 'rackforge cluster status' reports against (a full etcd turns read-only)
+        "ETCD_AUTO_COMPACTION_MODE": "periodic",
+        "ETCD_AUTO_COMPACTION_RETENTION": "1h",
+        "ETCD_QUOTA_BACKEND_BYTES": str(QUOTA_BYTES),
     }
     lines = ["# written by rackforge firstboot; rackforge-etcd.service reads it"]
     lines += ["%s=%s" % kv for kv in values.items()]

@@ -342,6 +342,26 @@ class EtcdKV(KVStore):
                     for c in compares)
         return None if holds else False
 
+    # -- maintenance (rackforge cluster status) --------------------------------------
+    def member_status(self, endpoint, timeout=3):
+        """``/v3/maintenance/status`` of one member: ``{dbSize, dbSizeInUse, leader,
+        header: {member_id}, raftIndex, errors?}``."""
+        import requests
+
+        try:
+            resp = self._session.post(endpoint.rstrip("/") + "/v3/maintenance/status", json={},
+                                      timeout=(min(timeout, CONNECT_TIMEOUT), timeout))
+        except requests.exceptions.RequestException as exc:
+            raise RegistryUnavailable(endpoint=endpoint, detail=_short(exc)) from None
+        if resp.status_code != 200:
+            raise RegistryUnavailable(endpoint=endpoint, detail="HTTP %d %s"
+                                      % (resp.status_code, _etcd_message(resp)))
+        return resp.json()
+
+    def alarms(self):
+        """The cluster's raised alarms: ``[{memberID, alarm}]`` (NOSPACE: read-only)."""
+        return self._post("maintenance/alarm", {"action": "GET"}).get("alarms") or []
+
     # -- membership (the controllers' etcd cluster; see rackforge.cluster.etcd) -----
     def _member_call(self, path, body, write=True):
         try:

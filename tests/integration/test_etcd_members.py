@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from rackforge import registry
-from rackforge.cluster import ca, etcd
+from rackforge.cluster import ca, etcd, status
 from rackforge.kvstore import EtcdKV, RegistryRejected, RegistryUnavailable
 from rackforge.proc import stop_process
 
@@ -162,6 +162,17 @@ def test_seed_and_two_simultaneous_controllers_form_three_voting_members(nodes):
     assert again[0] == "https://127.0.0.22:2379" and sorted(again) == sorted(all_eps)
     assert len(nodes["n1"].kv(all_eps).members()) == 3
 
+    # cluster status: three members, one leader, compaction and a quota configured
+    reg_all = registry.NodeRegistry(nodes["n2"].kv(all_eps))
+    found = status.collect(reg_all, etcd.QUOTA_BYTES)
+    assert found.problems == [], found.problems
+    assert sorted(m["name"] for m in found.members if m["reachable"]) == ["n1", "n2", "n3"]
+    assert sum(m["leader"] for m in found.members) == 1
+    assert env_from(nodes["n1"].layout.env_file)["ETCD_AUTO_COMPACTION_MODE"] == "periodic"
+    # a back end near its quota is reported before etcd turns read-only
+    small = status.collect(reg_all, quota=found.members[0]["db_bytes"])
+    assert [p for p in small.problems if "MiB quota" in p and "defragment" in p]
+
     # one controller lost: the other two still have a quorum, and a client with all
     # three endpoints goes on to the next when the first refuses the connection
     nodes["n1"].stop(kill=True)
@@ -169,3 +180,6 @@ def test_seed_and_two_simultaneous_controllers_form_three_voting_members(nodes):
     failover = registry.NodeRegistry(nodes["n2"].kv(all_eps, timeout=30))
     failover.create_node(registry.Node(name="after-loss", macs=["52:54:00:aa:00:02"]))
     assert reg3.find_node("after-loss").name == "after-loss"
+    lost = status.collect(failover, etcd.QUOTA_BYTES)
+    assert [p for p in lost.problems if "n1 does not answer" in p]
+    assert not [p for p in lost.problems if "lost its quorum" in p]

@@ -1,0 +1,119 @@
+"""``rackforge cluster status``: the cluster at a glance, and one line per problem.
+
+What it reads today: etcd's members (each one's reachability, leader, back-end
+size against the quota rackforge gives it), etcd's alarms, and the nodes by
+state and role from the registry.  The node agent adds each node's services.
+
+Every problem is one line saying what is wrong and what to do; the exit code
+is 0 when there is none, 1 otherwise (scripts and the console can rely on it).
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from rackforge import keys
+from rackforge.kvstore import RegistryRejected, RegistryUnavailable
+
+QUOTA_WARN = 0.8            # of the back-end quota: warn before etcd turns read-only
+
+
+@dataclass
+class Status:
+    members: list = field(default_factory=list)
+    alarms: list = field(default_factory=list)
+    nodes: dict = field(default_factory=dict)      # state -> count
+    roles: dict = field(default_factory=dict)      # role -> count
+    problems: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"etcd": {"members": self.members, "alarms": self.alarms},
+                "nodes": {"by_state": self.nodes, "by_role": self.roles},
+                "problems": self.problems}
+
+
+def collect(registry, quota):
+    """The :class:`Status` of the cluster behind ``registry`` (its etcd quota: ``quota``)."""
+    kv = registry.kv
+    status = Status()
+    try:
+        members = kv.members()
+    except (RegistryUnavailable, RegistryRejected, AttributeError) as exc:
+        status.problems.append("etcd's member list cannot be read (%s); check etcd on the "
+                               "controllers ('systemctl status rackforge-etcd')" % exc)
+        members = []
+    leaders = set()
+    for m in members:
+        urls = m.get("clientURLs") or []
+        view = {"name": m.get("name") or "(not started)", "id": str(m.get("ID")),
+                "endpoint": urls[0] if urls else None, "learner": bool(m.get("isLearner"))}
+        if view["endpoint"]:
+            try:
+                st = kv.member_status(view["endpoint"])
+            except RegistryUnavailable as exc:
+                view["reachable"] = False
+                status.problems.append("etcd member %s does not answer (%s); the cluster "
+                                       "keeps its quorum while a majority answers"
+                                       % (view["name"], exc.kwargs.get("detail", exc)))
+            else:
+                size = int(st.get("dbSize", 0))
+                view.update(reachable=True, db_bytes=size,
+                            db_in_use=int(st.get("dbSizeInUse", size)),
+                            leader=str(st.get("leader")) == view["id"])
+                leaders.add(str(st.get("leader")))
+                if size >= QUOTA_WARN * quota:
+                    status.problems.append(
+                        "etcd member %s holds %d MiB of its %d MiB quota; find what writes "
+                        "so much ('rackforge pxe status' for boot records), then compact "
+                        "and defragment" % (view["name"], size >> 20, quota >> 20))
+        status.members.append(view)
+    voting = [m for m in status.members if not m["learner"]]
+    up = [m for m in voting if m.get("reachable")]
+    if members and len(up) * 2 <= len(voting):
+        status.problems.append("etcd has lost its quorum: %d of %d voting members answer; "
+                               "power the controllers on" % (len(up), len(voting)))
+    if len(leaders) > 1:
+        status.problems.append("etcd members disagree on the leader (%s); a network "
+                               "partition: check the management network" % ", ".join(leaders))
+    try:
+        status.alarms = kv.alarms()
+    except (RegistryUnavailable, RegistryRejected, AttributeError):
+        status.alarms = []
+    for alarm in status.alarms:
+        status.problems.append("etcd alarm %s on member %s: the registry is read-only until "
+                               "it is compacted, defragmented and the alarm disarmed"
+                               % (alarm.get("alarm"), alarm.get("memberID")))
+    try:
+        nodes = registry.list_nodes()
+    except RegistryUnavailable as exc:
+        status.problems.append("the node registry cannot be read (%s)" % exc)
+        nodes = []
+    for n in nodes:
+        status.nodes[n.state] = status.nodes.get(n.state, 0) + 1
+        role = (n.role or "-").split(",")[0]
+        status.roles[role] = status.roles.get(role, 0) + 1
+        if n.state == "failed":
+            status.problems.append("node %s failed: %s; 'rackforge node show %s'"
+                                   % (n.name, (n.boot or {}).get("error", "no reason recorded"),
+                                      n.name))
+    entry = kv.get(keys.CLUSTER) if nodes else None
+    if nodes and entry is not None and not json.loads(entry.value).get("join_endpoints"):
+        status.problems.append("no controller serves joins; new nodes cannot join")
+    return status
+
+
+def render(status):
+    """The text form: members, nodes, then the problems."""
+    lines = ["etcd members:"]
+    for m in status.members:
+        if not m.get("reachable"):
+            state = "DOWN" if m.get("endpoint") else "not started"
+        else:
+            state = "leader" if m["leader"] else ("learner" if m["learner"] else "follower")
+            state += ", %d MiB" % (m["db_bytes"] >> 20)
+        lines.append("  %-16s %-28s %s" % (m["name"], m["endpoint"] or "-", state))
+    lines.append("nodes: %s" % (", ".join("%d %s" % (c, s) for s, c in sorted(
+        status.nodes.items())) or "none"))
+    lines.append("roles: %s" % (", ".join("%d %s" % (c, r) for r, c in sorted(
+        status.roles.items())) or "none"))
+    lines += ["problem: %s" % p for p in status.problems] or ["no problems"]
+    return lines
