@@ -25,9 +25,11 @@ image: setup
 iso: image
 	@ls -l images/$(PROFILE)/*.iso
 
-# Unit tests, then the integration tests CI runs (build minimal, boot it).
+# Unit tests, the hostile-input and hostile-network tests, then the integration
+# tests CI runs (build minimal, boot it, form a cluster in nspawn containers).
 test: setup-test
 	$(PYTEST) -q tests/unit
+	$(PYTEST) -q tests/security
 	$(PYTEST) -q -m "integration and not e2e" tests/integration
 
 unit:
