@@ -52,3 +52,12 @@ def minimal_build(images_dir, build_env):
         pytest.fail("build failed (%d): %s\n%s" % (res.returncode, res.stderr.strip(),
                                                    "\n".join(tail)))
     return out, res.stdout + res.stderr
+
+
+@pytest.fixture(scope="session")
+def image_root(minimal_build, tmp_path_factory):
+    """The built minimal image's root file system, unpacked once (read it, never write)."""
+    from nspawn import unpack
+
+    out, _ = minimal_build
+    return unpack(out / "pxe" / "rootfs.squashfs", tmp_path_factory.mktemp("rootfs"))

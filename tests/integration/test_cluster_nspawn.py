@@ -27,7 +27,7 @@ import re
 
 import pytest
 from netns import wait_until
-from nspawn import rack, unpack
+from nspawn import rack
 
 from rackforge.firstboot import journal
 
@@ -95,12 +95,6 @@ def wait_done(node, timeout=JOIN_TIMEOUT):
 def node_list(node):
     return {n["name"]: n for n in json.loads(node.run("rackforge", "node", "list",
                                                       "--json").stdout)}
-
-
-@pytest.fixture(scope="module")
-def image_root(minimal_build, tmp_path_factory):
-    out, _ = minimal_build
-    return unpack(out / "pxe" / "rootfs.squashfs", tmp_path_factory.mktemp("rootfs"))
 
 
 def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root, tmp_path):
