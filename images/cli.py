@@ -26,6 +26,9 @@ def add_commands(sub):
                    help="show diskimage-builder's own output")
     p.add_argument("--no-cache", action="store_true",
                    help="build the base afresh even if a cached one matches")
+    p.add_argument("--like", metavar="MANIFEST",
+                   help="rebuild at the package versions of an earlier build's manifest.json; "
+                        "fails naming every package the mirror no longer serves")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="check a build's artifacts against its manifest")
@@ -39,7 +42,7 @@ def cmd_build(args):
     from rackforge.images.progress import Progress
 
     profile = load_profile(args.profile)
-    plan = pipeline.make_plan(profile)
+    plan = pipeline.make_plan(profile, like=args.like)
     if args.dry_run:
         for line in plan.describe():
             print(line)
@@ -54,7 +57,30 @@ def cmd_build(args):
     final = pipeline.Build(plan, progress, use_cache=not args.no_cache,
                            verbose=args.verbose).run()
     progress.info("built %s: %s" % (profile.name, final))
+    if plan.pins:
+        return _check_reproduced(plan, final, progress)
     return 0
+
+
+def _check_reproduced(plan, final, progress):
+    """Compare the rebuild's packages with the manifest it was pinned to."""
+    import json
+
+    from rackforge.images import manifest, pins
+
+    data = json.loads((final / manifest.MANIFEST_NAME).read_text())
+    differ = pins.compare(plan.pins, {p["name"]: p["version"] for p in data["packages"]})
+    if not differ:
+        progress.info("reproduced: all %d packages at the versions of %s"
+                      % (len(plan.pins), plan.like))
+        return 0
+    for line in differ[:20]:
+        progress.info("differs: %s" % line)
+    raise errors.BuildFailed(
+        step="rebuilding from %s" % plan.like, log=final / "build.log",
+        detail="%d packages differ (the first: %s); the mirror no longer serves those "
+               "versions: point the host's apt sources at a snapshot mirror to rebuild "
+               "them" % (len(differ), differ[0]))
 
 
 def _reexec_with_sudo():

@@ -66,7 +66,7 @@ def command(profile, out_base):
     return cmd + list(profile.elements)
 
 
-def run(profile, workdir, version, log, progress, verbose=False, log_hint=None):
+def run(profile, workdir, version, log, progress, verbose=False, log_hint=None, extra_env=None):
     """Run diskimage-builder; returns the path of the root tar.
 
     Every line goes to ``log`` (a text file object); phase changes go to
@@ -76,6 +76,7 @@ def run(profile, workdir, version, log, progress, verbose=False, log_hint=None):
     out_base = Path(workdir) / "base"
     cmd = command(profile, out_base)
     env = build_env(profile, workdir, version)
+    env.update(extra_env or {})
     log.write("+ %s\n" % " ".join(cmd))
     log.flush()
     tail = deque(maxlen=TAIL_LINES)

@@ -21,6 +21,7 @@ build interrupted later resumes from there.
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -33,6 +34,7 @@ from pathlib import Path
 from rackforge import __version__, errors, paths
 from rackforge.images import cache as base_cache
 from rackforge.images import dib, disk, hosttools, live, manifest, mounts, rootfs, secrets
+from rackforge.images import pins as pins_mod
 
 LIVE_OUTPUTS = {"iso", "pxe"}
 DISK_OUTPUTS = {"raw", "qcow2"}
@@ -52,6 +54,8 @@ class Plan:
     stages: tuple
     cache_key: str
     cache_inputs: dict
+    pins: dict = None           # {package: version} of a --like manifest
+    like: Path = None
 
     def describe(self):
         """Lines for ``--dry-run``."""
@@ -66,10 +70,18 @@ class Plan:
             "into:      %s/" % self.out_dir,
             "base key:  %s" % self.cache_key,
             "stages:    %s" % " -> ".join(self.stages),
-        ]
+        ] + (["pinned:    %d packages at the versions of %s" % (len(self.pins), self.like)]
+             if self.pins else [])
 
 
-def make_plan(profile):
+def make_plan(profile, like=None):
+    """The stages of a build of ``profile``; ``like``: an earlier build's manifest whose
+    package versions the new build pins (element ``rackforge-pins``)."""
+    pins = None
+    if like is not None:
+        pins = pins_mod.load(like, profile)
+        profile = dataclasses.replace(profile, elements=tuple(profile.elements)
+                                      + (pins_mod.ELEMENT,))
     outputs = set(profile.outputs)
     stages = ["base", "tree"]
     if outputs & LIVE_OUTPUTS:
@@ -83,9 +95,12 @@ def make_plan(profile):
     from rackforge.profile import element_search_path
     own = [d for d in element_search_path() if "diskimage_builder" not in str(d)]
     inputs = base_cache.key_inputs(profile, own, dib.dib_version(), __version__)
+    if pins:
+        inputs["pins"] = base_cache.base_key(pins)
     return Plan(profile=profile, out_dir=paths.images_dir() / profile.name,
                 name="rackforge-%s" % profile.name, stages=tuple(stages),
-                cache_key=base_cache.base_key(inputs), cache_inputs=inputs)
+                cache_key=base_cache.base_key(inputs), cache_inputs=inputs, pins=pins,
+                like=Path(like) if like else None)
 
 
 def preflight(plan):
@@ -245,9 +260,14 @@ class Build:
             self.base_info["cached"] = True
             self.base_tar = tar
             return "cached base %s" % key[:12]
+        extra = {}
+        if self.plan.pins:
+            pref = self.work / "rackforge-pins.pref"
+            pref.write_text(pins_mod.preferences(self.plan.pins))
+            extra["DIB_RACKFORGE_PINS"] = str(pref)
         with self._dib_lock():
             tar = dib.run(self.plan.profile, self.work, __version__, self.log, self.progress,
-                          verbose=self.verbose, log_hint=self._log_hint())
+                          verbose=self.verbose, log_hint=self._log_hint(), extra_env=extra)
         self.base_tar = self.cache.store(key, tar, self.plan.cache_inputs)
         return "base %s stored in the cache" % key[:12]
 
