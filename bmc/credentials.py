@@ -97,7 +97,7 @@ def load_key(path=None, create=True):
             raise errors.ClusterKeyError(path=path, why="missing; enroll creates it, or copy "
                                          "it from the seed node")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fileutil.make_dirs(path.parent, 0o700)
         tmp = path.with_name(".%s.%d.new" % (path.name, os.getpid()))
         fileutil.atomic_write(tmp, Fernet.generate_key() + b"\n", mode=0o600)
         try:

@@ -33,11 +33,11 @@ BANNER = "rackforge-firstboot.issue"
 def banner(line):
     """The console banner's first-boot line: joined as what, or why not (agetty issue.d)."""
     from rackforge import paths
-    from rackforge.fileutil import atomic_write
+    from rackforge.fileutil import atomic_write, make_dirs
 
     directory = paths.issue_dir()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory, 0o755)       # agetty reads it; the banner is public
         atomic_write(directory / BANNER, "rackforge first boot: %s\n\n" % line, mode=0o644)
     except OSError as exc:      # a read-only /etc must not hide the real outcome
         print("rackforge-firstboot: cannot write the console banner: %s" % exc, flush=True)
