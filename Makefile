@@ -6,7 +6,7 @@ PYTHON  ?= $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 PYTEST  ?= $(PYTHON) -m pytest
 
-.PHONY: all setup setup-test image iso test unit integration e2e bench lint clean
+.PHONY: all setup setup-test image iso test unit security integration e2e bench lint clean
 
 all: test
 
@@ -28,10 +28,15 @@ iso: image
 # Unit tests, then the integration tests CI runs (build minimal, boot it).
 test: setup-test
 	$(PYTEST) -q tests/unit
+	$(PYTEST) -q -m "not integration" tests/security
 	$(PYTEST) -q -m "integration and not e2e" tests/integration
 
 unit:
 	$(PYTEST) -q tests/unit
+
+# Hostile input against the parsers and files, without services or root (about 30 s).
+security:
+	$(PYTEST) -q -m "not integration" tests/security
 
 # Every boot path, every error case: slow.
 e2e: setup-test
