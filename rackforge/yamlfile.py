@@ -9,8 +9,9 @@ line in bounded time and memory, never as a traceback.  So a document is
 - composed by PyYAML's pure-Python safe loader with the limits checked as each
   node is made (:func:`compose`): nesting depth, the number of aliases (none
   at all where ``max_aliases`` is 0), and the size of the document *with
-  every alias expanded*, so an alias bomb is refused after a few hundred
-  nodes instead of being walked; a recursive alias is refused;
+  every alias expanded*, counted as it grows, so an alias bomb is refused
+  at ``max_nodes`` values instead of being walked; a recursive alias is
+  refused;
 - constructed with dates left as the strings they are written as
   (:func:`construct`); every failure of a constructor (``0b_``, a
   ``!!timestamp`` that is no date, an unknown tag, a list as a mapping key)
