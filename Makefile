@@ -6,7 +6,7 @@ PYTHON  ?= $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 PYTEST  ?= $(PYTHON) -m pytest
 
-.PHONY: all setup setup-test image iso test unit integration e2e bench lint clean
+.PHONY: all setup setup-test image iso test unit security integration e2e bench lint clean
 
 all: test
 
@@ -34,6 +34,11 @@ test: setup-test
 
 unit:
 	$(PYTEST) -q tests/unit
+
+# Hostile input and a hostile network against the parsers, files and services
+# (tests/security; the service ones need root, as make test does).
+security:
+	$(PYTEST) -q tests/security
 
 # Every boot path, every error case: slow.
 e2e: setup-test

@@ -130,28 +130,79 @@ def add_commands(sub):
 
 
 # -- targets ---------------------------------------------------------------------
-def parse_address(text):
-    """``ADDR``, ``ADDR:PORT`` or ``[V6ADDR]:PORT`` -> (address, port or None)."""
+HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+
+
+def parse_address(text, what="a BMC address"):
+    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT`` or an http(s) URL -> (address, port or None).
+
+    ADDR is an IPv4 or IPv6 address or a DNS host name.  Anything else is
+    refused before it is printed or resolved, and the error does not repeat
+    it: a password typed in the wrong place must not reach the terminal, the
+    logs or a DNS server.  ``what`` names the argument in that error.
+    """
     from rackforge.bmc import errors
 
+    refused = errors.BMCConfigError(
+        detail="%s is not an address (not shown, in case it is a password): give "
+        "ADDR[:PORT] with an IPv4 address, [IPv6] address or host name, or an "
+        "http(s)://HOST[:PORT] URL" % what)
     text = text.strip()
     if "://" in text:           # a URL (Redfish): the driver reads the port from it
-        return text, None
+        return _checked_url(text, refused), None
     if text.startswith("["):
         addr, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else None
+        if rest and port is None or ":" not in addr:
+            raise refused
     elif text.count(":") == 1:
         addr, port = text.split(":")
     else:
         addr, port = text, None
+    if not _is_host(addr):
+        raise refused
     if port is not None:
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise errors.BMCConfigError(detail="bad BMC address '%s': the port must be a "
-                                        "number from 1 to 65535" % text)
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise errors.BMCConfigError(detail="%s has a port that is not a number from 1 "
+                                        "to 65535" % what)
         port = int(port)
-    if not addr:
-        raise errors.BMCConfigError(detail="bad BMC address '%s'" % text)
     return addr, port
+
+
+def _is_host(text):
+    """True for an IPv4 or IPv6 address or a DNS host name (RFC 1123)."""
+    import ipaddress
+    import re
+
+    if ":" in text:
+        try:
+            ipaddress.IPv6Address(text)
+            return True
+        except ValueError:
+            return False
+    labels = text.split(".")
+    if labels and labels[-1].isdigit():         # numbers: an IPv4 address or nothing
+        try:
+            ipaddress.IPv4Address(text)
+            return True
+        except ValueError:
+            return False
+    return len(text) <= 253 and all(re.fullmatch(HOST_LABEL, label) for label in labels)
+
+
+def _checked_url(text, refused):
+    import urllib.parse
+
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port                                # a bad port raises ValueError
+    except ValueError:
+        raise refused from None
+    if url.scheme not in ("http", "https") or "@" in url.netloc or not url.hostname \
+            or not _is_host(url.hostname) or not url.path.isascii() \
+            or not url.path.isprintable() or " " in url.path or url.query or url.fragment:
+        raise refused
+    return text
 
 
 def _password(args):
@@ -187,8 +238,8 @@ def resolve_targets(args):
             raise errors.BMCConfigError(detail="--bmc needs --user")
         password = _password(args)
         targets = []
-        for text in args.bmc:
-            addr, port = parse_address(text)
+        for i, text in enumerate(args.bmc):
+            addr, port = parse_address(text, "--bmc argument %d" % (i + 1))
             bmc = base.BMC(address=addr, port=port, username=args.user or "",
                            password=password, driver=args.driver, insecure=args.insecure)
             targets.append(Target(bmc.label, bmc))
@@ -386,8 +437,8 @@ def cmd_enroll(args):
                                     "addresses)" % (len(args.name), len(args.addresses)))
     password = _password(args)
     targets = []
-    for text in args.addresses:
-        addr, port = parse_address(text)
+    for i, text in enumerate(args.addresses):
+        addr, port = parse_address(text, "address argument %d" % (i + 1))
         bmc = base.BMC(address=addr, port=port, username=args.user, password=password,
                        driver=args.driver, insecure=args.insecure)
         targets.append(Target(bmc.label, bmc))

@@ -1,7 +1,10 @@
 """BMC passwords: where they come from, what is refused, and how they are stored.
 
 Passwords come from a file, an environment variable or a prompt, never from
-the command line (``ps`` and shell history would show them).  In the registry
+the command line (``ps`` and shell history would show them).  A password
+file is read like any small input: a regular file only (a FIFO is refused,
+not waited on), at most :data:`MAX_PASSWORD_FILE` bytes, UTF-8 with a byte
+order mark dropped.  In the registry
 they are Fernet tokens under the cluster key (``cluster.key`` in the state
 directory, or ``$RACKFORGE_CLUSTER_KEY_FILE``), created 0600 on first use.
 """
@@ -18,6 +21,7 @@ from rackforge.bmc import errors
 LOG = logging.getLogger(__name__)
 
 DEFAULT_PASSWORD_ENV = "RACKFORGE_BMC_PASSWORD"
+MAX_PASSWORD_FILE = 4096
 KEY_ENV = "RACKFORGE_CLUSTER_KEY_FILE"
 
 # Factory defaults still shipped on real hardware (user, password).
@@ -31,21 +35,22 @@ WELL_KNOWN_DEFAULTS = {
 def read_password(file=None, env=None, prompt=False, environ=None, ask=getpass.getpass):
     """The password from the first source given: ``file``, ``env``, then ``prompt``.
 
-    The file's first line is the password (a trailing newline is dropped).  A
-    file that others can read draws a warning.  With no source given, the
-    variable :data:`DEFAULT_PASSWORD_ENV` is used if set.
+    The file's first line is the password (the line end, and a UTF-8 byte
+    order mark before it, are dropped).  A file that others can read draws a
+    warning.  With no source given, the variable :data:`DEFAULT_PASSWORD_ENV`
+    is used if set.
 
     :raises: PasswordFileError, PasswordMissing
     """
     environ = os.environ if environ is None else environ
     if file:
         try:
+            data = fileutil.read_limited(file, MAX_PASSWORD_FILE)
             st = os.stat(file)
-            with open(file, encoding="utf-8") as f:
-                text = f.read()
+            text = data.decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise errors.PasswordFileError(path=file, why=getattr(e, "strerror", None) or
-                                           "not UTF-8 text")
+                                           "not UTF-8 text") from None
         if st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             LOG.warning("BMC password file %s is readable by other users; chmod 600 it", file)
         lines = text.splitlines()
@@ -97,7 +102,7 @@ def load_key(path=None, create=True):
             raise errors.ClusterKeyError(path=path, why="missing; enroll creates it, or copy "
                                          "it from the seed node")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fileutil.make_dirs(path.parent, 0o700)
         tmp = path.with_name(".%s.%d.new" % (path.name, os.getpid()))
         fileutil.atomic_write(tmp, Fernet.generate_key() + b"\n", mode=0o600)
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rackforge import errors, paths
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 
 KEY_FILE = "ca.key"
 CERT_FILE = "ca.crt"
@@ -263,7 +263,8 @@ class CertificateAuthority:
 
         The key is written first (0600), then the certificate; a CA whose
         certificate never got written (power cut) is created afresh, since
-        nothing can have been signed with it yet.
+        nothing can have been signed with it yet.  A failure to write (a full
+        or read-only file system) removes the key again: nothing half-made.
         """
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes
@@ -272,8 +273,8 @@ class CertificateAuthority:
         directory = Path(directory or ca_dir())
         if (directory / CERT_FILE).is_file() and (directory / KEY_FILE).is_file():
             return cls.load(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        make_dirs(directory, 0o700)
+        os.chmod(directory, 0o700)      # an existing one too: it holds the CA key
         key = _generate_key(key_type)
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "rackforge"),
                           x509.NameAttribute(NameOID.COMMON_NAME,
@@ -294,7 +295,12 @@ class CertificateAuthority:
                 .add_extension(ski, critical=False)
                 .sign(key, hashes.SHA256()))
         atomic_write(directory / KEY_FILE, _key_pem(key), mode=0o600)
-        atomic_write(directory / CERT_FILE, _cert_pem(cert), mode=0o644)
+        try:
+            atomic_write(directory / CERT_FILE, _cert_pem(cert), mode=0o644)
+        except BaseException:
+            # a full disk or an interrupt: no key without its certificate is left behind
+            (directory / KEY_FILE).unlink(missing_ok=True)
+            raise
         return cls(directory, key, cert)
 
     @classmethod
@@ -302,8 +308,8 @@ class CertificateAuthority:
         """Keep a copy of the cluster's CA here (a controller that serves joins): the
         key from the sealed secret store, written 0600 before the certificate."""
         directory = Path(directory or ca_dir())
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        make_dirs(directory, 0o700)
+        os.chmod(directory, 0o700)      # an existing one too: it holds the CA key
         atomic_write(directory / KEY_FILE, key_pem, mode=0o600)
         atomic_write(directory / CERT_FILE, cert_pem, mode=0o644)
         return cls.load(directory)

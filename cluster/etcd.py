@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rackforge import errors, keys, paths, systemd
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.kvstore import (LearnerBusy, LearnerNotReady, MemberNotLearner,
                                RegistryUnavailable)
 
@@ -139,7 +139,7 @@ def _etcd_ids():
 
 def write_tls(ca_pem, cert_pem, key_pem, layout):
     """The CA, certificate and key where the etcd user can read them (and no one else)."""
-    layout.config_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    make_dirs(layout.config_dir, 0o750)
     ids = _etcd_ids()
     atomic_write(layout.config_dir / "ca.crt", ca_pem, mode=0o644)
     atomic_write(layout.config_dir / "server.crt", cert_pem, mode=0o644)
@@ -150,7 +150,7 @@ def write_tls(ca_pem, cert_pem, key_pem, layout):
 
 
 def _prepare_data_dir(layout):
-    layout.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(layout.data_dir, 0o700)
     ids = _etcd_ids()
     if ids and os.geteuid() == 0:
         os.chown(layout.data_dir, *ids)

@@ -28,7 +28,7 @@ from pathlib import Path
 from rackforge import errors
 from rackforge.cluster import ca as ca_mod
 from rackforge.cluster import join, tokens
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 
 LOG = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10
@@ -209,7 +209,7 @@ class JoinServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="rackforge-join-")
             cert_dir = self._tmp.name
         cert_dir = Path(cert_dir)
-        cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(cert_dir, 0o700)
         atomic_write(cert_dir / "join.crt", cert_pem + service.authority.cert_pem)
         atomic_write(cert_dir / "join.key", key_pem, mode=0o600)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from rackforge import keys, paths, states
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.firstboot import journal
 from rackforge.kvstore import Compare
 
@@ -133,7 +133,7 @@ def pki_dir():
 
 def _pki_write(name, data, mode=0o600):
     d = pki_dir()
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(d, 0o700)
     atomic_write(d / name, data, mode=mode)
     return str(d / name)
 
@@ -307,7 +307,7 @@ def step_joinservice(boot, env, ctx, intent):
         ca.CertificateAuthority.install(store.get(CA_KEY_SECRET),
                                         Path(m["ca_cert"]).read_bytes())
     endpoint = "https://%s:%d" % (address, env.join_port)
-    paths.config_dir().mkdir(parents=True, exist_ok=True)
+    make_dirs(paths.config_dir(), 0o755)
     atomic_write(paths.config_dir() / "join-server.json",
                  json.dumps({"listen": address, "port": env.join_port,
                              "node_id": m["node_id"]}) + "\n", mode=0o644)

@@ -18,8 +18,11 @@ generator.  Two forms::
     management: {...}
     role: compute
 
-Every validation error is one :class:`BootstrapError` line naming the field
-and what to fix.
+The file is read by ``rackforge.yamlfile`` under its ``NODE`` limits (64 KiB,
+no aliases, bounded nesting, dates kept as text).  Every error is one
+:class:`BootstrapError` line naming the file, the line where known, the
+field and what to fix, and never a value from the file: the line goes to the
+world-readable console banner, and a misplaced token is a value too.
 
 :func:`from_cmdline` reads the ``rackforge.*`` kernel arguments that
 ``pxe/bootscript.py`` writes (``rackforge.seed=ADDRESS``,
@@ -33,13 +36,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rackforge import errors, kernelargs
+from rackforge import errors, kernelargs, yamlfile
 from rackforge.firstboot import netspec
 
 DEFAULT_PATH = "/etc/rackforge/bootstrap.yaml"
 TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot"}
 JOIN_KEYS = {"endpoints", "endpoint", "token", "ca_sha256"}
-ENDPOINT_RE = re.compile(r"https://[^/\s]+(:\d+)?/?")
+ENDPOINT_RE = re.compile(r"https://[A-Za-z0-9.:\[\]-]+/?")      # host or [v6], port
 BOOT_KEYS = set(kernelargs.FIELDS) - {"cluster"}
 ROLES = ("controller", "compute")
 CLUSTER_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -50,6 +53,11 @@ PIN_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 class BootstrapError(errors.ConfigError):
     """A field of the bootstrap file is missing or wrong."""
     message = "bootstrap file {path}: '{field}' {problem}; {fix}"
+
+
+class BootstrapUnreadable(BootstrapError):
+    """The file cannot be read or is not YAML within the limits."""
+    message = "bootstrap file {where}: {problem}; fix the file (or what wrote it)"
 
 
 class BootstrapMissing(errors.ConfigError):
@@ -84,8 +92,10 @@ def path():
     return Path(os.environ.get("RACKFORGE_BOOTSTRAP", DEFAULT_PATH))
 
 
-def _bad(where, field_, problem, fix):
-    return BootstrapError(path=where, field=field_, problem=problem, fix=fix)
+def _bad(where, field_, problem, fix, key=None):
+    """The error for ``field_`` (as shown); ``key`` is the real dotted key, for its line."""
+    return BootstrapError(path=where, field=field_, problem=problem, fix=fix,
+                          key=key or field_)
 
 
 def from_cmdline(text):
@@ -115,7 +125,7 @@ def parse(data, where="bootstrap.yaml"):
     unknown = sorted(set(map(str, data)) - TOP_KEYS)
     if unknown:
         raise _bad(where, _shown(unknown[0]), "is not a bootstrap key",
-                   "use only %s" % ", ".join(sorted(TOP_KEYS)))
+                   "use only %s" % ", ".join(sorted(TOP_KEYS)), key=unknown[0])
     seed = data.get("seed", False)
     if not isinstance(seed, bool):
         raise _bad(where, "seed", "must be true or false",
@@ -155,7 +165,9 @@ def parse(data, where="bootstrap.yaml"):
         try:
             result.management = netspec.parse(mgmt)
         except netspec.NetworkSpecError as exc:
-            raise BootstrapError("bootstrap file %s: %s" % (where, exc)) from None
+            # the spec's own line quotes values; here none is shown
+            raise BootstrapError("bootstrap file %s: %s" % (where, netspec.without_values(exc)),
+                                 key="management." + exc.kwargs["key"]) from None
         result.management_raw = mgmt
     return result
 
@@ -168,7 +180,8 @@ def _parse_join(joins, where):
     unknown = sorted(set(map(str, joins)) - JOIN_KEYS)
     if unknown:
         raise _bad(where, "join." + _shown(unknown[0]), "is not a join key",
-                   "use only endpoints (or endpoint), token and ca_sha256")
+                   "use only endpoints (or endpoint), token and ca_sha256",
+                   key="join." + unknown[0])
     if "endpoint" in joins and "endpoints" in joins:
         raise _bad(where, "join.endpoint", "is given beside join.endpoints",
                    "keep one: endpoints lists every controller's join service")
@@ -179,13 +192,15 @@ def _parse_join(joins, where):
         if not joins.get(key):
             raise _bad(where, "join." + key, "is missing",
                        "copy it from 'rackforge cluster token create --json' on a controller")
+    given = "join.endpoints" if "endpoints" in joins else "join.endpoint"
     if not endpoints or not isinstance(endpoints, list):
         raise _bad(where, "join.endpoints", "is missing",
-                   "copy it from 'rackforge cluster token create --json' on a controller")
+                   "copy it from 'rackforge cluster token create --json' on a controller",
+                   key=given)
     for endpoint in endpoints:
         if not isinstance(endpoint, str) or not ENDPOINT_RE.fullmatch(endpoint):
             raise _bad(where, "join.endpoints", "holds something that is not an https:// URL",
-                       "write each like https://10.0.0.5:9443")
+                       "write each like https://10.0.0.5:9443", key=given)
     token = joins["token"]
     if not isinstance(token, str) or not TOKEN_RE.match(token):
         raise _bad(where, "join.token", "is not a join token (ID.SECRET, 6 + 16 of a-z0-9)",
@@ -212,25 +227,20 @@ def merge(base, over):
 def load(where=None, cmdline=None):
     """The bootstrap of this node; raises :class:`BootstrapMissing` when there is none.
 
+    Any other problem is a :class:`BootstrapError` (one line, no value from the
+    file in it); nothing else is raised for what the file holds.
+
     :param cmdline: kernel command line text (default: ``/proc/cmdline``), whose
         ``rackforge.*`` arguments fill what the file leaves out.
     """
-    import yaml
-
     where = Path(where) if where else path()
     try:
-        text = where.read_text()
+        data, lines = yamlfile.load_with_lines(where, yamlfile.NODE)
     except FileNotFoundError:
         raise BootstrapMissing(path=where) from None
-    except OSError as exc:
-        raise BootstrapError(path=where, field="(file)", problem="cannot be read (%s)"
-                             % exc.strerror, fix="check its permissions") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = ("line %d" % (mark.line + 1)) if mark else "(file)"
-        raise _bad(where, line, "is not valid YAML", "fix the syntax there") from None
+    except yamlfile.YamlError as exc:
+        raise BootstrapUnreadable(where=exc.kwargs["where"], problem=exc.kwargs["problem"],
+                                  path=where) from None
     if data is None:
         data = {}
     if cmdline is None:
@@ -240,4 +250,12 @@ def load(where=None, cmdline=None):
             cmdline = ""
     if isinstance(data, dict):
         data = merge(from_cmdline(cmdline), data)
-    return parse(data, where)
+    try:
+        return parse(data, where)
+    except BootstrapError as exc:
+        line = lines.get(exc.kwargs.get("key"))
+        if not line:
+            raise
+        # the same line with the file's line number: "bootstrap file PATH:LINE: ..."
+        text = str(exc).replace(str(where), "%s:%d" % (where, line), 1)
+        raise BootstrapError(text, **exc.kwargs) from None

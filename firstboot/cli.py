@@ -31,14 +31,20 @@ BANNER = "rackforge-firstboot.issue"
 
 
 def banner(line):
-    """The console banner's first-boot line: joined as what, or why not (agetty issue.d)."""
-    from rackforge import paths
-    from rackforge.fileutil import atomic_write
+    """The console banner's first-boot line: joined as what, or why not (agetty issue.d).
+
+    The banner is world-readable and shown on the console: ``line`` must hold no
+    secret (callers pass only error lines that quote nothing from the bootstrap
+    file), and control characters are escaped here.
+    """
+    from rackforge import errors, paths
+    from rackforge.fileutil import atomic_write, make_dirs
 
     directory = paths.issue_dir()
+    text = errors.printable(" ".join(str(line).split()))
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / BANNER, "rackforge first boot: %s\n\n" % line, mode=0o644)
+        make_dirs(directory, 0o755)       # agetty reads it; the banner is public
+        atomic_write(directory / BANNER, "rackforge first boot: %s\n\n" % text, mode=0o644)
     except OSError as exc:      # a read-only /etc must not hide the real outcome
         print("rackforge-firstboot: cannot write the console banner: %s" % exc, flush=True)
 
@@ -52,7 +58,7 @@ def cmd_firstboot_run(args, env=None):
           flush=True)
 
     def say(line):
-        print("rackforge-firstboot: " + line, flush=True)
+        print("rackforge-firstboot: " + errors.printable(line), flush=True)
 
     if journal.done_marker().exists():
         say("first boot already completed (%s); 'rackforge firstboot reset --yes' to run "
@@ -68,6 +74,10 @@ def cmd_firstboot_run(args, env=None):
         say("not joined: " + str(exc))
         banner("not joined: " + str(exc))
         return exc.exit_code
+    except Exception:       # a bug: the console still says why; main() keeps the detail
+        banner("not joined: reading the bootstrap file %s failed unexpectedly; see "
+               "'journalctl -u rackforge-firstboot'" % bootstrap.path())
+        raise
     what = ("seeding cluster %s" % boot.cluster if boot.seed
             else "joining through %s" % ", ".join(boot.join.endpoints))
     say("bootstrap %s: %s%s" % (boot.path, what,

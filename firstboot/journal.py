@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from rackforge import errors, paths
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 
 LOG = logging.getLogger(__name__)
 DONE, STARTED = "done", "started"
@@ -96,7 +96,7 @@ def _read(path):
 
 
 def _write(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, 0o700)
     atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
 
@@ -198,7 +198,7 @@ def run(steps, ctx=None, base=None, clock=time.time, say=None, wait=None, retry=
         result = _attempt(step, ctx, intent, rec, path, retry, clock, sleep, on_retry)
         _break_after(step, say, wait or _forever)
         _finish(path, rec, result, ctx, step, clock)
-    marker.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(marker.parent, 0o755)
     atomic_write(marker, json.dumps({"finished": clock()}) + "\n")
     return ctx
 

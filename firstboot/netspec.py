@@ -37,8 +37,18 @@ TOP_KEYS = {"interface", "address", "gateway", "mtu", "bond", "vlan", "bridge", 
 
 
 class NetworkSpecError(ConfigError):
-    """A field of the management network spec is wrong."""
-    message = "management network: '{field}' {problem}; {fix}"
+    """A field of the management network spec is wrong.
+
+    ``got`` is the value as written (`` (got 'x')``), or "" where none is shown:
+    :func:`without_values` drops it for a file that may hold a secret.  ``key``
+    is the field's real dotted key (``field`` hides a key that is not a plain word).
+    """
+    message = "management network: '{field}' {problem}{got}; {fix}"
+
+
+def without_values(exc):
+    """``exc`` again, without the value it quotes from the spec."""
+    return NetworkSpecError(**dict(exc.kwargs, got=""))
 
 
 @dataclass
@@ -102,8 +112,16 @@ class NetworkSpec:
         return list(dict.fromkeys(refs))
 
 
-def _bad(field_, problem, fix):
-    return NetworkSpecError(field=field_, problem=problem, fix=fix)
+_UNSET = object()
+
+
+def _bad(field_, problem, fix, value=_UNSET, key=None):
+    got = "" if value is _UNSET else " (got %s)" % _short(repr(value))
+    return NetworkSpecError(field=field_, problem=problem, fix=fix, got=got, key=key or field_)
+
+
+def _short(text, width=40):
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _mapping(value, name, keys):
@@ -111,8 +129,11 @@ def _mapping(value, name, keys):
         raise _bad(name, "must be a mapping", "write it as {%s}" % ", ".join(sorted(keys)))
     unknown = sorted(set(map(str, value)) - keys)
     if unknown:
-        raise _bad("%s.%s" % (name, unknown[0]) if name else unknown[0], "is not a known key",
-                   "use only %s" % ", ".join(sorted(keys)))
+        # only a plain word is shown: a misplaced secret can be a key too
+        shown = unknown[0] if re.fullmatch(r"[a-z_]{1,32}", unknown[0]) else "(an unknown key)"
+        raise _bad("%s.%s" % (name, shown) if name else shown, "is not a known key",
+                   "use only %s" % ", ".join(sorted(keys)),
+                   key="%s.%s" % (name, unknown[0]) if name else unknown[0])
     return value
 
 
@@ -122,16 +143,16 @@ def _ifname(value, name, mac_ok=False):
             return value.lower()
         raise _bad(name, "is not a MAC address", "write it as mac:aa:bb:cc:dd:ee:ff")
     if not isinstance(value, str) or not IFNAME.match(value) or value in (".", ".."):
-        raise _bad(name, "is not an interface name (%r)" % (value,),
+        raise _bad(name, "is not an interface name",
                    "use 1-15 letters, digits, '.', '-' or '_'%s"
-                   % (", or mac:ADDRESS" if mac_ok else ""))
+                   % (", or mac:ADDRESS" if mac_ok else ""), value)
     return value
 
 
 def _int(value, name, low, high):
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _bad(name, "must be a whole number from %d to %d (got %r)" % (low, high, value),
-                   "fix the number")
+        raise _bad(name, "must be a whole number from %d to %d" % (low, high),
+                   "fix the number", value)
     return value
 
 
@@ -139,8 +160,7 @@ def _ip(value, name):
     try:
         return ipaddress.IPv4Address(value)
     except (ipaddress.AddressValueError, ValueError, TypeError):
-        raise _bad(name, "is not an IPv4 address (%r)" % (value,),
-                   "write it like 10.0.0.1") from None
+        raise _bad(name, "is not an IPv4 address", "write it like 10.0.0.1", value) from None
 
 
 def _names(value, name, mac_ok):
@@ -160,9 +180,9 @@ def parse(data):
     if data.get("bond") is not None:
         b = _mapping(data["bond"], "bond", {"name", "mode", "members", "miimon"})
         mode = b.get("mode", "active-backup")
-        if mode not in BOND_MODES:
-            raise _bad("bond.mode", "is not a bonding mode (%r)" % (mode,),
-                       "use one of %s" % ", ".join(BOND_MODES))
+        if not isinstance(mode, str) or mode not in BOND_MODES:
+            raise _bad("bond.mode", "is not a bonding mode",
+                       "use one of %s" % ", ".join(BOND_MODES), mode)
         bond = Bond(name=_ifname(b.get("name", "bond0"), "bond.name"), mode=mode,
                     members=_names(b.get("members"), "bond.members", mac_ok=True),
                     miimon=_int(b.get("miimon", 100), "bond.miimon", 0, 10000))
@@ -215,13 +235,13 @@ def parse(data):
     gateway = data.get("gateway")
     if address != "dhcp":
         if not isinstance(address, str) or "/" not in address:
-            raise _bad("address", "needs a prefix length (%r)" % (address,),
-                       "write it like 10.0.0.5/24, or dhcp")
+            raise _bad("address", "needs a prefix length",
+                       "write it like 10.0.0.5/24, or dhcp", address)
         try:
             iface = ipaddress.IPv4Interface(address)
         except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError):
-            raise _bad("address", "is not an IPv4 address with prefix (%r)" % (address,),
-                       "write it like 10.0.0.5/24, or dhcp") from None
+            raise _bad("address", "is not an IPv4 address with prefix",
+                       "write it like 10.0.0.5/24, or dhcp", address) from None
         if iface.ip in (iface.network.network_address, iface.network.broadcast_address) \
                 and iface.network.prefixlen < 31:
             raise _bad("address", "is the network or broadcast address of %s" % iface.network,
@@ -265,8 +285,8 @@ def _parse_check(data):
     timeout = c.get("timeout", DEFAULT_CHECK_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not 0 < timeout <= 600:
-        raise _bad("check.timeout", "must be seconds between 0 and 600 (got %r)" % (timeout,),
-                   "fix the number")
+        raise _bad("check.timeout", "must be seconds between 0 and 600", "fix the number",
+                   timeout)
     peer = str(_ip(c["peer"], "check.peer")) if c.get("peer") is not None else None
     return Check(peer=peer, port=_int(c.get("port", DEFAULT_CHECK_PORT), "check.port", 1, 65535),
                  timeout=float(timeout))

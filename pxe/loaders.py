@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from rackforge import errors
+from rackforge.fileutil import make_dirs
 
 BIOS_LOADER = "undionly.kpxe"
 EFI_LOADERS = ("snponly.efi", "ipxe.efi")
@@ -31,7 +32,7 @@ def populate_tftp_root(root, source=None):
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    make_dirs(root, 0o755)
     for name in names:
         shutil.copyfile(source / name, root / name)
     return list(names)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rackforge import bundle as bundle_mod
 from rackforge import errors, paths
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.pxe import dnsmasq, loaders, netcheck
 from rackforge.pxe.bootscript import ScriptRenderer
 from rackforge.pxe.http import BootHttpServer
@@ -75,7 +75,7 @@ class BootServices:
     def start(self):
         from rackforge.pxe.tftp import TftpServer
 
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.workdir, 0o755)    # dnsmasq reads its hosts directory here
         self.registry.list_boots()      # fails now, in one line, if etcd is not there
         renderer = ScriptRenderer(self.bundle / BUNDLE_TEMPLATE)
         tftp_root = self.workdir / "tftp"

@@ -54,13 +54,13 @@ def cmd_profile_show(args):
 
 
 def cmd_profile_validate(args):
-    from rackforge.profile import ProfileInvalid
+    """Every profile named is checked and reported, whatever the ones before it were."""
     bad = 0
     for name in args.profiles:
         try:
             _profile(name)
-            print("%s: valid" % name)
-        except (ProfileInvalid, errors.UnknownProfile) as e:
+            print("%s: valid" % errors.printable(name))
+        except errors.ConfigError as e:
             _print_error(e)
             bad += 1
     return 2 if bad else 0
@@ -104,7 +104,7 @@ def build_parser():
 
 def _print_error(e):
     for line in str(e).splitlines() or [e.__class__.__name__]:
-        print("rackforge: error: %s" % line, file=sys.stderr)
+        print("rackforge: error: %s" % errors.printable(line), file=sys.stderr)
 
 
 def _raise_interrupt(signum, frame):

@@ -8,7 +8,39 @@ with keyword arguments, so the sentence is written once, next to its class.
 Errors are sorted by what the caller should do about them (MAAS style):
 ``retryable`` ones may succeed if tried again, the others need a change by the
 operator first.
+
+Text from a file or an argument can hold terminal escapes: :func:`printable`
+makes it safe to show, and :func:`capped` keeps a list of problem lines short
+enough to read.
 """
+
+import unicodedata
+
+#: problem lines shown for one input at most (the rest are counted)
+MAX_LINES = 20
+
+
+def printable(text):
+    """``text`` with every control or format character (ESC, NUL, BEL, RTL overrides,
+    ...) written as a ``\\xNN``/``\\uNNNN`` escape: safe to echo to a terminal or a log."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else _escape(ch) for ch in text)
+
+
+def _escape(ch):
+    if unicodedata.category(ch)[0] == "Z" and ch not in "\u2028\u2029":
+        return ch           # other spaces are harmless
+    return ascii(ch)[1:-1]
+
+
+def capped(lines, limit=MAX_LINES):
+    """The first ``limit`` of ``lines``, then one "... and N more" line if any were left out."""
+    lines = list(lines)
+    if len(lines) <= limit:
+        return lines
+    return lines[:limit] + ["... and %d more" % (len(lines) - limit)]
 
 
 class RackforgeError(Exception):
@@ -26,8 +58,9 @@ class RackforgeError(Exception):
             except (KeyError, IndexError):
                 # A template bug must not hide the error itself.
                 message = "%s (%s)" % (self.message, kwargs)
-        # One line, always: a stray newline would break the contract.
-        super().__init__(" ".join(str(message).split()))
+        # One line, always: a stray newline would break the contract, and a
+        # terminal escape from a file or an argument must not reach the terminal.
+        super().__init__(printable(" ".join(str(message).split())))
 
     def __str__(self):
         return self.args[0]

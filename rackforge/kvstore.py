@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rackforge import errors, paths
-from rackforge.fileutil import atomic_write
+from rackforge.fileutil import atomic_write, make_dirs
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 POOL_SIZE = 64
@@ -433,7 +433,7 @@ def client_file():
 def write_client(endpoints, tls, path=None):
     """Record how rackforge on this node reaches etcd (first boot writes it)."""
     path = Path(path or client_file())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    make_dirs(path.parent, 0o750)
     data = {"endpoints": list(endpoints), **tls}
     atomic_write(path, json.dumps(data, indent=2) + "\n", mode=0o600)
 

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import yaml
-
-from rackforge import errors, paths, schema
+from rackforge import errors, paths, schema, yamlfile
 from rackforge.schema import Problem, shown
 
 DEFAULT_PROFILE = "hci"
@@ -34,12 +32,13 @@ DELTA_KEYS = ("elements", "packages")
 class ProfileInvalid(errors.ConfigError):
     """One or more problems in a profile.
 
-    ``lines`` holds one line per problem (``FILE:LINE: key: problem``);
+    ``lines`` holds one line per problem (``FILE:LINE: key: problem``), the
+    first ``errors.MAX_LINES`` of them and then "... and N more";
     ``str()`` joins them with newlines and the CLI prints one per line.
     """
 
     def __init__(self, problems):
-        self.lines = [" ".join(str(p).split()) for p in problems]
+        self.lines = errors.capped(" ".join(str(p).split()) for p in problems)
         super().__init__(self.lines[0] if self.lines else "invalid profile")
         self.args = ("\n".join(self.lines),)
 
@@ -146,7 +145,8 @@ def _profile_file(name_or_path):
     if "/" in text or text.endswith((".yaml", ".yml")):
         path = Path(text)
         if not path.is_file():
-            raise errors.ConfigError("profile file %s does not exist; give a profile name "
+            raise errors.ConfigError("profile file %s does not exist or is not a regular file; "
+                                     "give a profile name "
                                      "or the path of a profile YAML file" % path)
         return path
     path = paths.profiles_dir() / ("%s.yaml" % text)
@@ -160,11 +160,12 @@ def list_profiles():
     found = []
     for path in sorted(paths.profiles_dir().glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yamlfile.load(path)
             desc = data.get("description", "") if isinstance(data, dict) else ""
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except (OSError, errors.RackforgeError):
             desc = "(invalid YAML: run 'rackforge profile validate %s')" % path.stem
-        found.append((path.stem, desc if isinstance(desc, str) else ""))
+        desc = desc if isinstance(desc, str) else ""
+        found.append((path.stem, errors.printable(" ".join(desc.split()))))
     return found
 
 

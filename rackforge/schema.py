@@ -1,7 +1,8 @@
 """A small declarative schema for profile YAML, with line numbers.
 
-Profiles are validated on the YAML node tree (``yaml.compose``), not on the
-loaded dict, so every problem carries the line it is on.  A schema is built
+Profiles are validated on the YAML node tree (``rackforge.yamlfile``'s
+bounded composer), not on the loaded dict, so every problem carries the line
+it is on.  A schema is built
 from a handful of node checkers (``Str``, ``Int``, ``Enum``, ``List``,
 ``Map``, ``ListOrDelta``); each appends a ``Problem`` instead of raising, so
 one run reports everything that is wrong in a file, one line each.
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from rackforge import errors, yamlfile
 
 TAG = "tag:yaml.org,2002:"
 
@@ -39,17 +42,29 @@ class Problem:
 
     def __str__(self):
         where = "%s:%d" % (shown(self.path), self.line) if self.line else shown(self.path)
-        return ": ".join(part for part in (where, self.key, self.text) if part)
+        return errors.printable(": ".join(part for part in (where, short(self.key, 80),
+                                                            self.text) if part))
+
+    @classmethod
+    def of(cls, error):
+        """The problem a :class:`yamlfile.YamlError` reports."""
+        k = error.kwargs
+        return cls(k["path"], k["line"], k["key"], k["problem"])
 
 
 def line_of(node):
     return node.start_mark.line + 1
 
 
+def short(text, width=60):
+    """``text`` cut to ``width`` characters for a message (a key or value may be huge)."""
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def describe(node):
     """How a value looks in the file, for messages: 'big', true, null, a list."""
     if isinstance(node, yaml.ScalarNode):
-        return repr(node.value) if node.tag == TAG + "str" else node.value or "null"
+        return short(repr(node.value) if node.tag == TAG + "str" else node.value or "null")
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
 
 
@@ -92,7 +107,11 @@ class Int(Checker):
             report(node, key, "must be %s, got %s" % (want, describe(node)))
             return
         # YAML 1.1 ints include 0777 (octal), 1_000 and 1:30; let PyYAML read them
-        value = yaml.constructor.SafeConstructor().construct_yaml_int(node)
+        try:
+            value = yaml.constructor.SafeConstructor().construct_yaml_int(node)
+        except ValueError:          # 0b_, 0x, or more digits than Python converts
+            report(node, key, "must be %s, got %s" % (want, describe(node)))
+            return
         if value < self.low or (self.high is not None and value > self.high):
             report(node, key, "must be %s, got %d" % (want, value))
         elif self.odd and value % 2 == 0:
@@ -197,15 +216,12 @@ PROFILE = Map({
 
 # -- from text to checked data -------------------------------------------------
 def compose(text, path):
-    """``(node tree, [])`` of ``text``, or ``(None, [problem])`` for a YAML syntax error."""
+    """``(node tree, [])`` of ``text``, or ``(None, [problem])`` for a YAML error or a
+    file beyond the bounds of ``yamlfile.OPERATOR`` (an alias bomb, deep nesting)."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), []
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        said = ", ".join(part for part in (e.context, e.problem) if part)
-        return None, [Problem(path, mark.line + 1 if mark else 0, "", "YAML syntax: %s" % said)]
-    except yaml.YAMLError as e:
-        return None, [Problem(path, 0, "", "YAML: %s" % " ".join(str(e).split()))]
+        return yamlfile.compose(text, path), []
+    except yamlfile.YamlError as e:
+        return None, [Problem.of(e)]
 
 
 def validate(root, checker, path):
@@ -225,34 +241,15 @@ def validate(root, checker, path):
     return problems
 
 
-def key_lines(root):
-    """``{dotted key: line}`` for every mapping key and list item; ``""`` is the document."""
-    lines = {"": line_of(root)}
-
-    def walk(node, prefix):
-        if isinstance(node, yaml.MappingNode):
-            for knode, vnode in node.value:
-                key = "%s.%s" % (prefix, knode.value) if prefix else str(knode.value)
-                lines[key] = line_of(knode)
-                walk(vnode, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                key = "%s[%d]" % (prefix, i)
-                lines[key] = line_of(item)
-                walk(item, key)
-
-    walk(root, "")
-    return lines
+key_lines = yamlfile.key_lines
 
 
 def construct(root, path):
     """``(data, [])`` of a node tree, or ``(None, [problem])`` (an unknown ``!tag``...)."""
     try:
-        return yaml.constructor.SafeConstructor().construct_document(root), []
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        return None, [Problem(path, mark.line + 1 if mark else 0, "",
-                              "YAML: %s" % (e.problem or e.context))]
+        return yamlfile.construct(root, path), []
+    except yamlfile.YamlError as e:
+        return None, [Problem.of(e)]
 
 
 @dataclass(frozen=True)
@@ -279,10 +276,12 @@ def parse(text, path, checker=PROFILE):
 
 
 def read(path, checker=PROFILE):
-    """``parse`` of the file at ``path``; an unreadable file is one problem."""
+    """``parse`` of the file at ``path``; an unreadable, oversized or non-UTF-8 file is one
+    problem."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        return Document(None, {}, [Problem(path, 0, "", "cannot read: %s" % reason)])
+        text = yamlfile.read_text(path)
+    except yamlfile.YamlError as e:
+        return Document(None, {}, [Problem.of(e)])
+    except OSError as e:
+        return Document(None, {}, [Problem(path, 0, "", "cannot read: %s" % (e.strerror or e))])
     return parse(text, path, checker)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rackforge import cli, registry
-from rackforge.bmc import cli as bmc_cli, credentials, drivers
+from rackforge.bmc import cli as bmc_cli, credentials, drivers, errors
 from rackforge.bmc.fake import FakeDriver
 
 PASSWORD = "Zebra-Pw-7781"
@@ -117,3 +117,25 @@ def test_parse_address():
     assert bmc_cli.parse_address("10.0.0.1:6230") == ("10.0.0.1", 6230)
     assert bmc_cli.parse_address("[fe80::1]:623") == ("fe80::1", 623)
     assert bmc_cli.parse_address("fe80::1") == ("fe80::1", None)
+    assert bmc_cli.parse_address("bmc-1.rack1.example") == ("bmc-1.rack1.example", None)
+    assert bmc_cli.parse_address("https://10.0.0.1:8000/") == ("https://10.0.0.1:8000/", None)
+
+
+@pytest.mark.parametrize("text", [
+    "S3cr3t!", "p@ss word", "10.0.0.300", "1.2.3.4.5", "123", "-pw1", "a..b", "x" * 300,
+    "[10.0.0.1]:623", "[fe80::1]x", "https://admin:pw@10.0.0.1", "ftp://10.0.0.1",
+    "http://10.0.0.1:99999", "https://10.0.0.1/\x1b[2J", "10.0.0.1\x00",
+])
+def test_what_is_not_an_address_is_refused_without_repeating_it(text):
+    with pytest.raises(errors.BMCConfigError) as e:
+        bmc_cli.parse_address(text, "--bmc argument 2")
+    assert str(e.value).startswith("--bmc argument 2 is not an address (not shown")
+    assert text not in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1:0", "10.0.0.1:65536", "host:pw!", "h:\u0661"])
+def test_a_bad_port_is_refused_without_repeating_it(text):
+    with pytest.raises(errors.BMCConfigError) as e:
+        bmc_cli.parse_address(text)
+    assert "has a port that is not a number from 1 to 65535" in str(e.value)
+    assert text.split(":")[1] not in str(e.value)

@@ -16,6 +16,23 @@ def test_password_from_file_first_line(tmp_path):
     assert credentials.read_password(file=str(f)) == "s3cret"
 
 
+@pytest.mark.parametrize("content", [b"\xef\xbb\xbfs3cret\n", b"s3cret\r\n", b"s3cret",
+                                     b"\xef\xbb\xbfs3cret\r\nsecond line\n"])
+def test_a_byte_order_mark_and_the_line_end_are_not_the_password(tmp_path, content):
+    """A BOM written by an editor used to stay in the password."""
+    f = tmp_path / "pw"
+    f.write_bytes(content)
+    f.chmod(0o600)
+    assert credentials.read_password(file=str(f)) == "s3cret"
+
+
+def test_a_password_file_that_is_not_utf8_is_one_line(tmp_path):
+    f = tmp_path / "pw"
+    f.write_bytes(b"caf\xe9\n")
+    with pytest.raises(errors.PasswordFileError, match="pw: not UTF-8 text"):
+        credentials.read_password(file=str(f))
+
+
 def test_world_readable_password_file_warns(tmp_path, caplog):
     f = tmp_path / "pw"
     f.write_text("s3cret")

@@ -83,7 +83,7 @@ def test_env_override_and_missing(tmp_path, monkeypatch):
     ("join: {endpoint: https://a:1, token: %s, ca_sha256: abc}\n" % TOKEN,
      "'join.ca_sha256' is not a CA pin"),
     ("seed: true\ncluster: a\nmanagement: {interface: eno1}\n", "'address' is missing"),
-    ("seed: [\n", "'line 2' is not valid YAML"),
+    ("seed: [\n", "bootstrap.yaml:2: YAML syntax: "),
     ("- 1\n", "'(top)' must be a mapping"),
 ])
 def test_errors_are_one_line_naming_the_field(tmp_path, text, field):
@@ -135,3 +135,68 @@ def test_cmdline_fills_file_and_file_wins(tmp_path):
     # the command line alone is never enough to join (no secret on it)
     with pytest.raises(bootstrap.BootstrapError, match="'join' is missing"):
         bootstrap.parse(bootstrap.from_cmdline(CMDLINE))
+
+
+# -- wrong shapes, line numbers, nothing echoed ---------------------------------------
+SECRET = "0123456789abcdef"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("seed: true\ncluster: [a]\n", ":2: 'cluster' is not a cluster name"),
+    ("seed: true\ncluster: a\nrole: [controller]\n", ":3: 'role' is not a role"),
+    ("seed: true\ncluster: a\nrole: {a: 1}\n", ":3: 'role' is not a role"),
+    ("seed: [true]\ncluster: a\n", ":1: 'seed' must be true or false"),
+    ("seed: true\ncluster: a\nboot: [1]\n", ":3: 'boot' must be a mapping"),
+    ("join: {endpoints: [[https://a:1]], token: %s, ca_sha256: '%s'}\n" % (TOKEN, PIN),
+     ":1: 'join.endpoints' holds something that is not an https:// URL"),
+    ("join:\n  endpoint: https://a:1\n  token: [%s]\n  ca_sha256: '%s'\n" % (TOKEN, PIN),
+     ":3: 'join.token' is not a join token"),
+    ("seed: true\ncluster: a\nmanagement:\n  interface: eno1\n  address: dhcp\n"
+     "  bond: {members: [eno1], mode: [lacp]}\n",
+     ":6: management network: 'bond.mode' is not a bonding mode;"),
+    ("seed: true\ncluster: a\nmanagement:\n  interface: [eno1]\n  address: dhcp\n",
+     ":4: management network: 'interface' is not an interface name;"),
+    ("seed: true\ncluster: a\nmanagement: {interface: eno1, address: {a: 1}}\n",
+     ":3: management network: 'address' needs a prefix length;"),
+    ("seed: true\ncluster: a\nrole: 2024-13-45\n", ":3: 'role' is not a role"),
+    ("seed: true\ncluster: a\nrole: 0b_\n", ":3: role: YAML: the value cannot be read as an "
+     "integer"),
+])
+def test_a_wrong_shape_is_one_line_with_its_line(tmp_path, text, expected):
+    p = write(tmp_path, text)
+    with pytest.raises(bootstrap.BootstrapError) as e:
+        bootstrap.load(p, cmdline="")
+    msg = str(e.value)
+    assert msg.startswith("bootstrap file %s" % p) and expected in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("text", [
+    "seed: true\ncluster: a\nrole: %s\n" % TOKEN,
+    "seed: true\ncluster: a\n%s: 1\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: %s, address: dhcp}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: %s}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: '%s/24'}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: dhcp, %s: 1}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: dhcp, gateway: %s}\n"
+    % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: dhcp, mtu: %s}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: dhcp, bond: "
+    "{members: [eno1], mode: %s}}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: dhcp, check: "
+    "{timeout: %s}}\n" % TOKEN,
+    "seed: true\ncluster: a\nmanagement: {interface: eno1, address: dhcp, check: "
+    "{peer: %s}}\n" % TOKEN,
+    "join: {endpoint: 'https://%s', token: %s, ca_sha256: x}\n" % (TOKEN + "/x", TOKEN),
+    "join: {endpoint: https://a:1, %s: 1, token: %s, ca_sha256: '%s'}\n" % (TOKEN, TOKEN, PIN),
+    "seed: true\ncluster: a\n%s: !%s 1\n" % (TOKEN, TOKEN),
+    "seed: true\ncluster: a\nrole: !!int %s\n" % TOKEN,
+    "seed: true\ncluster: &%s a\nrole: *%s\n" % (SECRET, SECRET),
+    "seed: true\ncluster: a\nrole: [%s\n" % TOKEN,
+    "seed: true\ncluster: a\nrole: \"%s\\q\"\n" % TOKEN,
+])
+def test_a_misplaced_token_is_never_echoed(tmp_path, text):
+    """The error line goes to the world-readable console banner."""
+    p = write(tmp_path, text)
+    with pytest.raises(bootstrap.BootstrapError) as e:
+        bootstrap.load(p, cmdline="")
+    assert SECRET not in str(e.value) and "\n" not in str(e.value)

@@ -115,3 +115,20 @@ def test_bridge_over_a_bond_must_use_the_bond():
     with pytest.raises(NetworkSpecError, match="'bridge.ports' contains a member of bond0"):
         parse({"address": "dhcp", "bond": {"members": ["eth0", "eth1"]},
                "bridge": {"ports": ["bond0", "eth1"]}})
+
+
+def test_a_wrong_value_is_quoted_short_and_can_be_dropped():
+    with pytest.raises(NetworkSpecError) as err:
+        parse(with_(bond__mode=["lacp"] * 50))
+    assert "'bond.mode' is not a bonding mode (got ['lacp', 'lacp', 'lacp', 'lacp', 'lac...)" \
+        in str(err.value)
+    hidden = str(netspec.without_values(err.value))
+    assert hidden.startswith("management network: 'bond.mode' is not a bonding mode; use one")
+    assert "lacp'" not in hidden
+
+
+def test_an_unknown_key_that_is_not_a_plain_word_is_not_shown():
+    with pytest.raises(NetworkSpecError) as err:
+        parse(with_(**{"abcdef.0123456789abcdef": 1}))
+    assert "'(an unknown key)' is not a known key" in str(err.value)
+    assert err.value.kwargs["key"] == "abcdef.0123456789abcdef"

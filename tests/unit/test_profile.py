@@ -344,6 +344,64 @@ def test_list_profiles(env):
     ]
 
 
+def test_list_profiles_survives_hostile_files(env):
+    write(env.profiles, "bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        "%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 10))
+        for i in range(8)))
+    write(env.profiles, "date", "description: 2024-13-45\n")
+    write(env.profiles, "escape", 'description: "\\e[2Jhi"\n')
+    assert list_profiles() == [
+        ("bomb", "(invalid YAML: run 'rackforge profile validate bomb')"),
+        ("date", "2024-13-45"),
+        ("escape", "\\x1b[2Jhi"),
+    ]
+
+
+def test_validate_reports_every_profile_whatever_came_before(env, capsys):
+    """`profile validate A B` used to stop at the first missing file."""
+    from rackforge import cli
+
+    write(env.profiles, "good", GOOD)
+    write(env.profiles, "bad", GOOD.replace("controllers: 3", "controllers: 4"))
+    rc = cli.main(["profile", "validate", str(env.root / "nope.yaml"), "nope", "bad", "good",
+                   str(env.root)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "good: valid\n"
+    lines = err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("rackforge: error: ") for line in lines)
+    assert "nope.yaml does not exist" in lines[0] and "unknown profile 'nope'" in lines[1]
+    assert "cluster.controllers: must be odd" in lines[2]
+    assert "%s does not exist or is not a regular file" % env.root in lines[3]
+
+
+def test_thousands_of_unknown_keys_print_a_capped_number_of_lines(env, capsys):
+    from rackforge import cli
+
+    write(env.profiles, "many", GOOD + "".join("k%d: 1\n" % i for i in range(3000)))
+    assert cli.main(["profile", "validate", "many"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == errors.MAX_LINES + 1
+    assert lines[-1] == "rackforge: error: ... and %d more" % (3000 - errors.MAX_LINES)
+
+
+def test_a_huge_profile_is_one_line(env, capsys):
+    from rackforge import cli
+
+    write(env.profiles, "huge", GOOD + "".join("k%06d: 1\n" % i for i in range(200000)))
+    assert cli.main(["profile", "validate", "huge"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "huge.yaml: cannot read: larger than the" in line
+
+
+def test_a_terminal_escape_in_a_key_is_not_printed(env, capsys):
+    from rackforge import cli
+
+    write(env.profiles, "esc", GOOD + '"\\e]0;owned\\a\\e[2J": 1\n')
+    assert cli.main(["profile", "validate", "esc"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b]0;owned\\x07" in err
+
+
 def test_shipped_profiles(monkeypatch, tmp_path):
     """The real profiles/ load, with stand-ins for diskimage-builder's stock elements."""
     monkeypatch.delenv("RACKFORGE_PROFILES", raising=False)

@@ -111,6 +111,18 @@ def test_extends_takes_a_profile_name_not_a_path():
      "bad.yaml:24: disk.esp_mib: must be an integer between 64 and 1024, got 1536"),
     ("  root_free_mib: 0", "  root_free_mib: -1",
      "bad.yaml:25: disk.root_free_mib: must be an integer between 0 and 65536, got -1"),
+    # what YAML 1.1 calls an integer but Python cannot read: a line, not a ValueError
+    ("  controllers: 3", "  controllers: 0b_",
+     "bad.yaml:8: cluster.controllers: must be an integer between 1 and 7, got 0b_"),
+    ("  esp_mib: 128", "  esp_mib: " + "9" * 5000,
+     "bad.yaml:24: disk.esp_mib: must be an integer between 64 and 1024, got 999999999999999"
+     "999999999999999999999999999999999999999999..."),
+    # a date is a string here, and so not an integer
+    ("  min_free_gib: 10", "  min_free_gib: 2024-13-45",
+     "bad.yaml:27: build.min_free_gib: must be an integer between 1 and 1000, got "
+     "'2024-13-45'"),
+    ("description: test", "description: 0b_",
+     "bad.yaml:1: description: must be a string, got 0b_"),
     ("  vlan: 100", "  vlan: 4095",
      "bad.yaml:18: network.vlan: must be an integer between 1 and 4094, got 4095"),
     ("  min_disk_gib: 20", "  min_disk_gib: 0",
@@ -161,10 +173,22 @@ def test_extends_takes_a_profile_name_not_a_path():
      "bad.yaml:26: keys must be plain names, got a list"),
     # a tag PyYAML's safe loader does not know, where the schema is otherwise happy
     ("cluster:\n", "cluster: !quorum\n",
-     "bad.yaml:7: YAML: could not determine a constructor for the tag '!quorum'"),
+     "bad.yaml:7: cluster: YAML: could not determine a constructor for the tag '!quorum'"),
 ])
 def test_each_mistake_is_exactly_one_line(old, new, line):
     assert problems(edited(old, new)) == [line]
+
+
+def test_a_date_is_read_as_the_string_it_is():
+    doc = schema.parse(edited("description: test", "description: 2024-13-45"), "d.yaml")
+    assert doc.problems == [] and doc.data["description"] == "2024-13-45"
+
+
+def test_an_alias_bomb_is_one_line_and_cheap():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        "%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 10))
+        for i in range(8))
+    assert problems(bomb) == ["bad.yaml:4: more than 10000 values (aliases expanded)"]
 
 
 def test_line_numbers_count_leading_comments():
@@ -213,12 +237,16 @@ def test_top_level_must_be_a_mapping(text, line):
     assert doc.data is None
 
 
-def test_read_reports_an_unreadable_file_as_one_line(tmp_path):
+def test_read_reports_a_file_that_is_not_utf8_as_one_line_with_its_line(tmp_path):
     path = tmp_path / "latin1.yaml"
-    path.write_bytes(b"description: caf\xe9\n")
+    path.write_bytes(b"# caf\xc3\xa9\ndescription: caf\xe9\n")
     (line,) = [str(p) for p in schema.read(path).problems]
-    assert line.startswith("%s: cannot read: " % path)
-    assert "\n" not in line
+    assert line == "%s:2: not UTF-8 text (byte 25 of the file)" % path
+
+
+def test_read_reports_an_unreadable_file_as_one_line(tmp_path):
+    (line,) = [str(p) for p in schema.read(tmp_path).problems]
+    assert line == "%s: cannot read: not a regular file" % tmp_path
 
 
 def test_read_gives_the_same_result_as_parse(tmp_path):
