@@ -48,7 +48,7 @@ def scratch(tmp_path):
 def write_profile(profiles, name, elements, extra="", outputs="raw"):
     (profiles / (name + ".yaml")).write_text(
         "description: test profile\n"
-        "distro: {name: debian, release: bookworm}\n"
+        "distro: {name: debian, release: trixie}\n"
         "elements: [%s]\n"
         "outputs: [%s]\n%s" % (", ".join(elements), outputs, extra))
 
