@@ -44,7 +44,6 @@ from rackforge.kvstore import Compare, RegistryUnavailable
 
 LOG = logging.getLogger(__name__)
 DEFAULT_PORT = 9443
-CA_KEY_SECRET = "cluster/ca-key"
 TXN_ATTEMPTS = 32
 REQUEST_KEYS = {"name", "csr", "inventory", "storage", "role", "addresses", "token"}
 _BEARER = re.compile(r"Bearer ([a-z0-9]{6}\.[a-z0-9]{16})")
@@ -270,7 +269,7 @@ class JoinService:
         s_compares, s_puts = [], []
         if decision.role == "controller":
             try:
-                s_compares, s_puts = self.secrets.grant_plan(CA_KEY_SECRET,
+                s_compares, s_puts = self.secrets.grant_plan(secrets.CA_KEY,
                                                              {node.id: public_key})
             except secrets.SecretNotFound:
                 LOG.warning("no sealed CA key in the cluster: controller %s will not serve "

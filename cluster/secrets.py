@@ -28,6 +28,8 @@ from rackforge import errors, keys
 from rackforge.kvstore import Compare
 
 CAS_ATTEMPTS = 32
+#: the secrets rackforge keeps, by name
+CA_KEY = "cluster/ca-key"       # the cluster CA's private key: every controller serves joins
 _INFO = b"rackforge secret store v1"
 
 

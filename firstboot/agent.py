@@ -33,8 +33,6 @@ from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.firstboot import journal
 from rackforge.kvstore import Compare
 
-CA_KEY_SECRET = "cluster/ca-key"        # cluster.join.CA_KEY_SECRET (no import at start-up)
-
 
 def _default_inventory():
     from rackforge.firstboot import inventory
@@ -238,7 +236,7 @@ def step_seed(boot, env, ctx, intent):
     pki = _write_pki(authority.cert_pem, cert)
     own = ca.load_key(key_pem)
     secrets.SecretStore(reg.kv, node.id, own).put(
-        CA_KEY_SECRET, (authority.directory / ca.KEY_FILE).read_bytes(),
+        secrets.CA_KEY, (authority.directory / ca.KEY_FILE).read_bytes(),
         {node.id: own.public_key()}, only_if_absent=True)
     return {"node_id": node.id, "name": name, "addresses": intent["addresses"],
             "etcd_endpoints": endpoints, "join_endpoints": [join_endpoint],
@@ -304,7 +302,7 @@ def step_joinservice(boot, env, ctx, intent):
     address = (m["addresses"] or ["127.0.0.1"])[0]
     if not boot.seed:
         store = secrets.SecretStore(reg.kv, m["node_id"], ca.load_key(node_key_pem()))
-        ca.CertificateAuthority.install(store.get(CA_KEY_SECRET),
+        ca.CertificateAuthority.install(store.get(secrets.CA_KEY),
                                         Path(m["ca_cert"]).read_bytes())
     endpoint = "https://%s:%d" % (address, env.join_port)
     make_dirs(paths.config_dir(), 0o755)
