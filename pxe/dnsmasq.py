@@ -55,13 +55,6 @@ def render_config(iface, mode, script_url, leasefile, bios_loader, efi_loader,
     return env.get_template("dnsmasq.conf.j2").render(**context)
 
 
-def add_known_host(hostsdir, mac):
-    """Let ``mac`` (normalised) get an address in full mode from now on (dnsmasq rereads)."""
-    path = Path(hostsdir) / mac.replace(":", "-")
-    if not path.exists():
-        atomic_write(path, "%s,set:netboot\n" % mac)
-
-
 class DnsmasqSupervisor:
     """Keeps one dnsmasq running with ``config`` until :meth:`stop`."""
 

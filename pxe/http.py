@@ -24,16 +24,20 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from rackforge import bundle, errors
-from rackforge.pxe import bootscript
-from rackforge.registry import normalize_mac
+from rackforge.pxe import bootrecords, bootscript, limits
 
 LOG = logging.getLogger("rackforge.pxe.http")
 BUNDLE_FILES = bundle.SERVED
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
+NODE_BURST, NODE_RATE = 10, 1 / 6.0   # per client address: 10 scripts at once, then 10 a minute
 
 
 class HttpBindFailed(errors.RackforgeError):
     message = "cannot serve HTTP on {address}:{port}: {detail}; free the port or pick --http-port"
+
+
+class TooFast(errors.RackforgeError):
+    message = "{client} asked for boot scripts too often; wait and retry"
 
 
 class BootHttpServer(ThreadingHTTPServer):
@@ -41,7 +45,7 @@ class BootHttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, port, bundle_dir, renderer, registry, seed, cluster,
-                 public_url=None, on_boot=None):
+                 public_url=None, on_boot=None, recorder=None):
         self.bundle_dir = bundle_dir
         self.renderer = renderer
         self.registry = registry
@@ -49,7 +53,9 @@ class BootHttpServer(ThreadingHTTPServer):
         self.cluster = cluster
         self.files = {name: os.path.join(bundle_dir, name) for name in BUNDLE_FILES}
         self.requests = 0
-        self.on_boot = on_boot      # called with each booting MAC, before its script goes out
+        self.on_boot = on_boot      # called with each recorded MAC, before its script goes out
+        self.recorder = recorder or bootrecords.BootRecorder(registry)
+        self.node_rate = limits.RateLimiter(NODE_BURST, NODE_RATE)
         self._lock = threading.Lock()
         try:
             super().__init__((address, port), BootRequestHandler)
@@ -74,22 +80,27 @@ class BootHttpServer(ThreadingHTTPServer):
         with self._lock:
             self.requests += 1
 
-    def node_script(self, mac, platform):
-        """The per-node script for ``mac``; records the boot in the registry."""
-        try:
-            mac = normalize_mac(mac)
-        except errors.RackforgeError:
-            return None
-        if self.on_boot:
-            self.on_boot(mac)
+    def node_script(self, mac, platform, client):
+        """The per-node script for ``mac``, or None for a request that is refused.
+
+        Garbage (a bad MAC or platform) and a client over its rate are refused
+        before the registry is read; the boot is recorded within
+        :class:`rackforge.pxe.bootrecords.BootRecorder`'s bounds, and the MAC added
+        to dnsmasq's hosts (``on_boot``) only when its boot was recorded.
+        """
+        mac, platform = bootrecords.check_boot(mac, platform)
+        if not self.node_rate.allow(client):
+            raise TooFast(client=client)
         try:
             node = self.registry.node_by_mac(mac)
             decision = bootscript.decide(node)
-            self.registry.record_boot(mac, decision=decision.kind, platform=platform,
-                                      node=node.name if node else None)
+            recorded = self.recorder.record(mac, decision.kind, platform,
+                                            node.name if node else None)
         except errors.RackforgeError as e:
             LOG.error("boot of %s: %s", mac, e)
             return self.renderer.retry(self.base_url, "node registry unavailable")
+        if recorded and self.on_boot:
+            self.on_boot(mac)
         LOG.info("boot of %s (%s): %s%s", mac, platform or "?", decision.kind,
                  " for node %s (%s)" % (node.name, node.state) if node else " (unknown MAC)")
         return self.renderer.for_node(decision, self.base_url, self.base_url + "/bundle",
@@ -116,11 +127,14 @@ class BootRequestHandler(BaseHTTPRequestHandler):
             return self._text(self.server.renderer.chain(self.server.base_url, self.server.seed),
                               head)
         if url.path == "/ipxe/node":
-            query = urllib.parse.parse_qs(url.query)
+            query = urllib.parse.parse_qs(url.query, max_num_fields=8)
             mac, platform = query.get("mac", [""])[0], query.get("platform", [""])[0]
-            script = self.server.node_script(mac, platform)
-            if script is None:
-                return self._error(HTTPStatus.BAD_REQUEST, "mac= must be a MAC address")
+            try:
+                script = self.server.node_script(mac, platform, self.client_address[0])
+            except TooFast as e:
+                return self._error(HTTPStatus.TOO_MANY_REQUESTS, str(e))
+            except bootrecords.BadBoot as e:
+                return self._error(HTTPStatus.BAD_REQUEST, str(e))
             return self._text(script, head)
         if url.path.startswith("/bundle/"):
             path = self.server.files.get(url.path[len("/bundle/"):])

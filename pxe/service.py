@@ -14,13 +14,13 @@ import os
 import shutil
 import threading
 import time
-from functools import partial
 from pathlib import Path
 
 from rackforge import bundle as bundle_mod
 from rackforge import errors, paths
 from rackforge.fileutil import atomic_write
 from rackforge.pxe import dnsmasq, loaders, netcheck
+from rackforge.pxe.bootrecords import BadBoot, BootRecorder, KnownHosts
 from rackforge.pxe.bootscript import ScriptRenderer
 from rackforge.pxe.http import BootHttpServer
 
@@ -76,22 +76,23 @@ class BootServices:
         from rackforge.pxe.tftp import TftpServer
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.registry.list_boots()      # fails now, in one line, if etcd is not there
+        recorder = BootRecorder(self.registry)
+        boots = recorder.load()         # fails now, in one line, if etcd is not there
         renderer = ScriptRenderer(self.bundle / BUNDLE_TEMPLATE)
         tftp_root = self.workdir / "tftp"
         loaders.populate_tftp_root(tftp_root)
         try:
             self.tftp = TftpServer(tftp_root, self.iface.ip, port=self.tftp_port)
             self.tftp.start()
-            hostsdir = self._dhcp_hosts_dir()
+            hosts = self._dhcp_hosts(boots)
             self.http = BootHttpServer(self.iface.ip, self.http_port, str(self.bundle),
                                        renderer, self.registry, self.iface.ip, self.cluster,
-                                       on_boot=partial(dnsmasq.add_known_host, hostsdir))
+                                       on_boot=hosts.add, recorder=recorder)
             self.http.start()
             config = dnsmasq.render_config(
                 self.iface, self.mode, self.http.base_url + "/boot.ipxe",
                 str(self.workdir / "dnsmasq.leases"), loaders.BIOS_LOADER, self.efi_loader,
-                self.dhcp_range, hostsdir=str(hostsdir))
+                self.dhcp_range, hostsdir=str(hosts.directory))
             self.dhcp = dnsmasq.DnsmasqSupervisor(config, self.workdir, self.iface.name)
             self.dhcp.start()
         except BaseException:
@@ -104,7 +105,7 @@ class BootServices:
                  "proxy" if self.mode == "proxy" else "%s-%s" % self.dhcp_range,
                  self.tftp.port, self.http.base_url)
 
-    def _dhcp_hosts_dir(self):
+    def _dhcp_hosts(self, boots):
         """Where dnsmasq finds the MACs that booted from us (full mode answers them).
 
         dnsmasq reads it after dropping root, so it lives in a world-readable
@@ -115,9 +116,13 @@ class BootServices:
         runtime = Path(os.environ.get("RUNTIME_DIRECTORY", "/run"))
         self._runtime = Path(tempfile.mkdtemp(prefix="rackforge-pxe-", dir=runtime))
         self._runtime.chmod(0o755)
-        for boot in self.registry.list_boots():
-            dnsmasq.add_known_host(self._runtime, boot["mac"])
-        return self._runtime
+        hosts = KnownHosts(self._runtime)
+        for boot in boots:
+            try:
+                hosts.add(boot["mac"])
+            except BadBoot:      # a record left by an older version: not a NIC's MAC
+                LOG.warning("boot record of %s ignored: not a NIC's MAC", boot["mac"][:40])
+        return hosts
 
     def run(self):
         """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt."""
