@@ -11,6 +11,7 @@ status`` what is being served.
 import json
 import logging
 import os
+import resource
 import shutil
 import threading
 import time
@@ -22,16 +23,45 @@ from rackforge.fileutil import atomic_write
 from rackforge.pxe import dnsmasq, loaders, netcheck
 from rackforge.pxe.bootrecords import BadBoot, BootRecorder, KnownHosts
 from rackforge.pxe.bootscript import ScriptRenderer
-from rackforge.pxe.http import BootHttpServer
+from rackforge.pxe.http import BootHttpServer, Limits
+from rackforge.pxe.tftp import TftpServer
 
 LOG = logging.getLogger("rackforge.pxe")
 BUNDLE_TEMPLATE = bundle_mod.TEMPLATE
 STATUS_INTERVAL = 5
+FILES_WANTED = 8192       # open files: 256 TFTP transfers and 1,024 HTTP connections fit
+FILES_RESERVED = 128      # logs, dnsmasq's pipes, the etcd client's pool (64), the status
 
 
 class BundleInvalid(errors.ConfigError):
     message = ("{bundle} is not a PXE bundle: {missing} missing; build one with "
                "'rackforge build PROFILE' and pass images/PROFILE/pxe")
+
+
+def raise_file_limit(want=FILES_WANTED):
+    """Raise this process's soft limit on open files towards ``want`` (within the hard
+    limit: systemd's default soft limit, 1,024, is for select(); everything here
+    uses epoll); returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            LOG.warning("open-file limit stays at %d: %s", soft, _one_line(e))
+    return soft
+
+
+def http_connection_cap(files):
+    """HTTP connections that fit in ``files`` open files beside the rest of ``pxe
+    serve``: each TFTP transfer and each HTTP download hold a socket and a file."""
+    budget = files - 2 * TftpServer.max_transfers - FILES_RESERVED
+    return max(16, min(Limits.max_connections, budget // 2))
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def pxe_state_dir():
@@ -70,12 +100,12 @@ class BootServices:
         self._stop = threading.Event()
         self.http = self.tftp = self.dhcp = None
         self._runtime = None
+        self._status_failing = False
 
     # -- life cycle --------------------------------------------------------------
     def start(self):
-        from rackforge.pxe.tftp import TftpServer
-
         self.workdir.mkdir(parents=True, exist_ok=True)
+        http_limits = Limits(max_connections=http_connection_cap(raise_file_limit()))
         recorder = BootRecorder(self.registry)
         boots = recorder.load()         # fails now, in one line, if etcd is not there
         renderer = ScriptRenderer(self.bundle / BUNDLE_TEMPLATE)
@@ -87,7 +117,8 @@ class BootServices:
             hosts = self._dhcp_hosts(boots)
             self.http = BootHttpServer(self.iface.ip, self.http_port, str(self.bundle),
                                        renderer, self.registry, self.iface.ip, self.cluster,
-                                       on_boot=hosts.add, recorder=recorder)
+                                       on_boot=hosts.add, recorder=recorder,
+                                       http_limits=http_limits)
             self.http.start()
             config = dnsmasq.render_config(
                 self.iface, self.mode, self.http.base_url + "/boot.ipxe",
@@ -125,7 +156,11 @@ class BootServices:
         return hosts
 
     def run(self):
-        """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt."""
+        """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt.
+
+        Nothing that goes wrong here stops DHCP, TFTP or HTTP: a status file that
+        cannot be written is one log line (and one more when it can again).
+        """
         try:
             while not self._stop.wait(STATUS_INTERVAL):
                 self.write_status()
@@ -161,15 +196,26 @@ class BootServices:
             "bundle": str(self.bundle), "etcd": getattr(self.registry.kv, "endpoint", None),
             "cluster": self.cluster,
             "started": self.started, "updated": time.time(),
-            "http": {"url": self.http.base_url, "requests": self.http.requests}
-            if self.http else None,
+            "http": dict(self.http.stats(), url=self.http.base_url,
+                         requests=self.http.requests) if self.http else None,
             "tftp": dict(self.tftp.stats(), port=self.tftp.port) if self.tftp else None,
             "dhcp": {"pid": self.dhcp.pid, "restarts": self.dhcp.restarts}
             if self.dhcp else None,
         }
 
     def write_status(self, serving=True):
-        atomic_write(status_file(), json.dumps(self.status(serving), indent=2) + "\n")
+        """Write the status file; a failure is logged once, never raised."""
+        try:
+            atomic_write(status_file(), json.dumps(self.status(serving), indent=2) + "\n")
+        except Exception as e:      # EMFILE, a full disk, a bug: serving goes on
+            if not self._status_failing:
+                LOG.error("status file %s not written: %s; serving goes on, 'pxe status'"
+                          " shows older figures", status_file(), _one_line(e))
+            self._status_failing = True
+        else:
+            if self._status_failing:
+                LOG.info("status file %s written again", status_file())
+            self._status_failing = False
 
 
 def read_status():
