@@ -209,7 +209,7 @@ def test_stop_is_idempotent_and_ends_transfers(root):
     srv.stop()
     srv.stop()
     assert srv.stats() == {"transfers": 0, "refused": 0, "bytes": 512, "failed": 1,
-                           "resent": 0, "active": 0}
+                           "resent": 0, "evicted": 0, "active": 0}
 
 
 def test_oack_carries_only_the_requested_options(server):
