@@ -25,9 +25,11 @@ image: setup
 iso: image
 	@ls -l images/$(PROFILE)/*.iso
 
-# Unit tests, then the integration tests CI runs (build minimal, boot it).
+# Unit tests, the security probes (tests/security: real services on loopback or in
+# namespaces), then the integration tests CI runs (build minimal, boot it).
 test: setup-test
 	$(PYTEST) -q tests/unit
+	$(PYTEST) -q -m "not e2e" tests/security
 	$(PYTEST) -q -m "integration and not e2e" tests/integration
 
 unit:
@@ -39,7 +41,7 @@ e2e: setup-test
 
 # Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
 # against a baseline measured in the same run.
-BENCHES ?= build_cache pxe_tftp pxe_http bmc_power cluster_join
+BENCHES ?= build_cache pxe_tftp pxe_http pxe_hostile bmc_power cluster_join
 bench: setup-test
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 

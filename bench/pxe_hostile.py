@@ -465,7 +465,11 @@ def main():
                 finally:
                     server.stop()
                 print(name, "tftp", json.dumps(res["tftp"]), flush=True)
+            if "etcd" in parts and shutil.which("etcd") is None:
+                print("bench: etcd not installed (apt-get install etcd-server): no etcd figure")
+                parts.remove("etcd")
             if "etcd" in parts:
+                (work / ("etcd-" + name)).mkdir()
                 res["etcd"] = bench_etcd(code, root, work / ("etcd-" + name), args.bogus)
                 print(name, "etcd", json.dumps(res["etcd"]), flush=True)
         if args.nginx and {"idle", "burst", "download"} & set(parts):
