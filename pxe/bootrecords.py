@@ -78,20 +78,25 @@ class BootRecorder:
         return boots
 
     def record(self, mac, decision, platform, node=None):
-        if node is None:
-            with self._lock:
-                if mac not in self._unknown:
-                    if len(self._unknown) >= self.max_unknown:
-                        self._log.log("full", logging.WARNING,
-                                      "boot of %s not recorded: %d MACs no node holds have"
-                                      " records already; enroll or discover them", mac,
-                                      len(self._unknown))
-                        return False
-                    self._unknown.add(mac)
-        else:
-            with self._lock:
+        added = False
+        with self._lock:
+            if node is not None:
                 self._unknown.discard(mac)
-        self.registry.record_boot(mac, decision=decision, platform=platform, node=node)
+            elif mac not in self._unknown:
+                if len(self._unknown) >= self.max_unknown:
+                    self._log.log("full", logging.WARNING, "boot of %s not recorded: %d MACs"
+                                  " no node holds have records already; enroll or discover"
+                                  " them", mac, len(self._unknown))
+                    return False
+                self._unknown.add(mac)
+                added = True
+        try:
+            self.registry.record_boot(mac, decision=decision, platform=platform, node=node)
+        except BaseException:
+            if added:               # nothing was written: the place is free again
+                with self._lock:
+                    self._unknown.discard(mac)
+            raise
         return True
 
     def unknown(self):

@@ -62,6 +62,16 @@ def test_unknown_macs_are_bounded_known_ones_are_not():
     assert not again.record(macs[5], "discover", "efi") and again.unknown() == 3
 
 
+def test_a_failed_write_does_not_take_a_place():
+    class Down(registry.NodeRegistry):
+        def record_boot(self, mac, **fields):
+            raise registry.RegistryUnavailable(endpoint="x", detail="refused")
+    rec = BootRecorder(Down(registry.MemoryRegistry().kv), max_unknown=1)
+    with pytest.raises(registry.RegistryUnavailable):
+        rec.record("52:54:00:00:01:01", "discover", "efi")
+    assert rec.unknown() == 0
+
+
 def test_hosts_directory_is_bounded(tmp_path):
     hosts = KnownHosts(tmp_path, limit=2)
     assert hosts.add("52-54-00-00-00-01") and hosts.add("52:54:00:00:00:01")
