@@ -41,8 +41,8 @@ class BadBoot(errors.RackforgeError):
 
 def check_boot(mac, platform):
     """``(mac, platform)`` normalised, or :class:`BadBoot` (nothing may be stored)."""
-    if not isinstance(mac, str) or len(mac) > 17:
-        raise BadBoot(field="mac=", what="a MAC address")
+    if not isinstance(mac, str) or len(mac) > 17 or mac != mac.strip():
+        raise BadBoot(field="mac=", what="a MAC address")   # checked as sent: nothing stripped
     try:
         mac = normalize_mac(mac)
     except errors.RackforgeError:

@@ -23,7 +23,7 @@ def test_good_boots(mac, platform, expected):
     ("52:54:00:aa:00:01\n", "efi"), (" 52:54:00:aa:00:01", "efi"), ("x" * 65536, "efi"),
     ("52:54:00:aa:00:01", "a" * 33), ("52:54:00:aa:00:01", "x" * 65536),
     ("52:54:00:aa:00:01", "EFI"), ("52:54:00:aa:00:01", "efi\n"), ("52:54:00:aa:00:01", "e f"),
-    (None, "efi")])
+    (None, "efi"), ("525400aa0001 ", "efi"), ("\t525400aa0001", "efi")])
 def test_garbage_is_refused(mac, platform):
     with pytest.raises(BadBoot) as e:
         check_boot(mac, platform)
