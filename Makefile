@@ -25,11 +25,12 @@ image: setup
 iso: image
 	@ls -l images/$(PROFILE)/*.iso
 
-# Unit tests, the hostile-input and hostile-network tests, then the integration
-# tests CI runs (build minimal, boot it, form a cluster in nspawn containers).
+# Unit tests, the security probes (tests/security: hostile input, and real services
+# on loopback or in namespaces), then the integration tests CI runs (build minimal,
+# boot it, form a cluster in nspawn containers).
 test: setup-test
 	$(PYTEST) -q tests/unit
-	$(PYTEST) -q tests/security
+	$(PYTEST) -q -m "not e2e" tests/security
 	$(PYTEST) -q -m "integration and not e2e" tests/integration
 
 unit:
@@ -38,7 +39,7 @@ unit:
 # Hostile input and a hostile network against the parsers, files and services
 # (tests/security; the service ones need root, as make test does).
 security:
-	$(PYTEST) -q tests/security
+	$(PYTEST) -q -m "not e2e" tests/security
 
 # Every boot path, every error case: slow.
 e2e: setup-test
@@ -46,7 +47,7 @@ e2e: setup-test
 
 # Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
 # against a baseline measured in the same run.
-BENCHES ?= build_cache pxe_tftp pxe_http bmc_power cluster_join
+BENCHES ?= build_cache pxe_tftp pxe_http pxe_hostile bmc_power cluster_join
 bench: setup-test
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 

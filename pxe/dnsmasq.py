@@ -55,13 +55,6 @@ def render_config(iface, mode, script_url, leasefile, bios_loader, efi_loader,
     return env.get_template("dnsmasq.conf.j2").render(**context)
 
 
-def add_known_host(hostsdir, mac):
-    """Let ``mac`` (normalised) get an address in full mode from now on (dnsmasq rereads)."""
-    path = Path(hostsdir) / mac.replace(":", "-")
-    if not path.exists():
-        atomic_write(path, "%s,set:netboot\n" % mac)
-
-
 class DnsmasqSupervisor:
     """Keeps one dnsmasq running with ``config`` until :meth:`stop`."""
 
@@ -121,18 +114,26 @@ class DnsmasqSupervisor:
                 LOG.info("dnsmasq: %s", line)
 
     def _watch(self):
-        """Restart dnsmasq whenever it exits, until stop() is called."""
+        """Restart dnsmasq whenever it exits, until stop() is called.
+
+        A restart that fails (no file descriptor or memory left for the fork)
+        is logged in one line and tried again after the next delay: this
+        thread never ends while DHCP is wanted.
+        """
+        code = self.proc.wait()
         while not self._stopping.is_set():
-            code = self.proc.wait()
-            if self._stopping.is_set():
-                return
             delay = RESTART_DELAYS[min(self.restarts, len(RESTART_DELAYS) - 1)]
             LOG.warning("dnsmasq on %s exited with status %s; restarting in %ds",
                         self.interface, code, delay)
             if self._stopping.wait(delay):
                 return
             self.restarts += 1
-            self._spawn()
+            try:
+                self._spawn()
+            except OSError as e:
+                code = "(not started: %s)" % (e.strerror or e)
+                continue
+            code = self.proc.wait()
 
     @property
     def pid(self):

@@ -11,27 +11,57 @@ status`` what is being served.
 import json
 import logging
 import os
+import resource
 import shutil
 import threading
 import time
-from functools import partial
 from pathlib import Path
 
 from rackforge import bundle as bundle_mod
 from rackforge import errors, paths
 from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.pxe import dnsmasq, loaders, netcheck
+from rackforge.pxe.bootrecords import BadBoot, BootRecorder, KnownHosts
 from rackforge.pxe.bootscript import ScriptRenderer
-from rackforge.pxe.http import BootHttpServer
+from rackforge.pxe.http import BootHttpServer, Limits
+from rackforge.pxe.tftp import TftpServer
 
 LOG = logging.getLogger("rackforge.pxe")
 BUNDLE_TEMPLATE = bundle_mod.TEMPLATE
 STATUS_INTERVAL = 5
+FILES_WANTED = 8192       # open files: 256 TFTP transfers and 1,024 HTTP connections fit
+FILES_RESERVED = 128      # logs, dnsmasq's pipes, the etcd client's pool (64), the status
 
 
 class BundleInvalid(errors.ConfigError):
     message = ("{bundle} is not a PXE bundle: {missing} missing; build one with "
                "'rackforge build PROFILE' and pass images/PROFILE/pxe")
+
+
+def raise_file_limit(want=FILES_WANTED):
+    """Raise this process's soft limit on open files towards ``want`` (within the hard
+    limit: systemd's default soft limit, 1,024, is for select(); everything here
+    uses epoll); returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            LOG.warning("open-file limit stays at %d: %s", soft, _one_line(e))
+    return soft
+
+
+def http_connection_cap(files):
+    """HTTP connections that fit in ``files`` open files beside the rest of ``pxe
+    serve``: each TFTP transfer and each HTTP download hold a socket and a file."""
+    budget = files - 2 * TftpServer.max_transfers - FILES_RESERVED
+    return max(16, min(Limits.max_connections, budget // 2))
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def pxe_state_dir():
@@ -70,28 +100,30 @@ class BootServices:
         self._stop = threading.Event()
         self.http = self.tftp = self.dhcp = None
         self._runtime = None
+        self._status_failing = False
 
     # -- life cycle --------------------------------------------------------------
     def start(self):
-        from rackforge.pxe.tftp import TftpServer
-
         make_dirs(self.workdir, 0o755)    # dnsmasq reads its hosts directory here
-        self.registry.list_boots()      # fails now, in one line, if etcd is not there
+        http_limits = Limits(max_connections=http_connection_cap(raise_file_limit()))
+        recorder = BootRecorder(self.registry)
+        boots = recorder.load()         # fails now, in one line, if etcd is not there
         renderer = ScriptRenderer(self.bundle / BUNDLE_TEMPLATE)
         tftp_root = self.workdir / "tftp"
         loaders.populate_tftp_root(tftp_root)
         try:
             self.tftp = TftpServer(tftp_root, self.iface.ip, port=self.tftp_port)
             self.tftp.start()
-            hostsdir = self._dhcp_hosts_dir()
+            hosts = self._dhcp_hosts(boots)
             self.http = BootHttpServer(self.iface.ip, self.http_port, str(self.bundle),
                                        renderer, self.registry, self.iface.ip, self.cluster,
-                                       on_boot=partial(dnsmasq.add_known_host, hostsdir))
+                                       on_boot=hosts.add, recorder=recorder,
+                                       http_limits=http_limits)
             self.http.start()
             config = dnsmasq.render_config(
                 self.iface, self.mode, self.http.base_url + "/boot.ipxe",
                 str(self.workdir / "dnsmasq.leases"), loaders.BIOS_LOADER, self.efi_loader,
-                self.dhcp_range, hostsdir=str(hostsdir))
+                self.dhcp_range, hostsdir=str(hosts.directory))
             self.dhcp = dnsmasq.DnsmasqSupervisor(config, self.workdir, self.iface.name)
             self.dhcp.start()
         except BaseException:
@@ -104,7 +136,7 @@ class BootServices:
                  "proxy" if self.mode == "proxy" else "%s-%s" % self.dhcp_range,
                  self.tftp.port, self.http.base_url)
 
-    def _dhcp_hosts_dir(self):
+    def _dhcp_hosts(self, boots):
         """Where dnsmasq finds the MACs that booted from us (full mode answers them).
 
         dnsmasq reads it after dropping root, so it lives in a world-readable
@@ -115,12 +147,20 @@ class BootServices:
         runtime = Path(os.environ.get("RUNTIME_DIRECTORY", "/run"))
         self._runtime = Path(tempfile.mkdtemp(prefix="rackforge-pxe-", dir=runtime))
         self._runtime.chmod(0o755)
-        for boot in self.registry.list_boots():
-            dnsmasq.add_known_host(self._runtime, boot["mac"])
-        return self._runtime
+        hosts = KnownHosts(self._runtime)
+        for boot in boots:
+            try:
+                hosts.add(boot["mac"])
+            except BadBoot:      # a record left by an older version: not a NIC's MAC
+                LOG.warning("boot record of %s ignored: not a NIC's MAC", boot["mac"][:40])
+        return hosts
 
     def run(self):
-        """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt."""
+        """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt.
+
+        Nothing that goes wrong here stops DHCP, TFTP or HTTP: a status file that
+        cannot be written is one log line (and one more when it can again).
+        """
         try:
             while not self._stop.wait(STATUS_INTERVAL):
                 self.write_status()
@@ -156,15 +196,26 @@ class BootServices:
             "bundle": str(self.bundle), "etcd": getattr(self.registry.kv, "endpoint", None),
             "cluster": self.cluster,
             "started": self.started, "updated": time.time(),
-            "http": {"url": self.http.base_url, "requests": self.http.requests}
-            if self.http else None,
+            "http": dict(self.http.stats(), url=self.http.base_url,
+                         requests=self.http.requests) if self.http else None,
             "tftp": dict(self.tftp.stats(), port=self.tftp.port) if self.tftp else None,
             "dhcp": {"pid": self.dhcp.pid, "restarts": self.dhcp.restarts}
             if self.dhcp else None,
         }
 
     def write_status(self, serving=True):
-        atomic_write(status_file(), json.dumps(self.status(serving), indent=2) + "\n")
+        """Write the status file; a failure is logged once, never raised."""
+        try:
+            atomic_write(status_file(), json.dumps(self.status(serving), indent=2) + "\n")
+        except Exception as e:      # EMFILE, a full disk, a bug: serving goes on
+            if not self._status_failing:
+                LOG.error("status file %s not written: %s; serving goes on, 'pxe status'"
+                          " shows older figures", status_file(), _one_line(e))
+            self._status_failing = True
+        else:
+            if self._status_failing:
+                LOG.info("status file %s written again", status_file())
+            self._status_failing = False
 
 
 def read_status():

@@ -17,9 +17,24 @@ replaced, because they do what a boot server must not:
   sockets are non-blocking (tftpy polls before every ``recvfrom``);
 - ``stop()`` wakes the loop at once instead of after the select timeout.
 
-Every refusal is one log line on ``rackforge.pxe.tftp`` and one TFTP error
-packet (none for a stray ERROR packet).  tftpy's own loggers are quieted to
-CRITICAL: they log several lines per event, at warning level for normal things.
+The boot network is not trusted, and a UDP source address can be forged:
+
+- a transfer whose client has not answered yet (a spoofed request never is)
+  is not resent by the server: only a repeated request resends its first
+  packet (at most twice a second), and it ends after ``unanswered_timeout``
+  (2 s); once the client answers, ``timeout`` and ``retries`` apply;
+- when every slot (``max_transfers``) is taken, the oldest unanswered transfer
+  makes room for the new request; one address holds ``max_per_client``
+  transfers at most;
+- garbage (malformed requests, stray DATA/ACK/OACK/ERROR) gets no answer; a
+  well-formed request that is refused gets an error packet of at most 24
+  bytes with a fixed text, nothing echoed;
+- refusals and failed transfers are logged on ``rackforge.pxe.tftp`` through
+  a rate-limited log (20 lines at once, then one a second, with the count of
+  lines left out).
+
+tftpy's own loggers are quieted to CRITICAL: they log several lines per
+event, at warning level for normal things.
 """
 
 import errno
@@ -38,6 +53,7 @@ from tftpy.TftpStates import TftpStateExpectACK
 
 from rackforge.errors import ConfigError, RackforgeError
 from rackforge.pxe import tftp_request as rq
+from rackforge.pxe.limits import LogLimiter
 
 LOG = logging.getLogger("rackforge.pxe.tftp")
 
@@ -88,8 +104,15 @@ class _ExpectACK(TftpStateExpectACK):
         ctx.sock.sendto(ctx.last_raw, ctx.client)
 
 
-def _error_packet(code, text):
-    return struct.pack("!HH", rq.ERROR, code) + text.encode("ascii", "replace")[:200] + b"\0"
+_ERROR_TEXT = {rq.NOT_DEFINED: b"refused", rq.FILE_NOT_FOUND: b"file not found",
+               rq.ACCESS_VIOLATION: b"access violation", rq.ILLEGAL_OP: b"illegal operation",
+               rq.BAD_OPTIONS: b"bad options", 5: b"unknown transfer id"}
+
+
+def _error_packet(code):
+    """A short error packet: a fixed text per code, nothing echoed from the request,
+    at most 24 bytes (so a refused request is not an amplifier)."""
+    return struct.pack("!HH", rq.ERROR, code) + _ERROR_TEXT.get(code, b"error") + b"\0"
 
 
 class _Transfer(TftpContext):
@@ -109,7 +132,9 @@ class _Transfer(TftpContext):
         self.options = dict(options)     # only what the client asked for (RFC 2347);
         # tftpy's own server also acknowledges blksize 512 when only tsize was asked
         self.accepted = bool(options)
-        self.deadline = time.monotonic() + self.timeout
+        self.answered = False            # nothing from the client yet: maybe spoofed
+        self.started = self.last_resend = time.monotonic()
+        self.deadline = self.started + server.unanswered_timeout
         self.metrics.start_time = time.time()
         self.blksize = int(self.options.get("blksize", 512))
         self.last_raw = None
@@ -127,8 +152,9 @@ class _Transfer(TftpContext):
     def on_packet(self, data, addr):
         """Handle one datagram; return True when the transfer is over."""
         if addr != self.client:
-            self.sock.sendto(_error_packet(5, "Unknown transfer ID"), addr)
+            self.sock.sendto(_error_packet(5), addr)
             return False
+        self.answered = True
         self.deadline = time.monotonic() + self.timeout
         if len(data) >= 4 and data[:2] == b"\0\4":     # ACK, the common case: no factory
             pkt = TftpPacketACK()
@@ -158,6 +184,8 @@ class TftpServer:
     """
 
     max_transfers = 256          # dnsmasq's default of 50 is too few for a rack
+    max_per_client = 8           # transfers at once from one address
+    unanswered_timeout = 2.0     # seconds a transfer waits for its client's first packet
     scan_interval = 0.25         # seconds between timeout scans
 
     def __init__(self, root, host, port=69, blksize_max=1468, timeout=5, retries=3):
@@ -174,8 +202,11 @@ class TftpServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._transfers = {}      # fd -> _Transfer
-        self._clients = set()     # (ip, port) of active transfers
-        self._stats = {"transfers": 0, "refused": 0, "bytes": 0, "failed": 0, "resent": 0}
+        self._clients = {}        # (ip, port) -> its active _Transfer
+        self._per_ip = {}         # ip -> active transfers
+        self._log = LogLimiter(LOG)
+        self._stats = {"transfers": 0, "refused": 0, "bytes": 0, "failed": 0, "resent": 0,
+                       "evicted": 0}
 
     # -- public API ---------------------------------------------------------
 
@@ -238,15 +269,20 @@ class TftpServer:
         next_scan = time.monotonic() + self.scan_interval
         try:
             while not self._stopping.is_set():
-                for key, _ in sel.select(max(0.0, next_scan - time.monotonic())):
-                    if key.data is not None:
-                        self._on_transfer(key.data)
-                    elif key.fileobj is self._sock:
-                        self._on_request()
-                now = time.monotonic()
-                if now >= next_scan:
-                    self._scan_timeouts(now)
-                    next_scan = now + self.scan_interval
+                try:
+                    for key, _ in sel.select(max(0.0, next_scan - time.monotonic())):
+                        if key.data is not None:
+                            self._on_transfer(key.data)
+                        elif key.fileobj is self._sock:
+                            self._on_request()
+                    now = time.monotonic()
+                    if now >= next_scan:
+                        self._scan_timeouts(now)
+                        next_scan = now + self.scan_interval
+                except Exception as err:     # a bug here must not end TFTP for good
+                    self._log.log("loop", logging.ERROR, "TFTP loop error (%s: %s); serving"
+                                  " goes on", type(err).__name__, err)
+                    self._stopping.wait(0.1)
         finally:
             for transfer in list(self._transfers.values()):
                 self._end(transfer, "server stopping", ok=False)
@@ -265,11 +301,15 @@ class TftpServer:
             LOG.debug("receive on the TFTP port failed: %s", err)
             return
         if addr in self._clients:
-            return      # a retransmitted RRQ: the transfer resends on its own
+            self._again(self._clients[addr])
+            return
         fileobj = None
         try:
             req = rq.parse_request(data)
-            if len(self._transfers) >= self.max_transfers:
+            if self._per_ip.get(addr[0], 0) >= self.max_per_client:
+                raise rq.Refused(rq.NOT_DEFINED, "%d transfers from %s already"
+                                 % (self.max_per_client, addr[0]))
+            if len(self._transfers) >= self.max_transfers and not self._evict_unanswered():
                 raise rq.Refused(rq.NOT_DEFINED, "too many transfers (%d)" % self.max_transfers)
             fileobj, path, size = rq.open_in_root(self._root, req.filename)
             options = rq.negotiate(req.options, size, self.blksize_max)
@@ -286,18 +326,44 @@ class TftpServer:
             return
         with self._lock:
             self._transfers[transfer.sock.fileno()] = transfer
-            self._clients.add(addr)
+            self._clients[addr] = transfer
+            self._per_ip[addr[0]] = self._per_ip.get(addr[0], 0) + 1
         self._sel.register(transfer.sock, selectors.EVENT_READ, transfer)
         try:
             transfer.begin()
         except Exception as err:
             self._end(transfer, "send failed: %s" % err, ok=False)
 
+    def _again(self, transfer):
+        """The client repeated its request: it lost our first packet, or a spoofer
+        repeats it.  Unanswered transfers are resent only this way, at most twice
+        a second: the server never sends more unasked than the first packet."""
+        now = time.monotonic()
+        if transfer.answered or now - transfer.last_resend < 0.5:
+            return
+        transfer.last_resend = now
+        try:
+            transfer.state.resendLast()
+        except Exception as err:
+            self._end(transfer, "resend failed: %s" % err, ok=False)
+
+    def _evict_unanswered(self):
+        """End the oldest transfer whose client never answered; False if there is none."""
+        waiting = [t for t in self._transfers.values() if not t.answered]
+        if not waiting:
+            return False
+        self._end(min(waiting, key=lambda t: t.started), "evicted: no answer from the client",
+                  ok=False)
+        with self._lock:
+            self._stats["evicted"] += 1
+        return True
+
     def _refuse(self, addr, data, refusal):
         with self._lock:
             self._stats["refused"] += 1
-        LOG.warning("refused request from %s:%d for %s: %s (TFTP error %d)", addr[0], addr[1],
-                    rq.peek_name(data), refusal.reason, refusal.code)
+        self._log.log("refused", logging.WARNING, "refused request from %s:%d for %s: %s"
+                      " (TFTP error %d%s)", addr[0], addr[1], rq.peek_name(data),
+                      refusal.reason, refusal.code, "" if refusal.reply else ", not answered")
         if refusal.reply:
             # From a fresh port, as a transfer would (RFC 1350): clients that
             # ACK an error "to be nice" (tftp-hpa) then hit a closed port, not
@@ -305,7 +371,7 @@ class TftpServer:
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tid:
                     tid.bind((self.session_ip, 0))
-                    tid.sendto(_error_packet(refusal.code, refusal.reason), addr)
+                    tid.sendto(_error_packet(refusal.code), addr)
             except OSError:
                 pass
 
@@ -331,6 +397,10 @@ class TftpServer:
         for transfer in list(self._transfers.values()):
             if now < transfer.deadline:
                 continue
+            if not transfer.answered:
+                self._end(transfer, "no answer from the client in %.0fs"
+                          % self.unanswered_timeout, ok=False)
+                continue
             if transfer.retry_count >= transfer.retries:
                 self._end(transfer, "timed out after %d retries" % transfer.retries, ok=False)
                 continue
@@ -346,7 +416,12 @@ class TftpServer:
             pass
         with self._lock:
             self._transfers.pop(transfer.sock.fileno(), None)
-            self._clients.discard(transfer.client)
+            self._clients.pop(transfer.client, None)
+            left = self._per_ip.get(transfer.client[0], 1) - 1
+            if left:
+                self._per_ip[transfer.client[0]] = left
+            else:
+                self._per_ip.pop(transfer.client[0], None)
             self._stats["bytes"] += transfer.metrics.bytes
             self._stats["resent"] += transfer.resends
             self._stats["transfers" if ok else "failed"] += 1
@@ -356,5 +431,5 @@ class TftpServer:
             LOG.info("sent %s to %s (%d bytes)", rq.show(transfer.file_to_transfer), peer,
                      transfer.metrics.bytes)
         else:
-            LOG.info("transfer of %s to %s ended: %s", rq.show(transfer.file_to_transfer),
-                     peer, reason)
+            self._log.log("failed", logging.INFO, "transfer of %s to %s ended: %s",
+                          rq.show(transfer.file_to_transfer), peer, reason)

@@ -50,7 +50,7 @@ class Refused(Exception):
 
     ``code`` is the TFTP error code, ``reason`` a one-line reason for the log;
     ``reply`` is False when no error packet must be sent (an ERROR packet is
-    never answered with another one).
+    never answered with another one, garbage is not answered at all).
     """
 
     def __init__(self, code, reason, reply=True):
@@ -74,27 +74,28 @@ def parse_request(datagram):
     """Parse the first datagram of a transfer; return a ``Request`` (RRQ only).
 
     Raises ``Refused`` for anything else: write requests (access violation,
-    the server is read-only), other opcodes, malformed or over-long requests,
-    names that are not UTF-8, modes other than octet and netascii.
+    the server is read-only), names that are not UTF-8, modes other than octet
+    and netascii; and, with ``reply`` False (garbage, or spoofed: no answer at
+    all), other opcodes and malformed or over-long requests.
     """
     if len(datagram) < 4:
-        raise Refused(ILLEGAL_OP, "malformed packet (%d bytes)" % len(datagram))
+        raise Refused(ILLEGAL_OP, "malformed packet (%d bytes)" % len(datagram), reply=False)
     (opcode,) = struct.unpack("!H", datagram[:2])
     if opcode == WRQ:
         raise Refused(ACCESS_VIOLATION, "write request refused: the server is read-only")
     if opcode == ERROR:
         raise Refused(NOT_DEFINED, "error packet outside a transfer", reply=False)
     if opcode != RRQ:
-        raise Refused(ILLEGAL_OP, "opcode %d outside a transfer" % opcode)
+        raise Refused(ILLEGAL_OP, "opcode %d outside a transfer" % opcode, reply=False)
     if len(datagram) > MAX_REQUEST:
-        raise Refused(ILLEGAL_OP, "request too long (%d bytes)" % len(datagram))
+        raise Refused(ILLEGAL_OP, "request too long (%d bytes)" % len(datagram), reply=False)
     fields = datagram[2:].split(b"\0")
     if len(fields) < 3 or fields[-1] != b"":
-        raise Refused(ILLEGAL_OP, "malformed request: fields not NUL-terminated")
+        raise Refused(ILLEGAL_OP, "malformed request: fields not NUL-terminated", reply=False)
     fields.pop()
     raw_name, raw_mode, raw_opts = fields[0], fields[1], fields[2:]
     if not raw_name:
-        raise Refused(ILLEGAL_OP, "malformed request: empty file name")
+        raise Refused(ILLEGAL_OP, "malformed request: empty file name", reply=False)
     if len(raw_name) > MAX_NAME:
         raise Refused(ACCESS_VIOLATION, "file name too long (%d bytes)" % len(raw_name))
     try:

@@ -30,6 +30,7 @@ CAS_ATTEMPTS = 20
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}\Z")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+PLATFORM_RE = re.compile(r"[a-z0-9-]{1,32}")
 
 __all__ = ["Node", "NodeRegistry", "NodeExists", "NodeNotFound", "RegistryUnavailable",
            "ConcurrentUpdate", "connect", "MemoryRegistry", "normalize_mac"]
@@ -58,6 +59,11 @@ class InvalidNode(errors.ConfigError):
 def valid_name(name):
     """True if ``name`` is a node name as given: a full match, nothing stripped."""
     return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
+
+
+def valid_platform(platform):
+    """True for an iPXE platform name as a boot record keeps it: 1 to 32 of [a-z0-9-]."""
+    return isinstance(platform, str) and PLATFORM_RE.fullmatch(platform) is not None
 
 
 def normalize_mac(mac):
@@ -242,9 +248,24 @@ class NodeRegistry:
         raise ConcurrentUpdate(node=node_id, attempts=CAS_ATTEMPTS)
 
     # -- network boots ---------------------------------------------------------
-    def record_boot(self, mac, **fields):
-        """Count a network boot of ``mac`` and keep its last details; returns the record."""
+    def record_boot(self, mac, decision=None, platform=None, node=None):
+        """Count a network boot of ``mac`` and keep its last details; returns the record.
+
+        A record is bounded whatever the boot network sends: the MAC (normalised),
+        ``decision`` one of :data:`rackforge.states.BOOT`'s values, ``platform`` at
+        most 32 of ``[a-z0-9-]`` (iPXE's ``pcbios``, ``efi``), ``node`` a node name;
+        the count and the time.  Anything else raises :class:`InvalidNode` and
+        nothing is written.  Which boots are recorded at all is the PXE
+        service's decision (``pxe/bootrecords.py``).
+        """
         key = BOOTS + normalize_mac(mac)
+        fields = {"decision": decision, "platform": platform or None, "node": node}
+        for name, value, ok in (("boot decision", decision, decision is None
+                                 or decision in set(states.BOOT.values())),
+                                ("platform", platform, not platform or valid_platform(platform)),
+                                ("node name", node, node is None or valid_name(node))):
+            if not ok:
+                raise InvalidNode(field=name, value=str(value)[:40], why="not a boot record's")
         for _ in range(CAS_ATTEMPTS):
             entry = self.kv.get(key)
             record = json.loads(entry.value) if entry else {"mac": key[len(BOOTS):],

@@ -11,6 +11,7 @@ No packet can reach the host's networks.
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -122,11 +123,15 @@ class RackNetwork:
         self.clients.append(ns)
         return ns, "eth0"
 
-    def start_serve(self, *args):
+    def start_serve(self, *args, files=None):
+        """Start ``pxe serve`` on br0; ``files``: its open-file limit (soft and hard), as a
+        systemd unit's ``LimitNOFILE=`` would set it."""
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
         self.serve = subprocess.Popen(
             self.rackforge_cmd("pxe", "serve", "--interface", "br0", *args),
             env=self.env(), stdin=subprocess.DEVNULL, stdout=open(self.log, "ab"),
-            stderr=subprocess.STDOUT)
+            stderr=subprocess.STDOUT, preexec_fn=limit if files else None)
 
         def serving():
             if self.serve.poll() is not None:

@@ -8,6 +8,7 @@ import pytest
 
 from rackforge import errors
 from rackforge.pxe import dnsmasq, netcheck
+from rackforge.pxe.bootrecords import KnownHosts
 
 IFACE = netcheck.ServeInterface("br0", 5, ipaddress.IPv4Interface("10.1.0.1/24"))
 
@@ -41,7 +42,7 @@ def test_full_mode_answers_pxe_clients_only_with_a_range():
 def test_dnsmasq_accepts_the_config(tmp_path, mode, rng):
     path = tmp_path / "d.conf"
     (tmp_path / "hosts").mkdir()
-    dnsmasq.add_known_host(tmp_path / "hosts", "52:54:00:00:00:01")
+    KnownHosts(tmp_path / "hosts").add("52:54:00:00:00:01")
     path.write_text(render(mode, rng).replace("/tmp/hosts", str(tmp_path / "hosts")))
     res = subprocess.run(["dnsmasq", "--test", "--conf-file=%s" % path],
                          capture_output=True, text=True)

@@ -2,6 +2,7 @@
 
 import hashlib
 import http.client
+import socket
 
 import lifecycle
 import pytest
@@ -130,9 +131,46 @@ def test_empty_file(server):
     (None, None), ("bytes=0-9", (0, 9)), ("bytes=5-", (5, 99)), ("bytes=-5", (95, 99)),
     ("bytes=90-200", (90, 99)), ("bytes=100-", "unsatisfiable"), ("bytes=9-3", "unsatisfiable"),
     ("bytes=-0", "unsatisfiable"), ("bytes=-500", (0, 99)), ("bytes=0-1,5-6", None),
-    ("items=0-1", None), ("bytes=-", None)])
+    ("items=0-1", None), ("bytes=-", None), ("bytes=99999999999999999999-", None),
+    ("bytes=9999999999999999999-", "unsatisfiable"), ("bytes=0-9999999999999999999", (0, 99)),
+    ("bytes=" + "9" * 5000 + "-", None), ("bytes=-" + "9" * 5000, None)])
 def test_parse_range(header, expected):
     assert parse_range(header, 100) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=-1", "bytes=0-", "bytes=-100", "bytes=0-0"])
+def test_no_range_of_an_empty_file(header):
+    assert parse_range(header, 0) == "unsatisfiable"
+
+
+def test_an_oversized_range_number_is_answered(server, bundle):
+    """It used to crash the handler (int() of 5,000 digits): now the whole file."""
+    data = (bundle / "vmlinuz").read_bytes()
+    resp, body = get(server, "/bundle/vmlinuz", {"Range": "bytes=%s-" % ("9" * 5000)})
+    assert resp.status == 200 and body == data
+    resp, body = get(server, "/bundle/vmlinuz", {"Range": "bytes=%d-" % (10 ** 18)})
+    assert resp.status == 416 and body == b""
+
+
+def test_last_byte_of_an_empty_file_is_unsatisfiable(server):
+    """It was a 206 with ``Content-Range: bytes 0--1/0``."""
+    resp, body = get(server, "/bundle/rootfs.squashfs", {"Range": "bytes=-1"})
+    assert resp.status == 416 and resp.getheader("Content-Range") == "bytes */0"
+
+
+@pytest.mark.parametrize("path", ["/nope", "/bundle/vmlinuz", "/ipxe/node?mac=x"])
+def test_head_sends_no_body(server, path):
+    """HEAD on a 404 (or a 400) sent the error text after the head."""
+    with socket.create_connection(server.server_address, timeout=10) as s:
+        s.sendall(b"HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.endswith(b"\r\n\r\n") and data.count(b"HTTP/1.1") == 1
+    assert int(data.split(b"Content-Length: ")[1].split(b"\r\n")[0]) > 0
 
 
 def test_registry_down_gives_a_retry_script(bundle):

@@ -43,25 +43,27 @@ def test_parse_ignores_odd_and_non_ascii_options():
     assert req.options == {}
 
 
-@pytest.mark.parametrize("datagram, code", [
-    (b"", rq.ILLEGAL_OP),
-    (b"\0\1a", rq.ILLEGAL_OP),
-    (rrq("x", opcode=rq.WRQ), rq.ACCESS_VIOLATION),
-    (rrq("x", opcode=rq.ACK), rq.ILLEGAL_OP),
-    (rrq("x", opcode=77), rq.ILLEGAL_OP),
-    (rrq("x", b"mail"), rq.ILLEGAL_OP),
-    (rrq("x", b""), rq.ILLEGAL_OP),
-    (rrq(b""), rq.ILLEGAL_OP),
-    (rrq(b"\xff\xfe.efi"), rq.ACCESS_VIOLATION),
-    (rrq("a" * 256), rq.ACCESS_VIOLATION),
-    (b"\0\1ipxe.efi\0octet", rq.ILLEGAL_OP),                  # mode not terminated
-    (b"\0\1ipxe.efi", rq.ILLEGAL_OP),
-    (rrq("x", b"octet", b"blksize", b"1" * 2000), rq.ILLEGAL_OP),   # over-long request
+@pytest.mark.parametrize("datagram, code, reply", [
+    (b"", rq.ILLEGAL_OP, False),
+    (b"\0\1a", rq.ILLEGAL_OP, False),
+    (rrq("x", opcode=rq.WRQ), rq.ACCESS_VIOLATION, True),
+    (rrq("x", opcode=rq.ACK), rq.ILLEGAL_OP, False),
+    (rrq("x", opcode=77), rq.ILLEGAL_OP, False),
+    (rrq("x", b"mail"), rq.ILLEGAL_OP, True),
+    (rrq("x", b""), rq.ILLEGAL_OP, True),
+    (rrq(b""), rq.ILLEGAL_OP, False),
+    (rrq(b"\xff\xfe.efi"), rq.ACCESS_VIOLATION, True),
+    (rrq("a" * 256), rq.ACCESS_VIOLATION, True),
+    (b"\0\1ipxe.efi\0octet", rq.ILLEGAL_OP, False),                  # mode not terminated
+    (b"\0\1ipxe.efi", rq.ILLEGAL_OP, False),
+    (rrq("x", b"octet", b"blksize", b"1" * 2000), rq.ILLEGAL_OP, False),   # over-long request
 ])
-def test_parse_refusals(datagram, code):
+def test_parse_refusals(datagram, code, reply):
+    """Garbage (malformed, other opcodes) gets no answer: a spoofed source must not
+    turn the server into an amplifier; a well-formed refusal gets a short error."""
     with pytest.raises(rq.Refused) as exc:
         rq.parse_request(datagram)
-    assert exc.value.code == code and exc.value.reply
+    assert exc.value.code == code and exc.value.reply is reply
 
 
 def test_nul_inside_name_ends_the_name_and_the_rest_is_a_bad_mode():
