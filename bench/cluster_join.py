@@ -241,7 +241,7 @@ def run_once(n, nodes, work, warnings):
 
     from rackforge import registry
     from rackforge.cluster import ca, join, joinserver, roles, tokens
-    from rackforge.kvstore import EtcdKV
+    from rackforge.etcdkv import EtcdKV
     from rackforge.proc import stop_process
 
     work.mkdir(parents=True, mode=0o700)

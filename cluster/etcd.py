@@ -204,7 +204,7 @@ def join_member(name, address, cluster, tls_pems, endpoints, kv, starter,
                 deadline_s=START_TIMEOUT * 2):
     """Make this controller a voting etcd member (idempotent); returns all client endpoints.
 
-    ``kv`` is an :class:`rackforge.kvstore.EtcdKV` on the existing members
+    ``kv`` is an :class:`rackforge.etcdkv.EtcdKV` on the existing members
     (``endpoints``), with this node's client certificate.
     """
     deadline = time.monotonic() + deadline_s

@@ -1,26 +1,23 @@
-"""Key-value stores with compare-and-set transactions: etcd, and an in-memory twin.
+"""Key-value stores with compare-and-set, leases and watches: etcd, and an in-memory twin.
 
-The node registry (``rackforge.registry``) and the cluster's records are
-written against the small interface below, so the in-memory store the unit
-tests use runs the very same code as etcd does.  Only what they need is
-here: reads with revisions, prefix ranges, and one transaction shape ("if
-these keys are at these revisions, apply these puts and deletes").
-
-etcd is spoken to through its v3 JSON gateway (``/v3/kv/range``,
-``/v3/kv/txn``, ``/v3/cluster/member/*``) with ``requests``, directly: a
-client library hides exactly what failover has to tell apart (see
-:class:`EtcdKV`).
+The node registry, the cluster's records and the node agent are written
+against the small interface below, so the in-memory store the unit tests use
+runs the very same code as etcd does (:mod:`rackforge.etcdkv` is etcd).
+What is here: reads with revisions, prefix ranges, one transaction shape
+("if these keys are at these revisions, apply these puts and deletes"),
+leases (a key written under a lease goes when the lease expires: a dead
+node's status expires with it), and watches (wait until something under a
+prefix changes after a revision).
 
 This node's way to etcd, written at first boot, is ``client.json``
 (:func:`write_client`, :func:`read_client`).
 """
 
-import base64
+import itertools
 import json
 import os
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +61,11 @@ MEMBER_ERRORS = (
 )
 
 
+class WatchCompacted(RegistryUnavailable):
+    """The revision a watch asked for is gone (compacted): read everything again."""
+    message = "etcd compacted its history past revision {revision}; re-reading the state"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One key as read: its value and the revisions compare-and-set needs."""
@@ -71,6 +73,7 @@ class Entry:
     value: bytes
     mod_revision: int
     create_revision: int
+    lease: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,17 @@ class Compare:
     mod_revision: int
 
 
+@dataclass(frozen=True)
+class Event:
+    """A change seen by a watch: ``PUT`` (``value`` set) or ``DELETE``."""
+    type: str
+    key: str
+    value: bytes
+    mod_revision: int
+
+
 class KVStore:
-    """Interface of the stores the registry runs on."""
+    """Interface of the stores the registry and the node agent run on."""
 
     def get(self, key):
         """The :class:`Entry` at ``key``, or None."""
@@ -91,339 +103,147 @@ class KVStore:
         """Every :class:`Entry` whose key starts with ``prefix``, sorted by key."""
         raise NotImplementedError
 
+    def revision(self):
+        """The store's current revision (a watch from it sees every later change)."""
+        raise NotImplementedError
+
     def txn(self, compares, puts=(), deletes=()):
-        """Apply ``puts`` ((key, bytes) pairs) and ``deletes`` (keys) atomically.
+        """Apply ``puts`` ((key, bytes) or (key, bytes, lease id)) and ``deletes`` (keys)
+        atomically.
 
         :returns: True if every :class:`Compare` held and the writes were made,
             False (and nothing written) otherwise.
         """
         raise NotImplementedError
 
+    def lease_grant(self, ttl):
+        """A new lease of ``ttl`` seconds; returns its id (an int)."""
+        raise NotImplementedError
+
+    def lease_keepalive(self, lease):
+        """Renew ``lease``; returns its TTL in seconds, 0 if it expired (its keys gone)."""
+        raise NotImplementedError
+
+    def lease_revoke(self, lease):
+        """End ``lease`` now: every key written under it goes."""
+        raise NotImplementedError
+
+    def watch(self, prefix, after, timeout):
+        """Wait up to ``timeout`` seconds for changes under ``prefix`` after revision
+        ``after``; returns ``(events, revision)``: the :class:`Event` list (empty on a
+        timeout) and the revision to watch from next.
+
+        :raises WatchCompacted: ``after`` is older than the kept history.
+        """
+        raise NotImplementedError
+
 
 class MemoryKV(KVStore):
-    """A store in memory with etcd's revision semantics; for tests and dry runs."""
+    """A store in memory with etcd's revision, lease and watch semantics; for tests and
+    dry runs.  ``clock`` (seconds) decides when leases expire."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         self._data = {}
         self._revision = 0
-        self._lock = threading.Lock()
+        self._log = []                  # (revision, Event), for watches
+        self._leases = {}               # id -> (ttl, expires at)
+        self._ids = itertools.count(7001)
+        self._clock = clock
+        self._cond = threading.Condition()
 
+    # -- expiry (lazily, at every access) --------------------------------------------
+    def _expire(self):
+        now = self._clock()
+        gone = [lease for lease, (_, at) in self._leases.items() if at <= now]
+        for lease in gone:
+            self._drop_lease(lease)
+
+    def _drop_lease(self, lease):
+        self._leases.pop(lease, None)
+        keys = [k for k, e in self._data.items() if e.lease == lease]
+        if keys:
+            self._revision += 1
+            for key in keys:
+                del self._data[key]
+                self._log.append((self._revision, Event("DELETE", key, b"", self._revision)))
+            self._cond.notify_all()
+
+    # -- reads -------------------------------------------------------------------------
     def get(self, key):
-        with self._lock:
+        with self._cond:
+            self._expire()
             return self._data.get(key)
 
     def get_prefix(self, prefix):
-        with self._lock:
+        with self._cond:
+            self._expire()
             return [self._data[k] for k in sorted(self._data) if k.startswith(prefix)]
 
+    def revision(self):
+        with self._cond:
+            self._expire()
+            return self._revision
+
+    # -- writes ------------------------------------------------------------------------
     def txn(self, compares, puts=(), deletes=()):
-        with self._lock:
+        with self._cond:
+            self._expire()
             for c in compares:
                 entry = self._data.get(c.key)
                 if (entry.mod_revision if entry else 0) != c.mod_revision:
                     return False
+            for put in puts:
+                if len(put) > 2 and put[2] and put[2] not in self._leases:
+                    raise RegistryUnavailable(endpoint="memory",
+                                              detail="lease %s not found" % put[2])
             self._revision += 1
-            for key, value in puts:
+            for put in puts:
+                key, value = put[0], put[1]
+                lease = put[2] if len(put) > 2 else 0
                 old = self._data.get(key)
                 created = old.create_revision if old else self._revision
-                self._data[key] = Entry(key, bytes(value), self._revision, created)
+                self._data[key] = Entry(key, bytes(value), self._revision, created, lease or 0)
+                self._log.append((self._revision,
+                                  Event("PUT", key, bytes(value), self._revision)))
             for key in deletes:
-                self._data.pop(key, None)
+                if self._data.pop(key, None) is not None:
+                    self._log.append((self._revision,
+                                      Event("DELETE", key, b"", self._revision)))
+            self._cond.notify_all()
             return True
 
+    # -- leases ------------------------------------------------------------------------
+    def lease_grant(self, ttl):
+        with self._cond:
+            lease = next(self._ids)
+            self._leases[lease] = (ttl, self._clock() + ttl)
+            return lease
 
-def _b64(data):
-    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
+    def lease_keepalive(self, lease):
+        with self._cond:
+            self._expire()
+            if lease not in self._leases:
+                return 0
+            ttl = self._leases[lease][0]
+            self._leases[lease] = (ttl, self._clock() + ttl)
+            return ttl
 
+    def lease_revoke(self, lease):
+        with self._cond:
+            self._drop_lease(lease)
 
-def _unb64(text):
-    return base64.b64decode(text or "")
-
-
-def _prefix_end(prefix):
-    """etcd's range_end for "every key starting with ``prefix``"."""
-    raw = bytearray(prefix.encode())
-    while raw and raw[-1] == 0xFF:
-        raw.pop()
-    if not raw:
-        return b"\0"
-    raw[-1] += 1
-    return bytes(raw)
-
-
-class _Uncertain(Exception):
-    """A write reached etcd, or may have, and its answer was lost."""
-
-    def __init__(self, endpoint, detail):
-        super().__init__(detail)
-        self.endpoint, self.detail = endpoint, detail
-
-
-class EtcdKV(KVStore):
-    """etcd v3 through its JSON gateway, failing over between endpoints.
-
-    Every call has one deadline (``timeout`` seconds) shared by the endpoints
-    it tries: each attempt gets the time left divided by the endpoints left,
-    and at most :data:`CONNECT_TIMEOUT` to connect.  So with a hung member
-    first (it accepts, never answers) and a live one second, a call still
-    succeeds within its timeout, and later calls start at the live one.
-
-    What the endpoint said decides what happens next:
-
-    - it could not be reached (refused, no route, connect timeout): the next
-      endpoint, since nothing was sent;
-    - TLS failed, or it answered 4xx: :class:`RegistryRejected`, at once; no
-      other member will think differently;
-    - a read timed out, the connection broke mid-answer, or it answered 5xx
-      (no leader, a proposal timed out): a read goes on to the next endpoint;
-      a transaction *may have been applied*, so it is never simply sent
-      again: the keys are read back first, and the transaction counts as
-      applied if they hold what it wrote, is sent again only if its compares
-      still hold, and is reported lost (False, as a lost race) otherwise.
-    """
-
-    def __init__(self, endpoint=None, timeout=10, ca_cert=None, cert=None, key=None):
-        """``endpoint``: one URL, or several (a list or comma-separated)."""
-        import requests
-        import requests.adapters
-
-        if isinstance(endpoint, str):
-            endpoint = [e.strip() for e in endpoint.split(",") if e.strip()]
-        self.endpoints = list(endpoint or [DEFAULT_ENDPOINT])
-        for ep in self.endpoints:
-            url = urllib.parse.urlsplit(ep)
-            if url.scheme not in ("http", "https") or not url.hostname:
-                raise errors.ConfigError(
-                    "etcd endpoint '%s' is not a URL like http://10.0.0.1:2379; "
-                    "fix --etcd or RACKFORGE_ETCD" % ep)
-        self.timeout = timeout
-        session = requests.Session()
-        # the cluster CA, not $REQUESTS_CA_BUNDLE (which requests lets override the
-        # session's), and never a proxy for the rack's own etcd
-        session.trust_env = False
-        session.verify = ca_cert if ca_cert else True
-        if cert and key:
-            session.cert = (cert, key)
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        self._session = session
-        self._client_file = cert or "client.json"
-        self._current = 0
-
-    @property
-    def endpoint(self):
-        return self.endpoints[self._current]
-
-    # -- the gateway -----------------------------------------------------------------
-    def _post(self, path, body, write=False, deadline=None):
-        """POST ``body`` to ``/v3/path`` on the first endpoint that answers; its JSON.
-
-        :param write: a request that changes etcd: an answer lost after it was
-            sent raises :class:`_Uncertain` instead of going on elsewhere.
-        """
-        import requests
-
-        deadline = deadline or time.monotonic() + self.timeout
-        n = len(self.endpoints)
-        tried = []
-        for i in range(n):
-            index = (self._current + i) % n
-            ep = self.endpoints[index]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            share = left / (n - i)
-            try:
-                resp = self._session.post(ep.rstrip("/") + "/v3/" + path, json=body,
-                                          timeout=(min(share, CONNECT_TIMEOUT), share))
-            except requests.exceptions.SSLError as exc:
-                if _tls_refusal(exc):
-                    raise RegistryRejected(endpoint=ep, client_file=self._client_file,
-                                           detail="TLS: %s" % _short(exc)) from None
-                # the handshake broke off (a member starting or going down): nothing
-                # was sent yet
-                tried.append("%s: TLS handshake cut: %s" % (ep, _short(exc)))
-                continue
-            except requests.exceptions.ConnectTimeout:
-                tried.append("%s: no answer to connect within %.1fs"
-                             % (ep, min(share, CONNECT_TIMEOUT)))
-                continue
-            except requests.exceptions.ReadTimeout:
-                if write:
-                    raise _Uncertain(ep, "no answer within %.1fs" % share) from None
-                tried.append("%s: no answer within %.1fs" % (ep, share))
-                continue
-            except requests.exceptions.ConnectionError as exc:
-                detail = _short(exc)
-                if write and not _never_sent(exc):
-                    raise _Uncertain(ep, detail) from None
-                tried.append("%s: %s" % (ep, detail))
-                continue
-            if resp.status_code == 200:
-                self._current = index
-                try:
-                    return resp.json()
-                except ValueError:
-                    raise RegistryUnavailable(endpoint=ep, detail="answer is not JSON") \
-                        from None
-            message = _etcd_message(resp)
-            if 400 <= resp.status_code < 500:
-                raise RegistryRejected(endpoint=ep, client_file=self._client_file,
-                                       detail="HTTP %d %s" % (resp.status_code, message))
-            if write:
-                raise _Uncertain(ep, "HTTP %d %s" % (resp.status_code, message))
-            tried.append("%s: HTTP %d %s" % (ep, resp.status_code, message))
-        if not tried:
-            tried.append("no time left of %ss" % self.timeout)
-        raise RegistryUnavailable(endpoint=",".join(self.endpoints),
-                                  detail="; ".join(tried)[:400])
-
-    @staticmethod
-    def _entry(kv):
-        return Entry(_unb64(kv["key"]).decode(), _unb64(kv.get("value")),
-                     int(kv.get("mod_revision", 0)), int(kv.get("create_revision", 0)))
-
-    def _range(self, key, range_end=None, deadline=None):
-        body = {"key": _b64(key)}
-        if range_end is not None:
-            body.update(range_end=_b64(range_end), sort_order="ASCEND", sort_target="KEY")
-        return [self._entry(kv) for kv in
-                self._post("kv/range", body, deadline=deadline).get("kvs") or []]
-
-    def get(self, key):
-        found = self._range(key)
-        return found[0] if found else None
-
-    def get_prefix(self, prefix):
-        return self._range(prefix, _prefix_end(prefix))
-
-    def txn(self, compares, puts=(), deletes=()):
-        compares, puts, deletes = list(compares), list(puts), list(deletes)
-        body = {
-            "compare": [{"key": _b64(c.key), "result": "EQUAL", "target": "MOD",
-                         "mod_revision": c.mod_revision} for c in compares],
-            "success": ([{"request_put": {"key": _b64(k), "value": _b64(v)}}
-                         for k, v in puts]
-                        + [{"request_delete_range": {"key": _b64(k)}} for k in deletes]),
-            "failure": [],
-        }
-        deadline = time.monotonic() + self.timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                return bool(self._post("kv/txn", body, write=True,
-                                       deadline=deadline).get("succeeded", False))
-            except _Uncertain as exc:
-                last = exc
-                # read it back elsewhere before anything is sent again
-                self._current = (self.endpoints.index(exc.endpoint) + 1) % len(self.endpoints)
-                outcome = self._settle(compares, puts, deletes, deadline)
-                if outcome is not None:
-                    return outcome
-        raise RegistryUnavailable(endpoint=last.endpoint if last else self.endpoint,
-                                  detail="a transaction's answer was lost (%s) and etcd could "
-                                  "not be read back in time" % (last.detail if last else "-"))
-
-    def _settle(self, compares, puts, deletes, deadline):
-        """After a lost answer: True if the transaction was applied, False if it can no
-        longer apply, None to send it again (its compares still hold)."""
-        try:
-            now = {key: self._range(key, deadline=deadline)
-                   for key in {c.key for c in compares} | {k for k, _ in puts} | set(deletes)}
-        except RegistryUnavailable:
-            return None if time.monotonic() < deadline else False
-        current = {k: (v[0] if v else None) for k, v in now.items()}
-        applied = (all(current[k] is not None and current[k].value == bytes(v) for k, v in puts)
-                   and all(current[k] is None for k in deletes))
-        if applied and (puts or deletes):
-            return True
-        holds = all((current[c.key].mod_revision if current[c.key] else 0) == c.mod_revision
-                    for c in compares)
-        return None if holds else False
-
-    # -- maintenance (rackforge cluster status) --------------------------------------
-    def member_status(self, endpoint, timeout=3):
-        """``/v3/maintenance/status`` of one member: ``{dbSize, dbSizeInUse, leader,
-        header: {member_id}, raftIndex, errors?}``."""
-        import requests
-
-        try:
-            resp = self._session.post(endpoint.rstrip("/") + "/v3/maintenance/status", json={},
-                                      timeout=(min(timeout, CONNECT_TIMEOUT), timeout))
-        except requests.exceptions.RequestException as exc:
-            raise RegistryUnavailable(endpoint=endpoint, detail=_short(exc)) from None
-        if resp.status_code != 200:
-            raise RegistryUnavailable(endpoint=endpoint, detail="HTTP %d %s"
-                                      % (resp.status_code, _etcd_message(resp)))
-        return resp.json()
-
-    def alarms(self):
-        """The cluster's raised alarms: ``[{memberID, alarm}]`` (NOSPACE: read-only)."""
-        return self._post("maintenance/alarm", {"action": "GET"}).get("alarms") or []
-
-    # -- membership (the controllers' etcd cluster; see rackforge.cluster.etcd) -----
-    def _member_call(self, path, body, write=True):
-        try:
-            return self._post("cluster/member/" + path, body, write=write)
-        except _Uncertain as exc:
-            raise RegistryUnavailable(endpoint=exc.endpoint, detail=exc.detail) from None
-        except (RegistryUnavailable, RegistryRejected) as exc:
-            text = str(exc)
-            for needle, cls in MEMBER_ERRORS:
-                if needle in text:
-                    raise cls(detail=text[:300]) from None
-            raise
-
-    def members(self):
-        """The cluster's members: ``[{ID, name, peerURLs, clientURLs, isLearner}]``."""
-        return self._member_call("list", {}, write=False).get("members") or []
-
-    def member_add(self, peer_urls, learner=False):
-        """Add a member; returns the member list after the change."""
-        result = self._member_call("add", {"peerURLs": list(peer_urls),
-                                           "isLearner": bool(learner)})
-        return result.get("members") or []
-
-    def member_promote(self, member_id):
-        """Make the learner ``member_id`` a voting member."""
-        return self._member_call("promote", {"ID": member_id})
+    # -- watches -----------------------------------------------------------------------
+    def watch(self, prefix, after, timeout):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._expire()
+                events = [e for rev, e in self._log if rev > after and e.key.startswith(prefix)]
+                if events or time.monotonic() >= deadline:
+                    return events, max([after] + [e.mod_revision for e in events])
+                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
-def _short(exc):
-    """The innermost reason of a requests exception, on one line."""
-    text = str(exc)
-    for marker in ("Caused by ", "reason: "):
-        if marker in text:
-            text = text.rsplit(marker, 1)[-1]
-    return " ".join(text.split())[:200]
-
-
-def _tls_refusal(exc):
-    """True when TLS itself said no: a certificate we or the server would not accept."""
-    text = str(exc).lower()
-    return any(s in text for s in ("certificate", "alert", "unknown ca", "wrong version"))
-
-
-def _never_sent(exc):
-    """True when a ConnectionError happened before the request left (no connection)."""
-    text = str(exc)
-    return any(s in text for s in ("NewConnectionError", "Connection refused",
-                                   "No route to host", "Network is unreachable",
-                                   "Name or service not known", "Failed to establish"))
-
-
-def _etcd_message(resp):
-    try:
-        data = resp.json()
-    except ValueError:
-        return " ".join(resp.text.split())[:200]
-    if isinstance(data, dict):
-        return str(data.get("error") or data.get("message") or "")[:200]
-    return ""
-
-
-# -- this node's way to etcd ------------------------------------------------------------
 def client_file():
     """``/etc/rackforge/etcd/client.json``: ``{endpoints, ca_cert, cert, key}``, 0600."""
     return Path(os.environ.get("RACKFORGE_ETCD_CLIENT",

@@ -21,7 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from rackforge import errors, keys, states
-from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryUnavailable, read_client
+from rackforge.etcdkv import EtcdKV
+from rackforge.kvstore import Compare, MemoryKV, RegistryUnavailable, read_client
 from rackforge.record import JsonRecord
 
 NODES, MAC_INDEX, NAME_INDEX, BOOTS = keys.NODES, keys.MAC_INDEX, keys.NAME_INDEX, keys.BOOTS

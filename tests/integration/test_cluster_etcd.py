@@ -16,7 +16,7 @@ from etcd import etcd_server
 from rackforge import registry
 from rackforge.cluster import roles, tokens
 from rackforge.cluster.roles import RoleElection, RolePolicy
-from rackforge.kvstore import EtcdKV
+from rackforge.etcdkv import EtcdKV
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ import pytest
 
 from rackforge import registry
 from rackforge.cluster import ca, etcd, status
-from rackforge.kvstore import EtcdKV, RegistryRejected, RegistryUnavailable
+from rackforge.etcdkv import EtcdKV
+from rackforge.kvstore import RegistryRejected, RegistryUnavailable
 from rackforge.proc import stop_process
 
 pytestmark = pytest.mark.integration

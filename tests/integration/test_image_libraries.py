@@ -53,7 +53,7 @@ import pyudev
 out["udev_ok"] = isinstance(list(pyudev.Context().list_devices(subsystem="net")), list)
 from systemd import daemon
 out["notify"] = bool(daemon.notify("READY=1")) is False   # outside a unit: no socket
-from rackforge.kvstore import EtcdKV
+from rackforge.etcdkv import EtcdKV
 out["etcd_client"] = EtcdKV("https://127.0.0.1:1").endpoint
 print(json.dumps(out))
 '''

@@ -15,7 +15,7 @@ from etcd import etcd_server
 
 from rackforge import registry
 from rackforge.cluster import ca, join, joinclient, joinserver, roles, tokens
-from rackforge.kvstore import EtcdKV
+from rackforge.etcdkv import EtcdKV
 
 pytestmark = pytest.mark.integration
 

@@ -82,7 +82,7 @@ def test_a_hung_member_before_a_live_etcd_costs_less_than_the_timeout(tmp_path):
 
     from gateway import hung_socket
 
-    from rackforge.kvstore import EtcdKV
+    from rackforge.etcdkv import EtcdKV
 
     with etcd_server(tmp_path) as url, hung_socket() as hung:
         reg = registry.NodeRegistry(EtcdKV([hung, url], timeout=6))
@@ -91,3 +91,29 @@ def test_a_hung_member_before_a_live_etcd_costs_less_than_the_timeout(tmp_path):
         assert time.monotonic() - start < 6
         assert reg.find_node("52:54:00:aa:00:09").id == node.id
         assert reg.kv.endpoint == url
+
+
+def test_leases_and_watches_on_a_real_etcd(tmp_path):
+    """The semantics tests/unit/test_kvstore_leases.py checks on the in-memory store."""
+    from rackforge.etcdkv import EtcdKV
+
+    with etcd_server(tmp_path) as url:
+        kv = EtcdKV(url)
+        lease = kv.lease_grant(30)
+        assert kv.txn([], [("/hb/n1", b"alive", lease), ("/plain", b"x")])
+        assert kv.get("/hb/n1").lease == lease
+        assert 25 <= kv.lease_keepalive(lease) <= 30
+        start = kv.revision()
+        kv.txn([], [("/hb/n2", b"up")])
+        kv.lease_revoke(lease)
+        assert kv.get("/hb/n1") is None and kv.get("/plain").value == b"x"
+        assert kv.lease_keepalive(lease) == 0
+        events, rev = kv.watch("/hb/", start, timeout=3)
+        assert [(e.type, e.key) for e in events][:1] == [("PUT", "/hb/n2")]
+        seen = list(events)
+        while len(seen) < 2:
+            more, rev = kv.watch("/hb/", rev, timeout=3)
+            assert more, "the revoke's delete was not seen"
+            seen += more
+        assert [(e.type, e.key) for e in seen] == [("PUT", "/hb/n2"), ("DELETE", "/hb/n1")]
+        assert kv.watch("/hb/", rev, timeout=0.5) == ([], rev)

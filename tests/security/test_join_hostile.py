@@ -17,7 +17,7 @@ from etcd import etcd_server
 
 from rackforge import keys, registry
 from rackforge.cluster import ca, join, joinclient, joinserver, tokens
-from rackforge.kvstore import EtcdKV
+from rackforge.etcdkv import EtcdKV
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from etcd import etcd_server
 
 from rackforge import keys, registry
-from rackforge.kvstore import EtcdKV
+from rackforge.etcdkv import EtcdKV
 from rackforge.pxe import bootrecords
 from rackforge.pxe.bootscript import ScriptRenderer
 from rackforge.pxe.http import BootHttpServer

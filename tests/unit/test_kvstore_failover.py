@@ -10,7 +10,8 @@ import time
 import pytest
 from gateway import Gateway, closed_port, hung_socket
 
-from rackforge.kvstore import Compare, EtcdKV, MemoryKV, RegistryRejected, RegistryUnavailable
+from rackforge.etcdkv import EtcdKV
+from rackforge.kvstore import Compare, MemoryKV, RegistryRejected, RegistryUnavailable
 
 TIMEOUT = 2
 
