@@ -81,6 +81,9 @@ def add_commands(sub):
     q.add_argument("--json", action="store_true", help="print the nodes as JSON")
     _etcd_option(q)
     q.set_defaults(func=cmd_node_list)
+    from rackforge.nodeagent.cli import add_node_commands
+    add_node_commands(nsub, _etcd_option)
+
     q = nsub.add_parser("show", help="one node in full")
     q.add_argument("name", metavar="NAME", help="node name, id or MAC")
     q.add_argument("--json", action="store_true", help="print the node as JSON")

@@ -1,8 +1,11 @@
 """``rackforge cluster status``: the cluster at a glance, and one line per problem.
 
-What it reads today: etcd's members (each one's reachability, leader, back-end
-size against the quota rackforge gives it), etcd's alarms, and the nodes by
-state and role from the registry.  The node agent adds each node's services.
+What it reads: etcd's members (each one's reachability, leader, back-end size
+against the quota rackforge gives it), etcd's alarms, the nodes by state and
+role from the registry, and each node's services as its agent published them
+(under its lease: a dead node's services vanish, and say so): every service
+not ok, the VIP and which controller holds it, Galera's and RabbitMQ's
+quorum.
 
 Every problem is one line saying what is wrong and what to do; the exit code
 is 0 when there is none, 1 otherwise (scripts and the console can rely on it).
@@ -21,6 +24,10 @@ QUOTA_WARN = 0.8            # of the back-end quota: warn before etcd turns read
 class Status:
     members: list = field(default_factory=list)
     alarms: list = field(default_factory=list)
+    services: dict = field(default_factory=dict)   # node name -> {service: record}
+    vip: dict = field(default_factory=dict)        # {address, holders}
+    galera: dict = field(default_factory=dict)
+    rabbitmq: dict = field(default_factory=dict)
     nodes: dict = field(default_factory=dict)      # state -> count
     roles: dict = field(default_factory=dict)      # role -> count
     problems: list = field(default_factory=list)
@@ -28,7 +35,8 @@ class Status:
     def to_dict(self):
         return {"etcd": {"members": self.members, "alarms": self.alarms},
                 "nodes": {"by_state": self.nodes, "by_role": self.roles},
-                "problems": self.problems}
+                "services": self.services, "vip": self.vip, "galera": self.galera,
+                "rabbitmq": self.rabbitmq, "problems": self.problems}
 
 
 def collect(registry, quota):
@@ -96,9 +104,58 @@ def collect(registry, quota):
                                    % (n.name, (n.boot or {}).get("error", "no reason recorded"),
                                       n.name))
     entry = kv.get(keys.CLUSTER) if nodes else None
-    if nodes and entry is not None and not json.loads(entry.value).get("join_endpoints"):
+    cluster = json.loads(entry.value) if entry is not None else {}
+    if nodes and entry is not None and not cluster.get("join_endpoints"):
         status.problems.append("no controller serves joins; new nodes cannot join")
+    _services(status, kv, nodes, cluster)
     return status
+
+
+def _services(status, kv, nodes, cluster):
+    """Each node's services, the VIP, Galera's and RabbitMQ's quorum, from the health the
+    agents published."""
+    from rackforge.nodeagent import health
+
+    published = health.read_all(kv)
+    controllers = [n for n in nodes if (n.role or "").startswith("controller")]
+
+    def record(node, service):
+        return (published.get(node.id) or {}).get(service)
+
+    def detail(node, service, key):
+        return ((record(node, service) or {}).get("detail") or {}).get(key)
+
+    for n in nodes:
+        if n.state != "active":
+            continue
+        found = published.get(n.id)
+        if found is None:
+            status.problems.append("node %s publishes no service states: its node agent is "
+                                   "not running ('systemctl status rackforge-nodeagent' on it)"
+                                   % n.name)
+            continue
+        status.services[n.name] = found
+        for name, rec in sorted(found.items()):
+            if rec.get("state") != health.OK:
+                status.problems.append("node %s: service %s is %s%s" % (
+                    n.name, name, rec.get("state"),
+                    ": " + rec["error"] if rec.get("error") else ""))
+    if cluster.get("vip") and any(record(n, "keepalived") for n in controllers):
+        holders = [n.name for n in controllers if detail(n, "keepalived", "vip")]
+        status.vip = {"address": cluster["vip"], "holders": holders}
+        if len(holders) != 1:
+            status.problems.append("the VIP %s is held by %s; it must be held by exactly one "
+                                   "controller: check keepalived on the controllers"
+                                   % (cluster["vip"], ", ".join(holders) or "no controller"))
+    if any(record(n, "mariadb") for n in controllers):
+        sizes = {n.name: detail(n, "mariadb", "size") or 0 for n in controllers}
+        status.galera = {"sizes": sizes}
+        if max(sizes.values()) * 2 <= len(controllers):
+            status.problems.append("Galera has no quorum: its largest component holds %d of "
+                                   "%d controllers" % (max(sizes.values()), len(controllers)))
+    if any(record(n, "rabbitmq") for n in controllers):
+        status.rabbitmq = {"running": {n.name: detail(n, "rabbitmq", "running")
+                                       for n in controllers}}
 
 
 def render(status):
@@ -111,6 +168,12 @@ def render(status):
             state = "leader" if m["leader"] else ("learner" if m["learner"] else "follower")
             state += ", %d MiB" % (m["db_bytes"] >> 20)
         lines.append("  %-16s %-28s %s" % (m["name"], m["endpoint"] or "-", state))
+    if status.vip:
+        holders = ", ".join(status.vip["holders"]) or "nobody"
+        lines.append("vip %s held by %s" % (status.vip["address"], holders))
+    for name, services in sorted(status.services.items()):
+        ok = sum(1 for rec in services.values() if rec.get("state") == "ok")
+        lines.append("node %-14s %d/%d services ok" % (name, ok, len(services)))
     lines.append("nodes: %s" % (", ".join("%d %s" % (c, s) for s, c in sorted(
         status.nodes.items())) or "none"))
     lines.append("roles: %s" % (", ".join("%d %s" % (c, r) for r, c in sorted(

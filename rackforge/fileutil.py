@@ -18,13 +18,14 @@ from pathlib import Path
 PARENT_MODE = 0o755
 
 
-def atomic_write(path, data, mode=0o644):
+def atomic_write(path, data, mode=0o644, owner=None):
     """Write ``data`` (str or bytes) to ``path`` so readers see old or new, never half.
 
     The content goes to a temporary file in the same directory, is flushed to
-    disk, renamed over the target, and the directory is flushed too, so the
-    new name survives a power cut.  On any failure (a full or read-only file
-    system) the temporary file is removed and the target is unchanged.
+    disk, given ``mode`` and ``owner`` (``(uid, gid)``), renamed over the
+    target, and the directory is flushed too, so the new name survives a power
+    cut.  On any failure (a full or read-only file system) the temporary file
+    is removed and the target is unchanged.
     """
     path = Path(path)
     if isinstance(data, str):
@@ -36,6 +37,8 @@ def atomic_write(path, data, mode=0o644):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if owner is not None:
+            os.chown(tmp, *owner)
         os.replace(tmp, path)
     except BaseException:
         try:

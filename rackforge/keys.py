@@ -20,6 +20,10 @@ NODE_ROLES            /rackforge/roles/nodes/<node id>             role election
 NODE_CERTS            /rackforge/pki/nodes/<node id>               the join service (PEM)
 SECRETS               /rackforge/secrets/<name>                    secret store (sealed)
 HEARTBEATS            /rackforge/heartbeats/<node id>              the node agent (leased)
+HEALTH                /rackforge/health/<node id>/<service>        the node agent (leased)
+TASKS                 /rackforge/tasks/<task>                      the node agent: done records
+TASK_CLAIMS           /rackforge/claims/<task>                     the claimant's agent (leased)
+GALERA                /rackforge/galera/                           recovery: positions, epoch
 ====================  ===========================================  ==========================
 """
 
@@ -36,6 +40,10 @@ NODE_ROLES = ROOT + "roles/nodes/"
 NODE_CERTS = ROOT + "pki/nodes/"
 SECRETS = ROOT + "secrets/"
 HEARTBEATS = ROOT + "heartbeats/"
+HEALTH = ROOT + "health/"
+TASKS = ROOT + "tasks/"
+TASK_CLAIMS = ROOT + "claims/"
+GALERA = ROOT + "galera/"
 
 #: every name above, for the layout test (no two overlap, all under ROOT)
 LAYOUT = {name: value for name, value in dict(globals()).items()

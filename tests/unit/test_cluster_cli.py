@@ -38,9 +38,12 @@ def test_firstboot_run_keeps_its_journal_line(capsys):
     assert out.startswith("rackforge-firstboot: rackforge %s first-boot agent" % __version__)
 
 
-def test_nodeagent_run_is_still_there(capsys):
-    rc, out, _ = run(capsys, "nodeagent", "run")
-    assert rc == 0 and out.startswith("rackforge-nodeagent:")
+def test_nodeagent_on_a_node_that_has_not_joined_says_so_in_one_line(
+        capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RACKFORGE_STATE", str(tmp_path / "empty"))
+    for argv in (["nodeagent", "run"], ["nodeagent", "reconcile", "--once"]):
+        rc, out, err = run(capsys, *argv)
+        assert rc == 2 and err.count("\n") == 1 and "has not finished first boot" in err
 
 
 def test_firstboot_inventory(capsys, monkeypatch):

@@ -1,0 +1,252 @@
+"""``rackforge nodeagent run``: the node agent's loop, for the rest of the node's life.
+
+- ``Type=notify``: READY once the first pass is done; STATUS says what it is
+  waiting for; WATCHDOG on every turn of the loop (``WatchdogSec=`` in the
+  unit restarts an agent that hangs).
+- A lease (:data:`LEASE_TTL`) carries the node's heartbeat and its services'
+  health, so a dead node's states expire with it.
+- It watches ``/rackforge/`` (a lost or compacted watch only means reading
+  everything again: each pass is level-triggered) and reconciles on every
+  change and at least every :data:`PASS_EVERY` seconds; health checks run on
+  their own schedules in between, and a failed unit is restarted with a
+  growing delay and a limit (:mod:`.health`).
+- Its log goes to the journal with the fields ``NODE``, ``SERVICE`` and
+  ``ACTION`` (systemd-python's journal handler).
+"""
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+
+from rackforge import __version__, errors, keys, paths, systemd
+from rackforge.kvstore import RegistryRejected, RegistryUnavailable, WatchCompacted
+from rackforge.nodeagent import catalogue as catalogue_mod
+from rackforge.nodeagent import health as health_mod
+from rackforge.nodeagent import hooks as hooks_mod
+from rackforge.nodeagent import keyring, reconcile, tasks, units, view as view_mod
+
+LOG = logging.getLogger("rackforge.nodeagent")
+LEASE_TTL = 15
+PASS_EVERY = 30.0
+TICK = 2.0
+
+
+class NodeNotJoined(errors.ConfigError):
+    message = ("this node has not finished first boot ({path} is missing): nothing to run "
+               "yet; 'rackforge firstboot run' says why")
+
+
+def node_file():
+    return paths.state_dir() / "node.json"
+
+
+def journal_logging():
+    """Log to the journal with structured fields when systemd-python is there."""
+    root = logging.getLogger("rackforge")
+    try:
+        from systemd import journal
+    except ImportError:
+        return
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        handler = journal.JournalHandler(SYSLOG_IDENTIFIER="rackforge-nodeagent")
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+
+
+def facts(address, run=None):
+    """What the templates need to know of this machine: the management interface and its
+    prefix, CPUs, memory."""
+    import subprocess
+
+    run = run or subprocess.run
+    out = {"cpus": os.cpu_count() or 1}
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+        out["memory_mib"] = kib // 1024
+    except (OSError, StopIteration, ValueError):
+        pass
+    res = run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts and parts[parts.index("inet") + 1].split("/")[0] == address:
+            out["interface"] = parts[1]
+            out["prefix"] = int(parts[parts.index("inet") + 1].split("/")[1])
+    return out
+
+
+class Agent:
+    """One node's agent: a pass, the health checks, the heartbeat."""
+
+    def __init__(self, registry, node_id, private_key, catalogue, systemd_, hooks,
+                 settings=None, root="/", clock=time.time):
+        self.registry = registry
+        self.kv = registry.kv
+        self.node_id = node_id
+        self.catalogue = catalogue
+        self.systemd = systemd_
+        self.hooks = hooks
+        self.settings = settings or {}
+        self.clock = clock
+        self.lease = None
+        self.keyring = keyring.Keyring(self.kv, node_id, private_key, catalogue.secrets)
+        self.reconciler = reconcile.Reconciler(catalogue, systemd_, hooks, root=root)
+        self.trackers = {}
+        self.facts = {}
+        self.view = None
+        self.last_outcome = None
+
+    # -- the lease: heartbeat and health live under it ---------------------------------------
+    def keep_lease(self):
+        if self.lease is None or self.kv.lease_keepalive(self.lease) == 0:
+            self.lease = self.kv.lease_grant(LEASE_TTL)
+            heartbeat = {"time": self.clock(), "agent": __version__}
+            self.kv.txn([], [(keys.HEARTBEATS + self.node_id,
+                              json.dumps(heartbeat).encode(), self.lease)])
+            for name, tracker in self.trackers.items():     # a new lease: publish again
+                health_mod.publish(self.kv, self.node_id, name, tracker, self.lease)
+
+    # -- one pass -----------------------------------------------------------------------------
+    def reconcile(self):
+        view = view_mod.read(self.registry, self.node_id, self.facts, self.settings)
+        if not self.facts:
+            self.facts = facts(view.address)
+            view.facts = self.facts
+        self.view = view
+        task_runner = tasks.Tasks(self.kv, self.node_id, self.lease, self.catalogue.version)
+        outcome = self.reconciler.run(view, self.keyring, task_runner, self.trackers, self.kv)
+        now = self.clock()
+        desired = {s.name for s in self.reconciler.desired(view)}
+        for svc in self.catalogue.services:
+            if svc.name not in desired:
+                self.trackers.pop(svc.name, None)
+                continue
+            tracker = self.trackers.get(svc.name)
+            if tracker is None:
+                tracker = self.trackers[svc.name] = health_mod.Tracker(service=svc, since=now)
+            why = outcome.pending.get(svc.name) or outcome.errors.get(svc.name)
+            if why and tracker.state in (health_mod.PENDING,):
+                if tracker.set(health_mod.PENDING, why, now):
+                    health_mod.publish(self.kv, self.node_id, svc.name, tracker, self.lease)
+        for action in outcome.actions:
+            LOG.info("%s", action.line(), extra={"NODE": view.name, "SERVICE": action.service,
+                                                 "ACTION": action.kind})
+        self.last_outcome = outcome
+        return outcome
+
+    # -- health -------------------------------------------------------------------------------
+    def check_due(self, force=False):
+        """Run the checks that are due; restart failed units within their limits."""
+        now = self.clock()
+        view = self.view
+        if view is None:
+            return
+        for name, tracker in self.trackers.items():
+            svc = tracker.service
+            if svc.health is None or (not force and now < tracker.next_check):
+                continue
+            tracker.next_check = now + svc.health.interval
+            if self.last_outcome and name in self.last_outcome.pending:
+                continue
+
+            def builtin(name):
+                return self.hooks.CHECKS[name](view, self.systemd)
+            result = health_mod.check(svc, view.address, view.context(), builtin=builtin)
+            if tracker.observe(result, now):
+                health_mod.publish(self.kv, self.node_id, name, tracker, self.lease)
+                LOG.info("service %s is %s%s", name, tracker.state,
+                         ": " + tracker.error if tracker.error else "",
+                         extra={"NODE": view.name, "SERVICE": name, "ACTION": "health"})
+            if tracker.state == health_mod.FAILED and tracker.may_restart(now):
+                self.restart(svc, tracker)
+
+    def restart(self, svc, tracker):
+        LOG.warning("service %s failed (%s): restarting it (%d of %d in %ds)", svc.name,
+                    tracker.error, len(tracker.restarts), svc.restart_limit,
+                    svc.restart_window, extra={"NODE": self.view.name, "SERVICE": svc.name,
+                                               "ACTION": "restart"})
+        health_mod.publish(self.kv, self.node_id, svc.name, tracker, self.lease)
+        try:
+            if svc.start == "systemd":
+                for unit in svc.units:
+                    self.systemd.act("restart", unit)
+            # a step-managed service (Galera) comes back through its step, next pass
+        except errors.RackforgeError as exc:
+            LOG.error("service %s: %s", svc.name, exc)
+
+
+def run_forever(agent, stop):
+    """The loop: pass, checks, watch; until ``stop`` is set."""
+    revision, next_pass, ready = 0, 0.0, False
+    while not stop.is_set():
+        try:
+            agent.keep_lease()
+            now = time.monotonic()
+            if now >= next_pass:
+                revision = agent.kv.revision()
+                outcome = agent.reconcile()
+                next_pass = now + PASS_EVERY
+                pending = ", ".join("%s (%s)" % item for item in sorted(outcome.pending.items()))
+                systemd.notify("STATUS=%s" % (("waiting: " + pending)[:200] if pending
+                                              else "all services up"))
+                if not ready:
+                    systemd.notify("READY=1")
+                    ready = True
+            agent.check_due()
+            systemd.notify("WATCHDOG=1")
+            try:
+                events, revision = agent.kv.watch(keys.ROOT, revision, timeout=TICK)
+            except WatchCompacted:
+                events = [True]
+            if events and any(not getattr(e, "key", "").startswith((keys.HEALTH,
+                                                                    keys.HEARTBEATS))
+                              for e in events):
+                next_pass = 0.0       # something the desired state depends on changed
+        except (RegistryUnavailable, RegistryRejected) as exc:
+            LOG.warning("the registry does not answer (%s); trying again", exc)
+            systemd.notify("STATUS=registry unavailable: %s" % str(exc)[:150])
+            stop.wait(TICK)
+
+
+def main(args):
+    """``rackforge nodeagent run``."""
+    from rackforge import registry
+
+    journal_logging()
+    path = node_file()
+    try:
+        node = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NodeNotJoined(path=path) from None
+    reg = registry.connect()
+    cat = catalogue_mod.load(**hooks_mod.names())
+    key = keyring.private_key(node["key"])
+    agent = Agent(reg, node["node_id"], key, cat, units.Systemd(),
+                  hooks_mod.Hooks(node["node_id"], reg.kv), settings=settings())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    LOG.info("rackforge %s node agent for %s: catalogue %s, %d services", __version__,
+             node["name"], cat.version, len(cat.services))
+    run_forever(agent, stop)
+    systemd.notify("STOPPING=1")
+    if agent.lease is not None:
+        try:
+            agent.kv.lease_revoke(agent.lease)     # a clean stop: the states go at once
+        except (RegistryUnavailable, RegistryRejected):
+            pass
+    return 0
+
+
+def settings():
+    """The profile's settings the templates use (small sizes for converged nodes)."""
+    from rackforge import nodeprofile
+
+    profile = nodeprofile.load()
+    agent = dict(getattr(profile, "agent", None) or {})
+    return {"memcached_mib": int(agent.get("memcached_mib", 64)),
+            "innodb_buffer_pool_mib": int(agent.get("innodb_buffer_pool_mib", 256)),
+            "rabbitmq_memory": float(agent.get("rabbitmq_memory", 0.2))}

@@ -1,0 +1,98 @@
+"""The agent's own code the catalogue refers to by name: start steps, cluster tasks,
+cluster conditions and builtin health checks.
+
+A record names them (``start: galera``, ``tasks: [galera-bootstrap]``,
+``waits_for: [galera-primary]``, ``health: {type: builtin, name: galera}``);
+:func:`names` lists what exists, so the catalogue check refuses a record that
+names anything else.  :class:`Hooks` binds them to one node's agent (Galera
+and RabbitMQ keep what they saw between passes).
+"""
+
+import subprocess
+from pathlib import Path
+
+from rackforge.nodeagent import galera, health, rabbit
+from rackforge.nodeagent.reconcile import Action
+
+STEP_NAMES = ("galera", "rabbitmq", "sysctl")
+TASK_NAMES = ("galera-bootstrap", "rabbitmq-users")
+CONDITION_NAMES = ("galera-primary",)
+CHECK_NAMES = ("galera", "rabbitmq", "keepalived")
+SYSCTL_FILE = "/etc/sysctl.d/60-rackforge.conf"
+
+
+def names():
+    return {"steps": STEP_NAMES, "tasks": TASK_NAMES, "conditions": CONDITION_NAMES,
+            "checks": CHECK_NAMES}
+
+
+def sysctl_values(text):
+    """``{key: value}`` of a sysctl.d file."""
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+class Hooks:
+    def __init__(self, node_id, kv, run=subprocess.run, proc=Path("/proc/sys"), root="/"):
+        self.kv = kv
+        self.run = run
+        self.proc = Path(proc)
+        self.root = Path(root)
+        self.galera = galera.Galera(node_id, kv, run=run)
+        self.rabbit = rabbit.Rabbit(node_id, run=run)
+        self.STEPS = {"galera": self.galera.step, "rabbitmq": self.rabbit.step,
+                      "sysctl": self.sysctl}
+        self.TASKS = {"galera-bootstrap": self.galera.bootstrap,
+                      "rabbitmq-users": self.rabbit.users}
+        self.CONDITIONS = {"galera-primary": self.galera_primary}
+        self.CHECKS = {"galera": self.galera.check, "rabbitmq": self.rabbit.check,
+                       "keepalived": self.keepalived}
+
+    # -- step "sysctl": the file for later boots, the values now ---------------------------
+    def sysctl(self, ctx):
+        path = self.root / SYSCTL_FILE.lstrip("/")
+        actions = []
+        for key, value in sysctl_values(path.read_text() if path.exists() else "").items():
+            target = self.proc / key.replace(".", "/")
+            try:
+                current = target.read_text().strip()
+            except OSError:
+                continue
+            if current != value:
+                if not ctx.dry_run:
+                    target.write_text(value + "\n")
+                actions.append(Action("sysctl", key, "sysctl", "%s -> %s" % (current, value)))
+        return actions
+
+    # -- conditions --------------------------------------------------------------------------
+    def galera_primary(self, view, kv):
+        """Some controller's Galera is in a Primary component and synced."""
+        for node, services in health.read_all(kv or self.kv).items():
+            if (services.get("mariadb") or {}).get("state") == health.OK:
+                return True, ""
+        return False, "no controller reports Galera synced yet"
+
+    # -- builtin check "keepalived": running, and whether it holds the VIP ------------------
+    def keepalived(self, view, systemd):
+        state = systemd.states(["keepalived.service"])["keepalived.service"]
+        held = view.vip in local_addresses(self.run) if view.vip else False
+        if not state.is_active:
+            return health.Result(health.FAILED, "keepalived is %s" % state.active,
+                                 {"vip": held})
+        return health.Result(health.OK, "", {"vip": held})
+
+
+def local_addresses(run=subprocess.run):
+    """Every IPv4 address configured on this node's interfaces."""
+    res = run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+    out = set()
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            out.add(parts[parts.index("inet") + 1].split("/")[0])
+    return out

@@ -1,0 +1,113 @@
+"""The cluster's service secrets, as the node agent keeps them.
+
+``nodeagent/secrets.yaml`` declares each secret (database and broker
+passwords, the Erlang cookie, ...) with the roles that read it.  Secrets live
+sealed in the cluster's secret store (:mod:`rackforge.cluster.secrets`):
+generated once per cluster by the first reader that needs one, sealed for
+every node of a reader role, granted to a node of a reader role that joins
+later by any node that can read it, and written into configuration files
+(0600/0640, owned by the service's user) and nowhere else: not etcd in
+clear, not a log, not an error line, not a command line.
+
+Rotating one (operator): ``rackforge cluster secret rotate NAME`` on a node
+that reads it; every agent renders the new value on its next pass and
+restarts what uses it.
+"""
+
+import base64
+import logging
+import secrets as rand
+import string
+import uuid
+
+from rackforge import keys
+from rackforge.cluster import ca, roles, secrets as store_mod
+
+LOG = logging.getLogger(__name__)
+COOKIE_ALPHABET = string.ascii_uppercase
+
+
+def generate(secret):
+    """A new value for the catalogue's ``secret`` (bytes)."""
+    if secret.kind == "password":
+        return base64.urlsafe_b64encode(rand.token_bytes(secret.length)).rstrip(b"=")
+    if secret.kind == "cookie":
+        return "".join(rand.choice(COOKIE_ALPHABET) for _ in range(secret.length)).encode()
+    if secret.kind == "hex":
+        return rand.token_hex(secret.length).encode()
+    return str(uuid.uuid4()).encode()
+
+
+def node_keys(kv):
+    """{node id: public key} of every node with a certificate in the registry."""
+    from cryptography import x509
+
+    out = {}
+    for entry in kv.get_prefix(keys.NODE_CERTS):
+        try:
+            cert = x509.load_pem_x509_certificate(entry.value)
+        except ValueError:
+            continue
+        out[entry.key[len(keys.NODE_CERTS):]] = cert.public_key()
+    return out
+
+
+def node_roles(kv):
+    """{node id: set of roles} from the role decisions."""
+    return {d.node: set(d.roles) for d in roles.RoleElection(kv).decisions()}
+
+
+class Keyring:
+    """The secrets of catalogue ``secrets`` ({name: Secret}) for node ``node_id``."""
+
+    def __init__(self, kv, node_id, private_key, secrets):
+        self.kv = kv
+        self.node_id = node_id
+        self.secrets = secrets
+        self.store = store_mod.SecretStore(kv, node_id, private_key)
+
+    def readers(self, secret, public, role_of):
+        return {n: key for n, key in public.items()
+                if "all" in secret.readers or role_of.get(n, set()) & set(secret.readers)}
+
+    def reconcile(self):
+        """Create what this node may create and grant what it can; returns action lines
+        (names only, never a value)."""
+        public, role_of = node_keys(self.kv), node_roles(self.kv)
+        mine = role_of.get(self.node_id, set())
+        actions = []
+        for secret in self.secrets.values():
+            readers = self.readers(secret, public, role_of)
+            if self.node_id not in readers:
+                continue
+            names = self.store.names()
+            if secret.name not in names:
+                if "controller" in mine and self.store.put(secret.name, generate(secret),
+                                                           readers, only_if_absent=True):
+                    actions.append("created secret %s for %d nodes" % (secret.name,
+                                                                       len(readers)))
+                continue
+            missing = {n: k for n, k in readers.items()
+                       if n not in self.store.readers(secret.name)}
+            if missing and self.node_id in self.store.readers(secret.name):
+                self.store.grant(secret.name, missing)
+                actions.append("granted secret %s to %s" % (secret.name,
+                                                            ", ".join(sorted(missing))))
+        return actions
+
+    def values(self, names):
+        """{name: str} of the secrets ``names`` this node can read; the others are left
+        out (the caller waits for them)."""
+        out = {}
+        for name in names:
+            try:
+                out[name] = self.store.get(name).decode()
+            except (store_mod.SecretNotFound, store_mod.NotAReader):
+                continue
+        return out
+
+
+def private_key(path):
+    """This node's key (``state_dir()/pki/node.key``)."""
+    with open(path, "rb") as f:
+        return ca.load_key(f.read())

@@ -1,0 +1,130 @@
+"""RabbitMQ on the controllers: one cluster, formed in order, quorum queues by default.
+
+- The Erlang cookie is the cluster's (secret ``rabbitmq-cookie``), written
+  before the broker's first start (the package's install-time cookie never
+  reaches the image).
+- The first controller (slot 0) starts first; each other starts once it is
+  up and joins it (peer discovery lists every controller; a node that came up
+  on its own is joined explicitly: ``stop_app``, ``join_cluster``,
+  ``start_app``).
+- Partition handling is ``pause_minority``: a controller cut off from the
+  other two stops serving rather than accept messages the majority never sees
+  (the choice kolla-ansible and OpenStack-Ansible make; ``autoheal`` would keep
+  both sides running and throw one side's messages away when they meet).
+- Cluster task ``rabbitmq-users``: the ``guest`` user goes, ``openstack`` is
+  made with the cluster's password (given on standard input, never argv), and
+  the default virtual host declares quorum queues unless told otherwise.
+"""
+
+import json
+import logging
+import socket
+import subprocess
+import time
+
+from rackforge import errors
+from rackforge.nodeagent import health
+from rackforge.nodeagent.reconcile import Action
+
+LOG = logging.getLogger(__name__)
+UNIT = "rabbitmq-server.service"
+PORT = 5672
+STATUS_EVERY = 60.0
+
+
+class RabbitError(errors.RackforgeError):
+    message = "rabbitmq on {node}: {detail}"
+    retryable = True
+
+
+def node_name(name):
+    return "rabbit@%s" % name
+
+
+class Rabbit:
+    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic):
+        self.node_id = node_id
+        self.run = run
+        self.clock = clock
+        self._detail, self._detail_at = None, -STATUS_EVERY
+
+    def ctl(self, *args, stdin=None, timeout=60):
+        res = self.run(["rabbitmqctl", *args], input=stdin, capture_output=True, text=True,
+                       timeout=timeout)
+        if res.returncode != 0:
+            lines = ((res.stderr or res.stdout).strip().splitlines()
+                     or ["exit %d" % res.returncode])
+            raise RabbitError(node="this node", detail="rabbitmqctl %s: %s"
+                              % (args[0], lines[-1][:200]))
+        return res.stdout
+
+    def running_nodes(self):
+        out = self.ctl("--formatter", "json", "cluster_status")
+        return sorted(json.loads(out).get("running_nodes") or [])
+
+    # -- health (builtin "rabbitmq") ---------------------------------------------------
+    def check(self, view, systemd):
+        if not systemd.states([UNIT])[UNIT].is_active:
+            return health.Result(health.FAILED, "rabbitmq-server is not running")
+        try:
+            with socket.create_connection((view.address, PORT), timeout=3):
+                pass
+        except OSError as exc:
+            return health.Result(health.FAILED, "AMQP port %s:%d: %s"
+                                 % (view.address, PORT, exc.strerror or exc))
+        now = self.clock()
+        if now - self._detail_at >= STATUS_EVERY:       # an Erlang VM per call: not often
+            self._detail_at = now
+            try:
+                running = self.running_nodes()
+                self._detail = {"running": len(running), "nodes": running}
+            except (RabbitError, ValueError, subprocess.TimeoutExpired):
+                self._detail = None
+        return health.Result(health.OK, "", self._detail)
+
+    # -- start step "rabbitmq" ---------------------------------------------------------
+    def step(self, ctx):
+        view = ctx.view
+        seed = view.controllers[0] if view.controllers else None
+        state = ctx.systemd.states([UNIT])[UNIT]
+        if ctx.dry_run:
+            return [] if state.is_active and not ctx.changed else [
+                Action("step", "rabbitmq", "rabbitmq", "would start or restart")]
+        actions = []
+        if seed is not None and seed.id != view.node_id and not state.is_active:
+            seed_ok = (health.read_all(ctx.kv).get(seed.id) or {}).get("rabbitmq") or {}
+            if seed_ok.get("state") != health.OK:
+                return [Action("step", "rabbitmq", "rabbitmq",
+                               "waiting for %s, the first controller, to run RabbitMQ"
+                               % seed.name)]
+        if not state.is_active:
+            ctx.systemd.act("start", UNIT)
+            actions.append(Action("start", UNIT, "rabbitmq"))
+        elif ctx.changed:
+            ctx.systemd.act("restart", UNIT)
+            actions.append(Action("restart", UNIT, "rabbitmq", "its configuration changed"))
+        if seed is not None and seed.id != view.node_id:
+            running = self.running_nodes()
+            if node_name(seed.name) not in running:
+                LOG.info("rabbitmq: joining %s's cluster", seed.name)
+                self.ctl("stop_app")
+                self.ctl("join_cluster", node_name(seed.name), timeout=180)
+                self.ctl("start_app", timeout=180)
+                actions.append(Action("step", "rabbitmq", "rabbitmq",
+                                      "joined %s's cluster" % seed.name))
+        return actions
+
+    # -- cluster task "rabbitmq-users" -------------------------------------------------
+    def users(self, view, systemd, context):
+        password = context["secrets"]["rabbitmq-openstack"]
+        existing = {u.get("user") for u in json.loads(
+            self.ctl("--formatter", "json", "list_users") or "[]")}
+        if "guest" in existing:
+            self.ctl("delete_user", "guest")
+        if "openstack" not in existing:
+            self.ctl("add_user", "openstack", stdin=password + "\n")
+        else:
+            self.ctl("change_password", "openstack", stdin=password + "\n")
+        self.ctl("set_permissions", "-p", "/", "openstack", ".*", ".*", ".*")
+        self.ctl("update_vhost_metadata", "/", "--default-queue-type", "quorum")
+        return {"users": ["openstack"], "default_queue_type": "quorum"}

@@ -1,0 +1,200 @@
+"""One reconcile pass: the node's desired services made real, and only what differs acted on.
+
+Level-triggered, in the manner of a Kubernetes controller: each pass compares
+the whole desired state (the services of this node's roles, in the
+catalogue's order) with what it observes, and acts on the difference:
+
+1. secrets this node may create or grant (:mod:`.keyring`);
+2. for each desired service: wait for its secrets; render its
+   configuration (written only when it changed); run its cluster tasks (one
+   controller claims each; the others wait for it to be done); wait for its
+   conditions and the local services it requires; then enable and start its
+   units, or restart them when their inputs changed (or let its start step do
+   it, for a service systemd alone cannot start: Galera);
+3. stop and disable the units of the catalogue's services this node does not
+   run (never any other unit).
+
+A service that cannot go on yet is *pending*, with the reason, and the others
+go on: one stuck service never stalls the pass.  A pass with nothing to do
+does nothing: the tests count its actions.  With ``dry_run`` nothing is
+written, started or claimed; the actions say what would be.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+from rackforge import errors
+from rackforge.nodeagent import health as health_mod
+from rackforge.nodeagent import render
+
+LOG = logging.getLogger(__name__)
+SYSTEMD_DIRS = ("/etc/systemd/", "/usr/lib/systemd/", "/run/systemd/")
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str           # write, enable, disable, start, stop, restart, step, task, secret
+    target: str
+    service: str = ""
+    detail: str = ""
+
+    def line(self):
+        text = "%s %s" % (self.kind, self.target)
+        if self.service and self.service != self.target:
+            text += " (%s)" % self.service
+        return text + (": %s" % self.detail if self.detail else "")
+
+
+@dataclass
+class Outcome:
+    actions: list = field(default_factory=list)
+    pending: dict = field(default_factory=dict)     # service -> why
+    errors: dict = field(default_factory=dict)      # service -> one line
+    running: list = field(default_factory=list)     # services whose units were brought up
+
+
+@dataclass
+class StepContext:
+    """What a start step (:data:`hooks.STEPS`) gets: it brings its service up, idempotently,
+    and returns its actions (or raises a RackforgeError)."""
+    service: object
+    view: object
+    systemd: object
+    kv: object
+    tasks: object
+    changed: bool
+    dry_run: bool
+    context: dict
+
+
+class Reconciler:
+    def __init__(self, catalogue, systemd, hooks, root="/", dry_run=False, templates=None):
+        self.catalogue = catalogue
+        self.systemd = systemd
+        self.hooks = hooks
+        self.root = root
+        self.dry_run = dry_run
+        self.env = render.environment(templates) if templates else render.environment()
+
+    def desired(self, view):
+        """The services this node runs, in start order: those of its roles, whose units
+        this image carries (a profile without the control plane has none of its
+        units), and that need a VIP only where the cluster has one."""
+        wanted = [s for s in self.catalogue.for_roles(view.roles) if view.vip or not s.vip]
+        units = sorted({u for s in wanted for u in s.units})
+        states = self.systemd.states(units)
+        return [s for s in wanted if all(states[u].exists for u in s.units)]
+
+    def run(self, view, keyring, tasks, trackers, kv=None):
+        """One pass; returns an :class:`Outcome`."""
+        out = Outcome()
+        if keyring is not None and not self.dry_run:
+            out.actions += [Action("secret", line) for line in keyring.reconcile()]
+        desired = self.desired(view)
+        for svc in desired:
+            try:
+                self._service(svc, view, keyring, tasks, trackers, kv, out)
+            except errors.RackforgeError as exc:
+                out.errors[svc.name] = str(exc)
+        wanted = {s.name for s in desired}
+        for svc in self.catalogue.services:
+            if svc.name not in wanted:
+                self._remove(svc, out)
+        return out
+
+    # -- one desired service -------------------------------------------------------------
+    def _service(self, svc, view, keyring, tasks, trackers, kv, out):
+        values = keyring.values(svc.secrets) if keyring is not None else {}
+        missing = [s for s in svc.secrets if s not in values]
+        if missing:
+            out.pending[svc.name] = "waiting for secret %s" % missing[0]
+            return
+        context = view.context(values)
+        changed = self._configs(svc, context, out)
+        for task in svc.tasks:
+            why = self._task(task, svc, view, tasks, context, out)
+            if why:
+                out.pending[svc.name] = why
+                return
+        for condition in svc.waits_for:
+            met, why = self.hooks.CONDITIONS[condition](view, kv)
+            if not met:
+                out.pending[svc.name] = "waiting for %s: %s" % (condition, why)
+                return
+        for dep in svc.requires:
+            tracker = trackers.get(dep)
+            if tracker is None or tracker.state not in (health_mod.OK, health_mod.DEGRADED):
+                out.pending[svc.name] = "waiting for %s to be ok" % dep
+                return
+        states = self.systemd.states(list(svc.units))
+        for unit in svc.units:
+            st = states[unit]
+            # a service with a start step starts when the agent decides, not at boot
+            if not st.is_enabled and svc.start == "systemd":
+                self._act(out, "enable", unit, svc)
+        if svc.start != "systemd":
+            step = self.hooks.STEPS[svc.start]
+            out.actions += step(StepContext(service=svc, view=view, systemd=self.systemd,
+                                            kv=kv, tasks=tasks, changed=changed,
+                                            dry_run=self.dry_run, context=context))
+            out.running.append(svc.name)
+            return
+        for unit in svc.units:
+            st = states[unit]
+            if not st.is_active:
+                self._act(out, "start", unit, svc)
+            elif changed:
+                self._act(out, "restart", unit, svc, "its configuration changed")
+        out.running.append(svc.name)
+
+    def _configs(self, svc, context, out):
+        changed, units_changed = False, False
+        for config in svc.configs:
+            text = render.render(self.env, config, context)
+            path = "%s/%s" % (self.root.rstrip("/"), config.path.lstrip("/"))
+            if self.dry_run:
+                if render.differs(path, text, config, None):
+                    out.actions.append(Action("write", config.path, svc.name))
+                    changed = True
+            elif render.write(self.root, config, text):
+                out.actions.append(Action("write", config.path, svc.name))
+                changed = True
+                units_changed |= config.path.startswith(SYSTEMD_DIRS)
+        if units_changed:
+            self.systemd.daemon_reload()
+            out.actions.append(Action("daemon-reload", "systemd", svc.name))
+        return changed
+
+    def _task(self, name, svc, view, tasks, context, out):
+        """None when task ``name`` is done; else why the service waits."""
+        if tasks is None:
+            return "waiting for task %s (no registry)" % name
+        if tasks.done(name) is not None:
+            return None
+        if not view.is_controller:
+            return "waiting for task %s on a controller" % name
+        if self.dry_run:
+            out.actions.append(Action("task", name, svc.name, "would claim it"))
+            return "task %s not done yet" % name
+        func = self.hooks.TASKS[name]
+        if tasks.run(name, func, view, self.systemd, context) == "done":
+            out.actions.append(Action("task", name, svc.name, "done here"))
+            return None
+        return "waiting for task %s (claimed by %s)" % (name, tasks.claimant(name))
+
+    # -- a service this node does not run ------------------------------------------------
+    def _remove(self, svc, out):
+        states = self.systemd.states(list(svc.units))
+        for unit in reversed(svc.units):
+            st = states[unit]
+            if not st.exists:
+                continue
+            if st.is_active:
+                self._act(out, "stop", unit, svc, "not a service of this node's roles")
+            if st.enabled == "enabled":
+                self._act(out, "disable", unit, svc)
+
+    def _act(self, out, verb, unit, svc, detail=""):
+        out.actions.append(Action(verb, unit, svc.name, detail))
+        if not self.dry_run:
+            self.systemd.act(verb, unit)

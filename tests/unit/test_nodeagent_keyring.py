@@ -1,0 +1,59 @@
+"""The agent's secrets: generated once per cluster, sealed for the nodes of their reader
+roles, granted to a reader that comes later, never in clear in etcd."""
+
+import agentrack
+import pytest
+
+from rackforge import keys
+from rackforge.cluster import roles
+from rackforge.nodeagent import catalogue, hooks, keyring
+
+
+@pytest.fixture
+def rack(tmp_path):
+    return agentrack.make(tmp_path, count=4)
+
+
+def ring(reg, nodes, name):
+    cat = catalogue.load(**hooks.names())
+    node, key = nodes[name]
+    return keyring.Keyring(reg.kv, node.id, key, cat.secrets)
+
+
+def test_created_once_by_a_controller_read_by_its_readers_never_in_clear(rack):
+    reg, nodes = rack
+    first = ring(reg, nodes, "n1").reconcile()
+    assert sorted(first) == sorted(
+        "created secret %s for %d nodes" % (name, count) for name, count in (
+            ("mariadb-sst", 3), ("rabbitmq-cookie", 3), ("rabbitmq-openstack", 4),
+            ("keepalived-auth", 3)))
+    assert ring(reg, nodes, "n2").reconcile() == []        # the same secrets, not again
+    values = ring(reg, nodes, "n2").values(["mariadb-sst", "rabbitmq-cookie"])
+    assert values == ring(reg, nodes, "n1").values(["mariadb-sst", "rabbitmq-cookie"])
+    assert len(values["rabbitmq-cookie"]) == 32 and values["rabbitmq-cookie"].isupper()
+    raw = b"".join(e.value for e in reg.kv.get_prefix(keys.SECRETS))
+    for value in values.values():
+        assert value.encode() not in raw
+    # a compute node reads the broker password its services need, not the controllers'
+    compute = ring(reg, nodes, "n4").values(["rabbitmq-openstack", "mariadb-sst"])
+    assert list(compute) == ["rabbitmq-openstack"]
+
+
+def test_a_compute_node_creates_nothing(rack):
+    reg, nodes = rack
+    assert ring(reg, nodes, "n4").reconcile() == []
+    assert reg.kv.get_prefix(keys.SECRETS) == []
+
+
+def test_a_controller_that_comes_later_is_granted_the_same_values(rack):
+    reg, nodes = rack
+    ring(reg, nodes, "n1").reconcile()
+    before = ring(reg, nodes, "n1").values(["mariadb-sst"])
+    # node 2's decision moves to controller after the secrets were made: a replacement
+    late = agentrack.add(reg, roles.RoleElection(reg.kv, roles.RolePolicy(5)),
+                         reg.authority, nodes, "n9", "10.0.0.99")
+    assert roles.RoleElection(reg.kv).current(late.id).role == "controller"
+    assert ring(reg, nodes, "n9").values(["mariadb-sst"]) == {}
+    granted = ring(reg, nodes, "n2").reconcile()
+    assert any("granted secret mariadb-sst to %s" % late.id in g for g in granted)
+    assert ring(reg, nodes, "n9").values(["mariadb-sst"]) == before

@@ -1,0 +1,180 @@
+"""Reconcile passes on recorded cluster states, with systemd in memory: what a pass does,
+that a second pass does nothing, and that only what changed restarts.
+
+The catalogue is the real one (every record and template); the start steps,
+tasks and builtin checks are stand-ins that record their calls (Galera's and
+RabbitMQ's real ones are exercised in the nspawn rack).
+"""
+
+import json
+
+import agentrack
+import pytest
+from fakesystemd import FakeSystemd
+
+from rackforge import keys
+from rackforge.nodeagent import catalogue, health, hooks, keyring, reconcile, tasks, view
+
+ALL_UNITS = ("rackforge-etcd.service", "rackforge-join.service", "memcached.service",
+             "mariadb.service", "rackforge-galeracheck.socket", "rabbitmq-server.service",
+             "haproxy.service", "keepalived.service")
+
+
+class StandIns:
+    """Steps, tasks, conditions and checks that record what they were asked."""
+
+    def __init__(self):
+        self.calls = []
+        self.STEPS = {name: self._step(name) for name in hooks.STEP_NAMES}
+        self.TASKS = {name: self._task(name) for name in hooks.TASK_NAMES}
+        self.CONDITIONS = {name: (lambda v, kv: (True, "")) for name in hooks.CONDITION_NAMES}
+        self.CHECKS = {name: (lambda v, s: health.Result(health.OK))
+                       for name in hooks.CHECK_NAMES}
+
+    def _step(self, name):
+        def step(ctx):
+            if ctx.dry_run:
+                return [reconcile.Action("step", name, ctx.service.name, "would run")]
+            self.calls.append(("step", name, ctx.changed))
+            unit = ctx.service.units[0] if ctx.service.units else None
+            if unit and not ctx.systemd.states([unit])[unit].is_active:
+                ctx.systemd.act("start", unit)
+                return [reconcile.Action("start", unit, ctx.service.name)]
+            if unit and ctx.changed:
+                ctx.systemd.act("restart", unit)
+                return [reconcile.Action("restart", unit, ctx.service.name)]
+            return []
+        return step
+
+    def _task(self, name):
+        def task(v, systemd, context):
+            self.calls.append(("task", name))
+            return {"ok": True}
+        return task
+
+
+@pytest.fixture
+def rack(tmp_path):
+    return agentrack.make(tmp_path)
+
+
+def agent_parts(reg, nodes, name, root):
+    node, key = nodes[name]
+    cat = catalogue.load(**hooks.names())
+    systemd = FakeSystemd(ALL_UNITS)
+    stand = StandIns()
+    lease = reg.kv.lease_grant(60)
+    facts = {"interface": "eth0", "prefix": 24, "cpus": 2, "memory_mib": 4096}
+    settings = {"memcached_mib": 64, "innodb_buffer_pool_mib": 128, "rabbitmq_memory": 0.2}
+
+    def one_pass(rec, trackers=None):
+        v = view.read(reg, node.id, facts, settings)
+        ring = keyring.Keyring(reg.kv, node.id, key, cat.secrets)
+        runner = tasks.Tasks(reg.kv, node.id, lease, cat.version)
+        return rec.run(v, ring, runner, trackers if trackers is not None else ok_trackers(cat),
+                       reg.kv)
+    rec = reconcile.Reconciler(cat, systemd, stand, root=str(root))
+    return rec, systemd, stand, one_pass
+
+
+def ok_trackers(cat):
+    return {s.name: health.Tracker(service=s, state=health.OK) for s in cat.services}
+
+
+def kinds(outcome):
+    return sorted({a.kind for a in outcome.actions})
+
+
+def test_a_controller_comes_up_and_a_second_pass_does_nothing(rack, tmp_path):
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    first = one_pass(rec)
+    assert first.errors == {} and first.pending == {}
+    assert {"write", "enable", "start", "task", "secret"} <= set(kinds(first))
+    assert systemd.units["memcached.service"] == {"active": "active", "enabled": "enabled"}
+    # a service the agent starts itself is not enabled at boot (Galera: joins in turn)
+    assert systemd.units["mariadb.service"] == {"active": "active", "enabled": "disabled"}
+    assert ("task", "galera-bootstrap") in stand.calls
+    memcached = (tmp_path / "etc/memcached.conf").read_text()
+    assert "-l 10.0.0.11" in memcached and "-m 64" in memcached
+    cnf = (tmp_path / "etc/mysql/mariadb.conf.d/99-rackforge.cnf").read_text()
+    assert "gcomm://10.0.0.11,10.0.0.12,10.0.0.13" in cnf
+    assert "innodb_flush_log_at_trx_commit = 1" in cnf
+    assert (tmp_path / "var/lib/rabbitmq/.erlang.cookie").stat().st_mode & 0o777 == 0o400
+
+    calls, asked = len(systemd.calls), len(stand.calls)
+    second = one_pass(rec)
+    assert second.actions == [] and len(systemd.calls) == calls
+    # the steps are asked again (they look, find nothing to do); no task runs again
+    assert [c for c in stand.calls[asked:] if c[0] != "step" or c[2]] == []
+
+
+def test_only_what_changed_restarts(rack, tmp_path):
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    one_pass(rec)
+    one_pass(rec)
+    # the VIP moves: HAProxy and keepalived change, nothing else does
+    reg.kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1", "vip": "10.0.0.101"})
+                     .encode())])
+    third = one_pass(rec)
+    restarted = sorted(a.target for a in third.actions if a.kind == "restart")
+    assert restarted == ["haproxy.service", "keepalived.service"]
+    written = sorted(a.target for a in third.actions if a.kind == "write")
+    assert written == ["/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf",
+                       "/etc/systemd/system/keepalived.service.d/50-rackforge.conf"]
+    assert "daemon-reload" in kinds(third)
+
+
+def test_dry_run_says_what_it_would_do_and_does_nothing(rack, tmp_path):
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n2", tmp_path)
+    rec.dry_run = True
+    before = [(e.key, e.value) for e in reg.kv.get_prefix("/")]
+    outcome = one_pass(rec)
+    assert {"write", "enable", "start"} <= set(kinds(outcome))
+    assert systemd.calls == [] and stand.calls == []
+    assert not (tmp_path / "etc").exists()
+    assert [(e.key, e.value) for e in reg.kv.get_prefix("/")] == before
+
+
+def test_a_compute_node_runs_no_control_plane_and_stops_what_it_should_not_run(rack, tmp_path):
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n4", tmp_path)
+    systemd.units["memcached.service"] = {"active": "active", "enabled": "enabled"}
+    one_pass(rec)
+    assert ("stop", "memcached.service") in systemd.calls
+    assert ("disable", "memcached.service") in systemd.calls
+    assert not any(verb == "start" for verb, _ in systemd.calls)
+    assert (tmp_path / "etc/hosts").is_file()          # hosts is every node's
+    assert not (tmp_path / "etc/haproxy").exists()
+    assert one_pass(rec).actions == []
+
+
+def test_a_service_waits_for_what_it_needs_and_the_others_go_on(rack, tmp_path):
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    trackers = ok_trackers(rec.catalogue)
+    trackers["haproxy"].state = health.FAILED
+    outcome = one_pass(rec, trackers)
+    assert outcome.pending["keepalived"] == "waiting for haproxy to be ok"
+    assert systemd.units["keepalived.service"]["active"] == "inactive"
+    assert systemd.units["memcached.service"]["active"] == "active"
+
+
+def test_without_a_vip_there_is_no_haproxy_or_keepalived(rack, tmp_path):
+    reg, nodes = rack
+    reg.kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1"}).encode())])
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    one_pass(rec)
+    assert systemd.units["haproxy.service"]["active"] == "inactive"
+    assert systemd.units["mariadb.service"]["active"] == "active"
+
+
+def test_services_whose_units_the_image_lacks_are_not_this_nodes(rack, tmp_path):
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    del systemd.units["rabbitmq-server.service"]
+    outcome = one_pass(rec)
+    assert "rabbitmq" not in outcome.running and "rabbitmq-users" not in outcome.pending
+    assert outcome.errors == {}
