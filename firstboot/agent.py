@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from rackforge import keys, paths, states
+from rackforge import errors, keys, paths, states
 from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.firstboot import journal
 from rackforge.kvstore import Compare
@@ -86,6 +86,17 @@ def _start_join_server(ctx):
     _systemctl("restart", "rackforge-join.service")
 
 
+def _address_in_use(spec, address):
+    from rackforge.firstboot import network
+    return network.address_in_use(spec.interface, address)
+
+
+def _persist_network(spec):
+    from rackforge.firstboot import persist
+    persist.write(spec)
+    _systemctl("enable", "systemd-networkd.service")
+
+
 def _enable_nodeagent(ctx):
     # --no-block: the node agent is ordered after this unit; waiting for its
     # start job from inside this one would wait forever
@@ -108,6 +119,8 @@ class Env:
     start_join_server: Callable = _start_join_server
     storage_run: Optional[Callable] = None         # probe runner for storage.select
     enable_nodeagent: Callable = _enable_nodeagent
+    address_in_use: Callable = _address_in_use        # (spec, address) -> bool (ARP)
+    persist_network: Callable = _persist_network      # (spec): networkd files, enabled
     profile: object = field(default_factory=_default_profile)
     hostname: str = field(default_factory=socket.gethostname)
     join_port: int = 9443
@@ -216,8 +229,29 @@ def identity(boot, env, ctx):
             "addresses": addresses, "key": ca.public_key_pin(key.public_key())}
 
 
+class VipProblem(errors.ConfigError):
+    message = "the cluster's VIP: {detail}"
+
+
+def check_vip(boot, env):
+    """Before anything starts: a VIP where the profile has more than one controller,
+    inside the management network and answered by no one (ARP)."""
+    controllers = (getattr(env.profile, "cluster", None) or {}).get("controllers", 3)
+    if boot.vip is None:
+        if controllers > 1:
+            raise VipProblem(detail="the profile has %d controllers, so the seed's bootstrap "
+                             "file needs 'vip: ADDRESS' (a free address of the management "
+                             "network, which HAProxy and keepalived serve)" % controllers)
+        return
+    if boot.management is not None and not boot.management.dhcp and \
+            env.address_in_use(boot.management, boot.vip):
+        raise VipProblem(detail="%s answers ARP on %s: another machine uses it; pick a free "
+                         "address" % (boot.vip, boot.management.interface))
+
+
 def step_seed(boot, env, ctx, intent):
     from rackforge.cluster import ca, join, secrets
+    check_vip(boot, env)
     authority = ca.CertificateAuthority.init(cluster=boot.cluster)
     name = intent["name"]
     address = (intent["addresses"] or ["127.0.0.1"])[0]
@@ -230,7 +264,8 @@ def step_seed(boot, env, ctx, intent):
     reg = env.connect_registry(endpoints, pki)
     join_endpoint = "https://%s:%d" % (address, env.join_port)
     _update_cluster(reg.kv, lambda c: dict(c, name=boot.cluster, ca_sha256=authority.pin,
-                                           join_endpoints=c.get("join_endpoints") or []))
+                                           join_endpoints=c.get("join_endpoints") or [],
+                                           **({"vip": boot.vip} if boot.vip else {})))
     service = join.JoinService(reg, authority, endpoints, _role_policy(env))
     node, cert = service.admit_self(name, address, ctx.results.get("inventory") or {}, key_pem)
     pki = _write_pki(authority.cert_pem, cert)
@@ -354,6 +389,8 @@ def step_handover(boot, env, ctx, intent):
     node = {"node_id": m["node_id"], "name": m["name"], **desired, **_tls(m)}
     atomic_write(paths.state_dir() / "node.json", json.dumps(node, indent=2) + "\n",
                  mode=0o600)
+    if boot.management is not None:
+        env.persist_network(boot.management)    # the address comes back on every boot
     env.enable_nodeagent(ctx)
     return desired
 

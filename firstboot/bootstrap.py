@@ -31,6 +31,7 @@ world-readable console banner, and a misplaced token is a value too.
 enough to join alone; :func:`load` merges it under the file (the file wins).
 """
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from rackforge import errors, kernelargs, yamlfile
 from rackforge.firstboot import netspec
 
 DEFAULT_PATH = "/etc/rackforge/bootstrap.yaml"
-TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot"}
+TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot", "vip"}
 JOIN_KEYS = {"endpoints", "endpoint", "token", "ca_sha256"}
 ENDPOINT_RE = re.compile(r"https://[A-Za-z0-9.:\[\]-]+/?")      # host or [v6], port
 BOOT_KEYS = set(kernelargs.FIELDS) - {"cluster"}
@@ -80,6 +81,7 @@ class Bootstrap:
     management: netspec.NetworkSpec = None
     management_raw: dict = None
     role: str = None
+    vip: str = None                             # the seed's: the cluster's management VIP
     boot: dict = field(default_factory=dict)    # from the kernel command line
     path: str = None
 
@@ -169,6 +171,26 @@ def parse(data, where="bootstrap.yaml"):
             raise BootstrapError("bootstrap file %s: %s" % (where, netspec.without_values(exc)),
                                  key="management." + exc.kwargs["key"]) from None
         result.management_raw = mgmt
+    vip = data.get("vip")
+    if vip is not None:
+        if not seed:
+            raise _bad(where, "vip", "is set on a joining node",
+                       "remove it: the seed's bootstrap file names the cluster's VIP")
+        try:
+            parsed = ipaddress.IPv4Address(vip) if isinstance(vip, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise _bad(where, "vip", "is not an IPv4 address",
+                       "write the management VIP like 'vip: 10.0.0.100'")
+        spec = result.management
+        if spec is not None and not spec.dhcp:
+            iface = ipaddress.ip_interface(spec.address)
+            if parsed not in iface.network or parsed == iface.ip:
+                raise _bad(where, "vip", "is not a free address of the management network "
+                           "(%s)" % iface.network,
+                           "pick an unused address of %s, not this node's" % iface.network)
+        result.vip = str(parsed)
     return result
 
 

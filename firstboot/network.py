@@ -387,6 +387,19 @@ def _neighbour_state(ipr, idx, hop):
     return 0
 
 
+def address_in_use(ifname, address, timeout=3.0):
+    """True if a machine answers ARP for ``address`` on ``ifname`` within ``timeout``."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        try:
+            wait_neighbour(ipr, ifname, found[0], address, time.monotonic() + timeout)
+        except RuntimeError:
+            return False
+    return True
+
+
 def tcp_probe(peer, port, deadline):
     """A TCP connect to *peer*; an answer of any kind (even a refusal) proves the path."""
     while True:

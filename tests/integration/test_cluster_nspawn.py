@@ -103,7 +103,7 @@ def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root,
         seed.mount()
         seed.write("/etc/hostname", "node1\n", mode=0o644)
         seed.write("/etc/rackforge/bootstrap.yaml",
-                   "seed: true\ncluster: rack1\n" + management(1))
+                   "seed: true\ncluster: rack1\nvip: %s.100\n" % SUBNET + management(1))
         seed.boot()
         wait_done(seed)
         assert seed.run("systemctl", "is-active", "rackforge-etcd.service",

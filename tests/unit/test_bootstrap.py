@@ -78,6 +78,11 @@ def test_env_override_and_missing(tmp_path, monkeypatch):
     ("seed: true\ncluster: a\nabcdef.0123456789abcdef: x\n",
      "'(an unknown key)' is not a bootstrap key"),
     ("seed: true\ncluster: a\nrole: abcdef.0123456789abcdef\n", "'role' is not a role"),
+    ("seed: true\ncluster: a\nvip: 10.0.1.9\nmanagement: {interface: eno1, "
+     "address: 10.0.0.5/24}\n", "'vip' is not a free address of the management network"),
+    ("seed: true\ncluster: a\nvip: 300.1.1.1\n", "'vip' is not an IPv4 address"),
+    ("join: {endpoint: https://a:1, token: %s, ca_sha256: '%s'}\nvip: 10.0.0.9\n"
+     % (TOKEN, PIN), "'vip' is set on a joining node"),
     ("join: {endpoint: https://a:1, token: abc, ca_sha256: '%s'}\n" % PIN,
      "'join.token' is not a join token"),
     ("join: {endpoint: https://a:1, token: %s, ca_sha256: abc}\n" % TOKEN,

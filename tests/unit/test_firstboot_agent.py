@@ -29,7 +29,8 @@ def world(tmp_path, monkeypatch):
     """One shared registry; each node has its own state dir (set per call)."""
     reg = registry.MemoryRegistry()
     calls = {"etcd": 0, "network": [], "nodeagent": 0, "joins": 0, "members": [],
-             "join_server": 0, "clients": {}, "answers": []}
+             "join_server": 0, "clients": {}, "answers": [], "in_use": set(),
+             "persisted": []}
     return tmp_path, reg, calls
 
 
@@ -71,6 +72,8 @@ def env_for(reg, calls, i, data_disk=True, service=None, hostname=None):
                      storage_run=lambda argv: (0, "") if argv[0] == "wipefs" else (2, ""),
                      enable_nodeagent=lambda ctx: calls.__setitem__(
                          "nodeagent", calls["nodeagent"] + 1),
+                     address_in_use=lambda spec, address: address in calls["in_use"],
+                     persist_network=lambda spec: calls["persisted"].append(spec.address),
                      hostname=hostname or "node%d.rack" % i)
 
 
@@ -93,8 +96,9 @@ def run_cli(capsys, env):
 
 def seed_then_joins(world, monkeypatch, capsys, count=4):
     tmp_path, reg, calls = world
-    use_state(monkeypatch, tmp_path, "n1", "seed: true\ncluster: rack1\nmanagement: "
-                                           "{interface: eth0, address: 10.0.0.1/24}\n")
+    use_state(monkeypatch, tmp_path, "n1", "seed: true\ncluster: rack1\nvip: 10.0.0.100\n"
+                                           "management: {interface: eth0, "
+                                           "address: 10.0.0.1/24}\n")
     rc, out = run_cli(capsys, env_for(reg, calls, 1))
     assert rc == 0, out
     assert "node node1 is controller,storage" in out
@@ -102,7 +106,7 @@ def seed_then_joins(world, monkeypatch, capsys, count=4):
     authority = ca.CertificateAuthority.load()
     cluster = json.loads(reg.kv.get(keys.CLUSTER).value)
     assert cluster["join_endpoints"] == ["https://10.0.0.1:9443"]
-    assert cluster["ca_sha256"] == authority.pin
+    assert cluster["ca_sha256"] == authority.pin and cluster["vip"] == "10.0.0.100"
     seed = json.loads((tmp_path / "n1" / "node.json").read_text())
     identity = (seed["node_id"], ca.load_key((tmp_path / "n1/pki/node.key").read_bytes()))
     service = join.JoinService(reg, authority, ["https://10.0.0.1:2379"], identity=identity)
@@ -172,6 +176,8 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
     on_seed = b"".join(p.read_bytes() for p in (tmp_path / "n1").rglob("*") if p.is_file())
     assert not any(node_keys[i] in on_seed for i in range(2, 6))
     assert calls["network"] == ["10.0.0.%d/24" % i for i in range(1, 6)]
+    # ... and kept for every later boot, at hand-over
+    assert calls["persisted"] == ["10.0.0.%d/24" % i for i in range(1, 6)]
     # the two joining controllers become etcd members; compute nodes are clients
     assert calls["members"] == ["node2", "node3"]
     assert calls["clients"][3] == ["https://10.0.0.1:2379", "https://10.0.0.3:2379"]
@@ -229,3 +235,20 @@ def test_wrong_token_leaves_the_node_unjoined_and_resumable(world, monkeypatch, 
     use_state(monkeypatch, tmp_path, "n2", text)
     rc, out = run_cli(capsys, env_for(reg, calls, 2, service=service))
     assert rc == 0 and "step inventory" not in out and "node node2 is controller" in out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("seed: true\ncluster: rack1\nmanagement: {interface: eth0, address: 10.0.0.1/24}\n",
+     "the profile has 3 controllers, so the seed's bootstrap file needs 'vip: ADDRESS'"),
+    ("seed: true\ncluster: rack1\nvip: 10.0.0.99\n"
+     "management: {interface: eth0, address: 10.0.0.1/24}\n",
+     "10.0.0.99 answers ARP on eth0: another machine uses it"),
+])
+def test_the_vip_is_checked_before_anything_starts(world, monkeypatch, capsys, text, words):
+    tmp_path, reg, calls = world
+    calls["in_use"].add("10.0.0.99")
+    state = use_state(monkeypatch, tmp_path, "n1", text)
+    rc, out = run_cli(capsys, env_for(reg, calls, 1))
+    assert rc != 0 and words in out
+    assert not (state / "ca").exists() and list(reg.kv.get_prefix("/")) == []
+    assert calls["etcd"] == 0
