@@ -113,7 +113,10 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # a TERM or HUP (closed terminal) unwinds like Ctrl-C: every stage cleans up
+    # a TERM or HUP (closed terminal) unwinds like Ctrl-C: every stage cleans up.  Ctrl-C
+    # itself too, even when started from a shell that ignores it (a background job of a
+    # non-interactive shell inherits SIGINT ignored, and Python keeps it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     parser = build_parser()

@@ -46,3 +46,29 @@ def test_a_bug_is_one_line_saying_where_the_detail_went(tmp_path, monkeypatch, c
     logged, = tmp_path.glob("rackforge-error-*.log")
     assert str(logged) in err
     assert "ValueError: an unexpected value" in logged.read_text()
+
+
+def test_ctrl_c_interrupts_even_when_inherited_ignored(tmp_path):
+    """A build started from a background job of a shell (SIGINT ignored) still stops on
+    Ctrl-C: the interrupted-build test once hung for that."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, time\n"
+              "from rackforge import cli\n"
+              "def slow(args):\n"
+              "    print('ready', flush=True)\n"
+              "    time.sleep(60)\n"
+              "cli.cmd_profile_list = slow\n"
+              "sys.exit(cli.main(['profile', 'list']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stdout.readline().strip() == "ready"
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == errors.Interrupted.exit_code
+    assert "interrupted" in err and time.monotonic() - start < 10
