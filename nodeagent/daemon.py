@@ -54,6 +54,7 @@ def journal_logging():
         handler = journal.JournalHandler(SYSLOG_IDENTIFIER="rackforge-nodeagent")
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
+        root.propagate = False          # not a second time through stderr
 
 
 def facts(address, run=None):
@@ -98,6 +99,7 @@ class Agent:
         self.facts = {}
         self.view = None
         self.last_outcome = None
+        self.want_pass = False          # a restart of a step-managed service: pass now
 
     # -- the lease: heartbeat and health live under it ---------------------------------------
     def keep_lease(self):
@@ -128,9 +130,15 @@ class Agent:
             if tracker is None:
                 tracker = self.trackers[svc.name] = health_mod.Tracker(service=svc, since=now)
             why = outcome.pending.get(svc.name) or outcome.errors.get(svc.name)
-            if why and tracker.state in (health_mod.PENDING,):
-                if tracker.set(health_mod.PENDING, why, now):
-                    health_mod.publish(self.kv, self.node_id, svc.name, tracker, self.lease)
+            changed = False
+            if why and tracker.state == health_mod.PENDING:
+                changed = tracker.set(health_mod.PENDING, why, now)
+            elif svc.health is None and svc.name in outcome.running:
+                changed = tracker.set(health_mod.OK, "", now)   # nothing to check: it is up
+            elif svc.health is None and why:
+                changed = tracker.set(health_mod.FAILED, why, now)
+            if changed:
+                health_mod.publish(self.kv, self.node_id, svc.name, tracker, self.lease)
         for action in outcome.actions:
             LOG.info("%s", action.line(), extra={"NODE": view.name, "SERVICE": action.service,
                                                  "ACTION": action.kind})
@@ -173,7 +181,8 @@ class Agent:
             if svc.start == "systemd":
                 for unit in svc.units:
                     self.systemd.act("restart", unit)
-            # a step-managed service (Galera) comes back through its step, next pass
+            else:
+                self.want_pass = True   # Galera comes back through its step: a pass now
         except errors.RackforgeError as exc:
             LOG.error("service %s: %s", svc.name, exc)
 
@@ -196,6 +205,9 @@ def run_forever(agent, stop):
                     systemd.notify("READY=1")
                     ready = True
             agent.check_due()
+            if agent.want_pass:
+                agent.want_pass, next_pass = False, 0.0
+                continue
             systemd.notify("WATCHDOG=1")
             try:
                 events, revision = agent.kv.watch(keys.ROOT, revision, timeout=TICK)

@@ -70,9 +70,10 @@ class Keyring:
         return {n: key for n, key in public.items()
                 if "all" in secret.readers or role_of.get(n, set()) & set(secret.readers)}
 
-    def reconcile(self):
-        """Create what this node may create and grant what it can; returns action lines
-        (names only, never a value)."""
+    def reconcile(self, needed=None):
+        """Create what this node may create and needs (``needed``: the secrets of its
+        services; None: all), and grant what it can; returns action lines (names only,
+        never a value)."""
         public, role_of = node_keys(self.kv), node_roles(self.kv)
         mine = role_of.get(self.node_id, set())
         actions = []
@@ -82,6 +83,8 @@ class Keyring:
                 continue
             names = self.store.names()
             if secret.name not in names:
+                if needed is not None and secret.name not in needed:
+                    continue
                 if "controller" in mine and self.store.put(secret.name, generate(secret),
                                                            readers, only_if_absent=True):
                     actions.append("created secret %s for %d nodes" % (secret.name,

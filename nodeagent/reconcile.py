@@ -6,9 +6,9 @@ catalogue's order) with what it observes, and acts on the difference:
 
 1. secrets this node may create or grant (:mod:`.keyring`);
 2. for each desired service: wait for its secrets; render its
-   configuration (written only when it changed); run its cluster tasks (one
-   controller claims each; the others wait for it to be done); wait for its
-   conditions and the local services it requires; then enable and start its
+   configuration (written only when it changed); wait for the local services
+   it requires and its conditions; run its cluster tasks (one controller
+   claims each; the others wait for it to be done); then enable and start its
    units, or restart them when their inputs changed (or let its start step do
    it, for a service systemd alone cannot start: Galera);
 3. stop and disable the units of the catalogue's services this node does not
@@ -83,19 +83,29 @@ class Reconciler:
         wanted = [s for s in self.catalogue.for_roles(view.roles) if view.vip or not s.vip]
         units = sorted({u for s in wanted for u in s.units})
         states = self.systemd.states(units)
-        return [s for s in wanted if all(states[u].exists for u in s.units)]
+        out, names = [], set()
+        for s in wanted:            # in order: what a service requires comes before it
+            if all(states[u].exists for u in s.units) and set(s.requires) <= names:
+                out.append(s)
+                names.add(s.name)
+        return out
 
     def run(self, view, keyring, tasks, trackers, kv=None):
         """One pass; returns an :class:`Outcome`."""
         out = Outcome()
-        if keyring is not None and not self.dry_run:
-            out.actions += [Action("secret", line) for line in keyring.reconcile()]
         desired = self.desired(view)
+        if keyring is not None and not self.dry_run:
+            needed = {name for svc in desired for name in svc.secrets}
+            out.actions += [Action("secret", line) for line in keyring.reconcile(needed)]
         for svc in desired:
             try:
                 self._service(svc, view, keyring, tasks, trackers, kv, out)
             except errors.RackforgeError as exc:
                 out.errors[svc.name] = str(exc)
+            except Exception as exc:        # noqa: BLE001 - one service never stops the pass
+                LOG.exception("service %s: unexpected error", svc.name)
+                out.errors[svc.name] = "unexpected %s: %s (the detail is in the journal)" % (
+                    exc.__class__.__name__, str(exc)[:200])
         wanted = {s.name for s in desired}
         for svc in self.catalogue.services:
             if svc.name not in wanted:
@@ -111,20 +121,20 @@ class Reconciler:
             return
         context = view.context(values)
         changed = self._configs(svc, context, out)
-        for task in svc.tasks:
-            why = self._task(task, svc, view, tasks, context, out)
-            if why:
-                out.pending[svc.name] = why
+        for dep in svc.requires:
+            tracker = trackers.get(dep)
+            if tracker is None or tracker.state not in (health_mod.OK, health_mod.DEGRADED):
+                out.pending[svc.name] = "waiting for %s to be ok" % dep
                 return
         for condition in svc.waits_for:
             met, why = self.hooks.CONDITIONS[condition](view, kv)
             if not met:
                 out.pending[svc.name] = "waiting for %s: %s" % (condition, why)
                 return
-        for dep in svc.requires:
-            tracker = trackers.get(dep)
-            if tracker is None or tracker.state not in (health_mod.OK, health_mod.DEGRADED):
-                out.pending[svc.name] = "waiting for %s to be ok" % dep
+        for task in svc.tasks:
+            why = self._task(task, svc, view, tasks, context, out)
+            if why:
+                out.pending[svc.name] = why
                 return
         states = self.systemd.states(list(svc.units))
         for unit in svc.units:

@@ -108,9 +108,10 @@ class Tasks:
         LOG.info("cluster task %s: claimed by %s", name, self.node_id)
         try:
             result = func(*args)
-        except errors.RackforgeError as exc:
+        except Exception as exc:        # noqa: BLE001 - the claim goes back whatever failed
             self.release(name)
-            raise TaskFailed(task=name, node=self.node_id, detail=str(exc)) from exc
+            raise TaskFailed(task=name, node=self.node_id, detail=str(exc) or
+                             exc.__class__.__name__) from exc
         self.finish(name, result)
         LOG.info("cluster task %s: done", name)
         return "done"

@@ -30,28 +30,46 @@ def build_env(images_dir):
     return dict(os.environ, RACKFORGE_IMAGES=str(images_dir))
 
 
-@pytest.fixture(scope="session")
-def minimal_build(images_dir, build_env):
-    """images/minimal/ of a real build, and the command's output.
-
-    ``RACKFORGE_TEST_PREBUILT=DIR`` uses ``DIR/minimal`` of an earlier build
-    from this tree instead (a developer iterating on one test; CI never sets it).
-    """
+def _build(profile, images_dir, build_env):
+    """images/PROFILE/ of a real build, or of ``RACKFORGE_TEST_PREBUILT`` (a developer
+    iterating on one test; CI never sets it)."""
     needs_root()
     prebuilt = os.environ.get("RACKFORGE_TEST_PREBUILT")
     if prebuilt:
-        out = Path(prebuilt) / "minimal"
+        out = Path(prebuilt) / profile
         if not (out / "manifest.json").is_file():
-            pytest.fail("RACKFORGE_TEST_PREBUILT=%s has no minimal/manifest.json" % prebuilt)
+            pytest.fail("RACKFORGE_TEST_PREBUILT=%s has no %s/manifest.json"
+                        % (prebuilt, profile))
         return out, (out / "build.log").read_text()
-    res = rackforge("build", "minimal", env=build_env, timeout=BUILD_TIMEOUT)
-    out = images_dir / "minimal"
+    res = rackforge("build", profile, env=build_env, timeout=BUILD_TIMEOUT)
+    out = images_dir / profile
     if res.returncode != 0:
-        log = images_dir / "minimal.failed.log"
+        log = images_dir / ("%s.failed.log" % profile)
         tail = log.read_text().splitlines()[-40:] if log.exists() else []
         pytest.fail("build failed (%d): %s\n%s" % (res.returncode, res.stderr.strip(),
                                                    "\n".join(tail)))
     return out, res.stdout + res.stderr
+
+
+@pytest.fixture(scope="session")
+def hci_build(images_dir, build_env):
+    """images/hci/: the converged rack's image (the node agent's services run on it)."""
+    return _build("hci", images_dir, build_env)
+
+
+@pytest.fixture(scope="session")
+def hci_root(hci_build, tmp_path_factory):
+    """The hci image's root file system, unpacked once (read it, never write)."""
+    from nspawn import unpack
+
+    out, _ = hci_build
+    return unpack(out / "pxe" / "rootfs.squashfs", tmp_path_factory.mktemp("hci-root"))
+
+
+@pytest.fixture(scope="session")
+def minimal_build(images_dir, build_env):
+    """images/minimal/ of a real build, and the command's output."""
+    return _build("minimal", images_dir, build_env)
 
 
 @pytest.fixture(scope="session")

@@ -196,10 +196,31 @@ def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root,
         host_keys = {n.run("cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
                      for n in nodes}
         assert len(host_keys) == 5                       # made on each node, not baked in
-        for n in (seed, joiners[4]):
-            state = n.run("systemctl", "is-enabled", "systemd-networkd.service",
-                          check=False).stdout.strip()
-            assert state != "enabled", (n.name, state)   # the image's presets held
+        for i, n in ((1, seed), (4, joiners[4])):
+            # the image's presets held through the first boot's preset-all (without them
+            # systemd enabled ~50 units, Debian's own etcd.service among them) ...
+            state = n.run("systemctl", "is-enabled", "etcd.service", check=False)
+            assert state.stdout.strip() == "disabled", (n.name, state.stdout)
+            # ... and hand-over kept the management address for every later boot
+            kept = n.path("/etc/systemd/network/10-rackforge-host0.network").read_text()
+            assert "Address=%s/24" % address(i) in kept
+            assert n.run("systemctl", "is-enabled", "systemd-networkd.service").stdout.strip() \
+                == "enabled"
+
+        # -- the node agents run what these nodes' roles and image carry ------------
+        def agent_reports(n, want):
+            res = n.run("rackforge", "node", "services", n.name, "--json", check=False)
+            found = json.loads(res.stdout or "{}").get("services", {}) if res.returncode == 0 \
+                else {}
+            return {s: r.get("state") for s, r in found.items()} == want
+        wait_until(lambda: agent_reports(seed, {"etcd": "ok", "join": "ok", "hosts": "ok",
+                                                "sysctl": "ok"}), 120,
+                   "node1's agent to report its services ok", interval=2)
+        compute = next(n for n in joiners.values() if n not in controllers)
+        wait_until(lambda: agent_reports(compute, {"hosts": "ok"}), 120,
+                   "%s's agent (a compute node) to report its services" % compute.name,
+                   interval=2)
+        assert "%s\tnode3" % address(3) in seed.path("/etc/hosts").read_text()
 
         # -- every controller serves joins: the seed powered off ------------------
         ctl = controllers[0]

@@ -55,6 +55,9 @@ from systemd import daemon
 out["notify"] = bool(daemon.notify("READY=1")) is False   # outside a unit: no socket
 from rackforge.etcdkv import EtcdKV
 out["etcd_client"] = EtcdKV("https://127.0.0.1:1").endpoint
+# the node agent's catalogue, with every record and template, ships in the image
+from rackforge.nodeagent import catalogue, hooks
+out["services"] = [s.name for s in catalogue.load(**hooks.names()).services]
 print(json.dumps(out))
 '''
 
@@ -75,3 +78,4 @@ def test_rackforge_on_the_images_own_libraries(image_root):
     assert libs["pyroute2"]["version"].startswith("0.7.")                # Debian 13's
     assert int(libs["cryptography"]["version"].split(".")[0]) >= 43
     assert out["cert_ok"] and "lo" in out["links"] and out["udev_ok"] and out["notify"]
+    assert {"mariadb", "rabbitmq", "keepalived"} <= set(out["services"])

@@ -1,0 +1,163 @@
+"""The HA foundation on a 3+1 rack of the built hci image (nspawn nodes on real systemd).
+
+Node 1 seeds the cluster with a VIP; nodes 2-4 join with a token.  The node
+agents then bring up etcd, the join service, memcached, MariaDB Galera,
+RabbitMQ, HAProxy and keepalived on the three controllers, and the
+compute node runs what its role needs.  Checked, in order, on one rack:
+
+1. ``cluster status --json`` has no problem; Galera has 3 members on every
+   controller and a write through the VIP lands; RabbitMQ runs 3 nodes;
+   exactly one controller holds the VIP; memcached answers on each;
+2. no service secret is in an etcd value, a journal or any process's argv;
+3. mariadb SIGKILLed on a controller: its agent restarts it and says so once;
+4. the VIP holder loses power: the VIP answers from another controller and
+   writes through it resume; booted again, Galera is back to 3 and caught up;
+5. every controller loses power and they come back in a shuffled order:
+   Galera re-forms by itself and every row written before is there.
+"""
+
+import json
+import random
+import time
+
+import harack
+import pytest
+from netns import wait_until
+from nspawn import rack
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+PROBE_USER, PROBE_PASSWORD = "probe", "probe-password-not-a-secret"
+
+
+@pytest.fixture(scope="module")
+def ha(hci_root, tmp_path_factory):
+    with rack(hci_root, tmp_path_factory.mktemp("ha")) as node:
+        nodes = harack.form(node, 4)
+        yield {n.name: n for n in nodes}
+
+
+def controllers(ha):
+    return [ha["node1"], ha["node2"], ha["node3"]]
+
+
+def write_rows(ha, through, count, start=0):
+    for i in range(start, start + count):
+        harack.sql(ha["node4"], "INSERT INTO probe.t (v) VALUES (%d)" % i, host=through,
+                   user=PROBE_USER, password=PROBE_PASSWORD)
+
+
+def test_the_rack_converges_with_every_foundation_service_ok(ha):
+    seconds = harack.wait_converged(ha["node2"], want_nodes=4)
+    print("converged %.0f s after the joins" % seconds)
+    rc, data = harack.status(ha["node2"])
+    assert rc == 0 and data["problems"] == []
+    foundation = ("mariadb", "rabbitmq", "memcached", "haproxy", "keepalived", "etcd", "join")
+    for n in controllers(ha):
+        services = data["services"][n.name]
+        assert {s: services[s]["state"] for s in foundation} == {s: "ok" for s in foundation}
+        assert harack.wsrep(n, "wsrep_cluster_size") == "3"
+        out = n.run("rabbitmqctl", "--formatter", "json", "cluster_status").stdout
+        assert len(json.loads(out)["running_nodes"]) == 3
+        version = n.run("bash", "-c", "exec 3<>/dev/tcp/%s/11211; printf 'version\\r\\n' >&3;"
+                        " head -1 <&3" % harack.address(int(n.name[4:]))).stdout
+        assert version.startswith("VERSION ")
+    assert len(harack.vip_holders(controllers(ha))) == 1
+    assert data["vip"]["holders"] == harack.vip_holders(controllers(ha))
+    assert "mariadb" not in data["services"]["node4"]
+    # a write through the VIP, from the compute node
+    harack.sql(ha["node1"], "CREATE DATABASE IF NOT EXISTS probe; CREATE TABLE IF NOT EXISTS "
+               "probe.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT); CREATE USER IF NOT EXISTS "
+               "'%s'@'%%' IDENTIFIED BY '%s'; GRANT ALL ON probe.* TO '%s'@'%%'"
+               % (PROBE_USER, PROBE_PASSWORD, PROBE_USER))
+    write_rows(ha, harack.VIP, 5)
+    for n in controllers(ha):
+        assert harack.sql(n, "SELECT COUNT(*) FROM probe.t") == [["5"]]
+
+
+def test_no_secret_in_etcd_journals_or_argv(ha):
+    node1 = ha["node1"]
+    cnf = node1.path("/etc/mysql/mariadb.conf.d/99-rackforge.cnf").read_text()
+    sst = cnf.split("wsrep_sst_auth = sst:")[1].split()[0]
+    cookie = node1.path("/var/lib/rabbitmq/.erlang.cookie").read_text().strip()
+    keepalived = node1.path("/etc/keepalived/keepalived.conf").read_text()
+    auth = keepalived.split("auth_pass ")[1].split()[0]
+    secrets = [s for s in (sst, cookie, auth) if len(s) >= 8]
+    assert len(secrets) == 3
+    dump = node1.run("python3", "-c", "import sys; sys.path.insert(0, '/usr/lib/rackforge')\n"
+                     "from rackforge import registry\n"
+                     "for e in registry.connect().kv.get_prefix('/'):\n"
+                     "    sys.stdout.buffer.write(e.key.encode() + b'=' + e.value + b'\\n')")
+    assert "/rackforge/secrets/" in dump.stdout
+    for n in ha.values():
+        journal = n.run("journalctl", "-b", "--no-pager", "-o", "cat", check=False).stdout
+        argv = n.run("sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '",
+                     check=False).stdout
+        for secret in secrets:
+            assert secret not in dump.stdout
+            assert secret not in journal, n.name
+            assert secret not in argv, n.name
+
+
+def test_mariadb_killed_is_restarted_by_its_agent_and_reported_once(ha):
+    node3 = ha["node3"]
+    node3.run("systemctl", "kill", "--signal=KILL", "mariadb.service")
+    wait_until(lambda: harack.wsrep(node3, "wsrep_cluster_size") == "3" if node3.run(
+        "systemctl", "is-active", "mariadb.service", check=False).stdout.strip() == "active"
+        else False, 600, "node3's MariaDB back in the cluster", interval=2)
+    harack.wait_converged(ha["node1"])
+    log = node3.journal("rackforge-nodeagent.service")
+    assert log.count("service mariadb failed") == 1, log[-3000:]
+    services = json.loads(node3.run("rackforge", "node", "services", "node3",
+                                    "--json").stdout)["services"]
+    assert services["mariadb"]["state"] == "ok" and services["mariadb"]["restarts"] == 1
+
+
+def test_the_vip_moves_when_its_holder_loses_power_and_the_holder_catches_up(ha):
+    holder_name, = harack.vip_holders(controllers(ha))
+    holder = ha[holder_name]
+    others = [n for n in controllers(ha) if n is not holder]
+    cut = time.monotonic()
+    holder.power_cut()
+    wait_until(lambda: len(harack.vip_holders(others)) == 1, 60, "the VIP to move",
+               interval=0.5)
+    moved = time.monotonic() - cut
+
+    def writes_resume():
+        try:
+            write_rows(ha, harack.VIP, 1, start=100)
+            return True
+        except RuntimeError:
+            return False
+    wait_until(writes_resume, 120, "writes through the VIP to resume", interval=1)
+    print("VIP moved %.1f s after the power cut; writes resumed %.1f s after it"
+          % (moved, time.monotonic() - cut))
+    write_rows(ha, harack.VIP, 10, start=200)
+    holder.boot()
+    wait_until(lambda: holder.leader() is not None and holder.run(
+        "systemctl", "is-active", "mariadb.service", check=False).stdout.strip() == "active"
+        and harack.wsrep(holder, "wsrep_local_state") == "4", 900,
+        "%s's Galera to catch up" % holder.name, interval=3)
+    expected = harack.sql(others[0], "SELECT COUNT(*), SUM(v) FROM probe.t")
+    assert harack.sql(holder, "SELECT COUNT(*), SUM(v) FROM probe.t") == expected
+    assert harack.wsrep(holder, "wsrep_cluster_size") == "3"
+    harack.wait_converged(ha["node1"])
+
+
+def test_a_whole_rack_power_loss_reforms_galera_by_itself_with_nothing_lost(ha):
+    expected = harack.sql(ha["node1"], "SELECT COUNT(*), SUM(v) FROM probe.t")
+    for n in controllers(ha):
+        n.power_cut()
+    order = controllers(ha)
+    random.Random(20261129).shuffle(order)
+    for n in order:
+        n.boot()
+        n.wait_booted()
+    for n in controllers(ha):
+        wait_until(lambda n=n: n.run("systemctl", "is-active", "mariadb.service",
+                                     check=False).stdout.strip() == "active"
+                   and harack.wsrep(n, "wsrep_cluster_size") == "3", 900,
+                   "%s in a 3-node Galera again" % n.name, interval=5)
+    for n in controllers(ha):
+        assert harack.sql(n, "SELECT COUNT(*), SUM(v) FROM probe.t") == expected
+    harack.wait_converged(ha["node1"])

@@ -1,0 +1,128 @@
+"""A rack of nspawn nodes of the built hci image, formed the operator's way: a seed with a
+VIP, the others joining with a token made on it.  For the node agent's end-to-end tests
+and its benchmark (tests/e2e/test_ha_rack.py, bench/nodeagent_converge.py)."""
+
+import json
+import time
+
+from netns import wait_until
+
+SUBNET = "10.77.9"
+VIP = SUBNET + ".100"
+FIRSTBOOT_TIMEOUT = 600
+CONVERGE_TIMEOUT = 1500
+
+
+def address(i):
+    return "%s.%d" % (SUBNET, 10 + i)
+
+
+def management(i):
+    return "management: {interface: host0, address: %s/24}\n" % address(i)
+
+
+def prepare(node, i, bootstrap, profile=None):
+    node.mount()
+    node.write("/etc/hostname", "node%d\n" % i, mode=0o644)
+    node.write("/etc/rackforge/bootstrap.yaml", bootstrap + management(i))
+    if profile is not None:       # the aio image differs from hci only in its profile
+        node.write("/usr/lib/rackforge/profile.json", json.dumps(profile), mode=0o644)
+
+
+def firstboot_done(node):
+    return node.path("/var/lib/rackforge/firstboot.done").exists()
+
+
+def wait_firstboot(node, timeout=FIRSTBOOT_TIMEOUT):
+    def done():
+        if node.proc is not None and node.proc.poll() is not None:
+            raise AssertionError("%s stopped:\n%s" % (node.name, node.console_text()[-3000:]))
+        log = node.journal("rackforge-firstboot.service")
+        if "not joined:" in log:
+            raise AssertionError("%s did not join:\n%s" % (node.name, log[-3000:]))
+        return firstboot_done(node)
+    wait_until(done, timeout, "%s's first boot" % node.name, interval=1)
+
+
+def status(node):
+    """``rackforge cluster status --json`` on ``node``: (exit code, data)."""
+    res = node.run("rackforge", "cluster", "status", "--json", check=False, timeout=120)
+    try:
+        return res.returncode, json.loads(res.stdout)
+    except ValueError:
+        return res.returncode, {"problems": ["no JSON: %s" % res.stderr[-300:]]}
+
+
+def wait_converged(node, timeout=CONVERGE_TIMEOUT, want_nodes=None):
+    """Until ``cluster status`` on ``node`` has no problem; returns the seconds it took."""
+    start = time.monotonic()
+    last = {}
+
+    def converged():
+        rc, data = status(node)
+        last["data"] = data
+        nodes = sum((data.get("nodes") or {}).get("by_state", {}).values())
+        return rc == 0 and (want_nodes is None or nodes == want_nodes)
+    try:
+        wait_until(converged, timeout, "the rack to converge", interval=3)
+    except AssertionError:
+        print(json.dumps(last.get("data"), indent=1)[-6000:])
+        raise
+    return time.monotonic() - start
+
+
+def form(node_factory, count, controllers=3, vip=VIP):
+    """Seed node1 and join the others; returns the nodes (booted, first boot done)."""
+    seed = node_factory("node1")
+    profile = None
+    if controllers == 1:
+        profile = {"name": "aio", "cluster": {"controllers": 1},
+                   "storage": {"wipe": "never", "min_disk_gib": 20}}
+    prepare(seed, 1, "seed: true\ncluster: rack1\n" + ("vip: %s\n" % vip if vip else ""),
+            profile)
+    seed.boot()
+    wait_firstboot(seed)
+    nodes = [seed]
+    if count > 1:
+        bundle = json.loads(seed.run("rackforge", "cluster", "token", "create", "--uses",
+                                     str(count - 1), "--json").stdout)
+        join = ("join: {endpoints: %s, token: '%s', ca_sha256: '%s'}\n"
+                % (json.dumps(bundle["endpoints"]), bundle["token"], bundle["ca_sha256"]))
+        for i in range(2, count + 1):
+            n = node_factory("node%d" % i)
+            prepare(n, i, join, profile)
+            nodes.append(n)
+        for n in nodes[1:]:
+            n.boot()
+        for n in nodes[1:]:
+            wait_firstboot(n)
+    return nodes
+
+
+def sql(node, query, host=None, user=None, password=None):
+    """Rows of ``query`` run on ``node`` (root over its socket, or USER@HOST)."""
+    argv = ["mariadb", "-N", "-B", "-e", query]
+    env = []
+    if host:
+        argv[1:1] = ["-h", host, "-u", user, "--connect-timeout=5"]
+        env = ["MYSQL_PWD=%s" % password]      # the test user's, not a rackforge secret
+    res = node.run("env", *env, *argv, check=False, timeout=60)
+    if res.returncode != 0:
+        raise RuntimeError("%s: %s" % (node.name, res.stderr.strip()[-300:]))
+    return [line.split("\t") for line in res.stdout.splitlines()]
+
+
+def wsrep(node, variable):
+    rows = sql(node, "SHOW GLOBAL STATUS LIKE '%s'" % variable)
+    return rows[0][1] if rows else None
+
+
+def vip_holders(nodes, vip=VIP):
+    held = []
+    for n in nodes:
+        if n.leader() is None:
+            continue
+        out = n.run("ip", "-o", "-4", "addr", "show", check=False).stdout
+        if " %s/" % vip in out:
+            held.append(n.name)
+    return held
