@@ -30,6 +30,7 @@ from rackforge.nodeagent import keyring, reconcile, tasks, units, view as view_m
 
 LOG = logging.getLogger("rackforge.nodeagent")
 LEASE_TTL = 15
+HEARTBEAT_EVERY = 60.0      # the time in the heartbeat; the lease says the node is alive
 PASS_EVERY = 30.0
 TICK = 2.0
 
@@ -100,16 +101,21 @@ class Agent:
         self.view = None
         self.last_outcome = None
         self.want_pass = False          # a restart of a step-managed service: pass now
+        self.heartbeat_at = 0.0
 
     # -- the lease: heartbeat and health live under it ---------------------------------------
     def keep_lease(self):
+        now = self.clock()
         if self.lease is None or self.kv.lease_keepalive(self.lease) == 0:
             self.lease = self.kv.lease_grant(LEASE_TTL)
-            heartbeat = {"time": self.clock(), "agent": __version__}
-            self.kv.txn([], [(keys.HEARTBEATS + self.node_id,
-                              json.dumps(heartbeat).encode(), self.lease)])
+            self.heartbeat_at = 0.0
             for name, tracker in self.trackers.items():     # a new lease: publish again
                 health_mod.publish(self.kv, self.node_id, name, tracker, self.lease)
+        if now - self.heartbeat_at >= HEARTBEAT_EVERY:
+            heartbeat = {"time": now, "agent": __version__}
+            self.kv.txn([], [(keys.HEARTBEATS + self.node_id,
+                              json.dumps(heartbeat).encode(), self.lease)])
+            self.heartbeat_at = now
 
     # -- one pass -----------------------------------------------------------------------------
     def reconcile(self):

@@ -31,12 +31,13 @@ from pathlib import Path
 from rackforge import errors, keys
 from rackforge.kvstore import Compare
 from rackforge.nodeagent import galera_state, health
-from rackforge.nodeagent.reconcile import Action
+from rackforge.nodeagent.reconcile import Action, Waiting
 
 LOG = logging.getLogger(__name__)
 UNIT = "mariadb.service"
 DATADIR = Path("/var/lib/mysql")
 RECOVERY_GRACE = 90.0          # no Primary anywhere this long: recover the cluster
+RESTART_WANTED = "/var/lib/rackforge/nodeagent/mariadb-restart"   # a change not applied yet
 START_TIMEOUT = 900
 EPOCH = keys.GALERA + "epoch"
 TURN = keys.GALERA + "turn"
@@ -143,23 +144,32 @@ class Galera:
         view, kv = ctx.view, ctx.kv
         unit = ctx.systemd.states([UNIT])[UNIT]
         status = wsrep_status(self.run) if unit.is_active else {}
-        if self._holds_turn(kv) and unit.active != "activating" and not ctx.dry_run:
+        if ctx.dry_run:
+            if is_primary(status) and not ctx.changed:
+                return []
+            return [Action("step", "galera", "mariadb", "would start, join or restart")]
+        if self._holds_turn(kv) and unit.active != "activating":
             self._end_turn(kv)              # this node's join (or restart) has ended
+        if ctx.changed:
+            self._restart_wanted().touch()  # applied when it is safe (below), not lost
         if is_primary(status):
             self.no_primary_since = None
-            if ctx.changed and not ctx.dry_run:
-                return self._restart_in_turn(ctx, kv)
+            if self._restart_wanted().exists():
+                return self._restart_in_turn(ctx, kv, status)
             return []
-        if ctx.dry_run:
-            return [Action("step", "galera", "mariadb", "would start or join")]
         if unit.active == "activating":
-            return [Action("step", "galera", "mariadb", "starting: a state transfer may be "
-                           "in progress")]
+            raise Waiting("starting: a state transfer may be in progress")
         anyone = self._primary_elsewhere(kv, view)
         if anyone:
             self.no_primary_since = None
             return self._join(ctx, kv, why="join %s's Primary component" % anyone)
         return self._whole_cluster_down(ctx, kv, unit)
+
+    def _restart_wanted(self):
+        path = Path(RESTART_WANTED) if self.datadir == DATADIR else \
+            self.datadir.parent / "mariadb-restart"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _primary_elsewhere(self, kv, view):
         """The name of a controller whose Galera is healthy (from the published health)."""
@@ -175,16 +185,23 @@ class Galera:
         """Queue this node's start in its turn; the turn ends on a later pass, when the
         start (and its state transfer) has ended one way or the other."""
         if not self._take_turn(kv, ctx.tasks.lease):
-            return [Action("step", "galera", "mariadb", "waiting for another joiner's turn")]
+            raise Waiting("waiting for another controller's turn to join")
         LOG.info("galera: %s", why)
         if ctx.systemd.states([UNIT])[UNIT].is_failed:
             ctx.systemd.act("reset-failed", UNIT)
         ctx.systemd.act("start-nowait", UNIT)
+        self._restart_wanted().unlink(missing_ok=True)
         return [Action("start", UNIT, "mariadb", why)]
 
-    def _restart_in_turn(self, ctx, kv):
+    def _restart_in_turn(self, ctx, kv, status):
+        """Apply a configuration change by a restart, only while other members hold the
+        Primary component (the sole member restarting would end the cluster), and one
+        controller at a time."""
+        if int(status.get("wsrep_cluster_size", 0) or 0) < 2:
+            return []           # later: when another member runs, or at the next start
         if not self._take_turn(kv, ctx.tasks.lease):
-            return [Action("step", "galera", "mariadb", "waiting for the turn to restart")]
+            raise Waiting("its configuration changed; waiting for the turn to restart")
+        self._restart_wanted().unlink(missing_ok=True)
         ctx.systemd.act("stop", UNIT)
         ctx.systemd.act("start-nowait", UNIT)
         return [Action("restart", UNIT, "mariadb", "its configuration changed")]
@@ -208,10 +225,17 @@ class Galera:
     # -- every controller lost power ---------------------------------------------------
     def _whole_cluster_down(self, ctx, kv, unit):
         if self.fresh():
-            # a controller that never was a member: it joins a Primary component when
-            # one shows up, and has nothing to offer a recovery
-            return [Action("step", "galera", "mariadb", "waiting for a controller with "
-                           "Galera synced to join")]
+            # a controller that never was a member joins a Primary component when one
+            # shows up; to a recovery in progress it reports that it holds nothing
+            current, _ = self._epoch(kv)
+            epoch = current.get("epoch", 0) + 1
+            if kv.get_prefix(POSITIONS + "%d/" % epoch):
+                mine = POSITIONS + "%d/%s" % (epoch, self.node_id)
+                if kv.get(mine) is None:
+                    empty = galera_state.Position(galera_state.ZERO_UUID, -1)
+                    kv.txn([], [(mine, json.dumps(empty.to_dict()).encode(),
+                                 ctx.tasks.lease)])
+            raise Waiting("waiting for a controller with Galera synced to join")
         now = self.clock()
         if self.no_primary_since is None:
             self.no_primary_since = now
@@ -224,9 +248,8 @@ class Galera:
                 return [Action("start", UNIT, "mariadb", "waiting for the members to "
                                "re-form the Primary component")]
         if now - self.no_primary_since < RECOVERY_GRACE:
-            return [Action("step", "galera", "mariadb", "no Primary component for %ds; "
-                           "recovery after %ds" % (now - self.no_primary_since,
-                                                   RECOVERY_GRACE))]
+            raise Waiting("no Primary component anywhere for %ds; recovery after %ds"
+                          % (now - self.no_primary_since, RECOVERY_GRACE))
         return self._recover(ctx, kv)
 
     def _epoch(self, kv):
@@ -255,15 +278,16 @@ class Galera:
         choice = galera_state.choose(reports, slots)
         if choice.seed is None:
             if choice.wait:
-                return [Action("step", "galera", "mariadb", choice.stop)]
+                raise Waiting(choice.stop)
             raise GaleraError(node=view.name, detail=choice.stop)
+        names = {p.id: p.name for p in view.controllers}
         if choice.seed != self.node_id:
-            return [Action("step", "galera", "mariadb", "waiting for %s to bootstrap "
-                           "epoch %d" % (choice.seed, epoch))]
+            raise Waiting("waiting for %s, the most advanced, to bootstrap epoch %d"
+                          % (names.get(choice.seed, choice.seed), epoch))
         record = {"epoch": epoch, "seed": self.node_id, "at": time.time()}
         if not kv.txn([Compare(EPOCH, revision)], [(EPOCH, json.dumps(record).encode())]):
-            return [Action("step", "galera", "mariadb", "epoch %d was taken by another "
-                           "node; not bootstrapping" % epoch)]
+            raise Waiting("epoch %d was taken by another controller; not bootstrapping"
+                          % epoch)
         grastate = self.datadir / "grastate.dat"
         grastate.write_text(galera_state.mark_safe(grastate.read_text()))
         self._new_cluster(view)

@@ -31,6 +31,14 @@ LOG = logging.getLogger(__name__)
 SYSTEMD_DIRS = ("/etc/systemd/", "/usr/lib/systemd/", "/run/systemd/")
 
 
+class Waiting(Exception):
+    """Raised by a start step that cannot go on yet: the service is pending, with ``why``."""
+
+    def __init__(self, why):
+        super().__init__(why)
+        self.why = why
+
+
 @dataclass(frozen=True)
 class Action:
     kind: str           # write, enable, disable, start, stop, restart, step, task, secret
@@ -85,7 +93,9 @@ class Reconciler:
         states = self.systemd.states(units)
         out, names = [], set()
         for s in wanted:            # in order: what a service requires comes before it
-            if all(states[u].exists for u in s.units) and set(s.requires) <= names:
+            rendered = {c.path.rsplit("/", 1)[-1] for c in s.configs}    # its own unit files
+            if all(states[u].exists or u in rendered for u in s.units) \
+                    and set(s.requires) <= names:
                 out.append(s)
                 names.add(s.name)
         return out
@@ -144,9 +154,13 @@ class Reconciler:
                 self._act(out, "enable", unit, svc)
         if svc.start != "systemd":
             step = self.hooks.STEPS[svc.start]
-            out.actions += step(StepContext(service=svc, view=view, systemd=self.systemd,
-                                            kv=kv, tasks=tasks, changed=changed,
-                                            dry_run=self.dry_run, context=context))
+            try:
+                out.actions += step(StepContext(service=svc, view=view, systemd=self.systemd,
+                                                kv=kv, tasks=tasks, changed=changed,
+                                                dry_run=self.dry_run, context=context))
+            except Waiting as wait:
+                out.pending[svc.name] = wait.why
+                return
             out.running.append(svc.name)
             return
         for unit in svc.units:

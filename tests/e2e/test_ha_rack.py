@@ -37,20 +37,29 @@ def ha(hci_root, tmp_path_factory):
         yield {n.name: n for n in nodes}
 
 
+def roles(ha):
+    listing = json.loads(ha["node1"].run("rackforge", "node", "list", "--json").stdout)
+    return {n["name"]: n["role"].split(",")[0] for n in listing}
+
+
 def controllers(ha):
-    return [ha["node1"], ha["node2"], ha["node3"]]
+    return [ha[name] for name, role in sorted(roles(ha).items()) if role == "controller"]
+
+
+def compute(ha):
+    return next(ha[name] for name, role in sorted(roles(ha).items()) if role == "compute")
 
 
 def write_rows(ha, through, count, start=0):
     for i in range(start, start + count):
-        harack.sql(ha["node4"], "INSERT INTO probe.t (v) VALUES (%d)" % i, host=through,
+        harack.sql(compute(ha), "INSERT INTO probe.t (v) VALUES (%d)" % i, host=through,
                    user=PROBE_USER, password=PROBE_PASSWORD)
 
 
 def test_the_rack_converges_with_every_foundation_service_ok(ha):
-    seconds = harack.wait_converged(ha["node2"], want_nodes=4)
+    seconds = harack.wait_converged(ha["node1"], want_nodes=4)
     print("converged %.0f s after the joins" % seconds)
-    rc, data = harack.status(ha["node2"])
+    rc, data = harack.status(ha["node1"])
     assert rc == 0 and data["problems"] == []
     foundation = ("mariadb", "rabbitmq", "memcached", "haproxy", "keepalived", "etcd", "join")
     for n in controllers(ha):
@@ -64,7 +73,7 @@ def test_the_rack_converges_with_every_foundation_service_ok(ha):
         assert version.startswith("VERSION ")
     assert len(harack.vip_holders(controllers(ha))) == 1
     assert data["vip"]["holders"] == harack.vip_holders(controllers(ha))
-    assert "mariadb" not in data["services"]["node4"]
+    assert "mariadb" not in data["services"][compute(ha).name]
     # a write through the VIP, from the compute node
     harack.sql(ha["node1"], "CREATE DATABASE IF NOT EXISTS probe; CREATE TABLE IF NOT EXISTS "
                "probe.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT); CREATE USER IF NOT EXISTS "
@@ -100,7 +109,7 @@ def test_no_secret_in_etcd_journals_or_argv(ha):
 
 
 def test_mariadb_killed_is_restarted_by_its_agent_and_reported_once(ha):
-    node3 = ha["node3"]
+    node3 = controllers(ha)[-1]
     node3.run("systemctl", "kill", "--signal=KILL", "mariadb.service")
     wait_until(lambda: harack.wsrep(node3, "wsrep_cluster_size") == "3" if node3.run(
         "systemctl", "is-active", "mariadb.service", check=False).stdout.strip() == "active"
@@ -108,7 +117,7 @@ def test_mariadb_killed_is_restarted_by_its_agent_and_reported_once(ha):
     harack.wait_converged(ha["node1"])
     log = node3.journal("rackforge-nodeagent.service")
     assert log.count("service mariadb failed") == 1, log[-3000:]
-    services = json.loads(node3.run("rackforge", "node", "services", "node3",
+    services = json.loads(node3.run("rackforge", "node", "services", node3.name,
                                     "--json").stdout)["services"]
     assert services["mariadb"]["state"] == "ok" and services["mariadb"]["restarts"] == 1
 

@@ -178,3 +178,20 @@ def test_services_whose_units_the_image_lacks_are_not_this_nodes(rack, tmp_path)
     outcome = one_pass(rec)
     assert "rabbitmq" not in outcome.running and "rabbitmq-users" not in outcome.pending
     assert outcome.errors == {}
+
+
+def test_a_service_whose_unit_file_it_writes_itself_is_brought_up(rack, tmp_path):
+    """The Galera check's socket unit is one of its own configuration files: not installed
+    before the agent writes it, and the service is this node's all the same."""
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    del systemd.units["rackforge-galeracheck.socket"]
+    real_states = systemd.states
+
+    def states(units):          # the unit appears once its file is written (daemon-reload)
+        if (tmp_path / "etc/systemd/system/rackforge-galeracheck.socket").exists():
+            systemd.install("rackforge-galeracheck.socket")
+        return real_states(units)
+    systemd.states = states
+    one_pass(rec)
+    assert systemd.units["rackforge-galeracheck.socket"]["active"] == "active"
