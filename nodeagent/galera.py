@@ -18,10 +18,19 @@ unattended re-forming of the cluster after every controller lost power.
   second bootstrap in one epoch, never a node that is behind; histories that
   differ stop it with one line for the operator.
 
+- **A configuration change** is applied by a restart, one controller at a
+  time and only while the others hold the Primary component; until then the
+  check says ``degraded``.  What the running MariaDB was started from is kept
+  as a digest (:data:`APPLIED`), so a change is never lost to an agent restart,
+  and a change of the member list alone (:data:`RESTART_FREE`) needs none.
+- **The only controller** (aio) skips the wait: after a restart or a power
+  loss it bootstraps from its own data at once.
+
 systemd does not restart MariaDB (a drop-in says ``Restart=no``): the agent
 owns its life, restarting it through these same steps and reporting it.
 """
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -37,7 +46,11 @@ LOG = logging.getLogger(__name__)
 UNIT = "mariadb.service"
 DATADIR = Path("/var/lib/mysql")
 RECOVERY_GRACE = 90.0          # no Primary anywhere this long: recover the cluster
-RESTART_WANTED = "/var/lib/rackforge/nodeagent/mariadb-restart"   # a change not applied yet
+APPLIED = "/var/lib/rackforge/nodeagent/mariadb-applied"   # digest of the running config
+# Read only when MariaDB (re)joins, so a change to it alone needs no restart: the list
+# of controllers grows as they join, and restarting every member for that would be
+# three rolling restarts on a new rack for nothing.
+RESTART_FREE = ("wsrep_cluster_address",)
 START_TIMEOUT = 900
 EPOCH = keys.GALERA + "epoch"
 TURN = keys.GALERA + "turn"
@@ -50,8 +63,9 @@ class GaleraError(errors.RackforgeError):
 
 
 def mysql(query, run=subprocess.run, timeout=20):
-    """Rows (lists of strings) of ``query``, as root over the local socket."""
-    res = run(["mariadb", "--protocol=socket", "-N", "-B", "-e", query],
+    """Rows (lists of strings) of ``query``, as root over the local socket.  The query
+    goes in on stdin: it may hold a password, and a command line is world-readable."""
+    res = run(["mariadb", "--protocol=socket", "-N", "-B"], input=query,
               capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise GaleraError(node="this node", detail=(res.stderr.strip().splitlines() or
@@ -74,12 +88,15 @@ def is_primary(status):
 class Galera:
     """The Galera hooks of one node's agent (it keeps what it saw between passes)."""
 
-    def __init__(self, node_id, kv, run=subprocess.run, datadir=DATADIR, clock=time.monotonic):
+    def __init__(self, node_id, kv, run=subprocess.run, datadir=DATADIR, clock=time.monotonic,
+                 applied=APPLIED):
         self.node_id = node_id
         self.kv = kv
         self.run = run
         self.datadir = Path(datadir)
         self.clock = clock
+        self.applied = Path(applied)
+        self.config_paths = ()      # the service's configuration files (its first step)
         self.no_primary_since = None
 
     # -- health (builtin check "galera") -----------------------------------------------
@@ -97,6 +114,9 @@ class Galera:
         if not is_primary(status):
             return health.Result(health.FAILED, "not in a Primary component (%s)"
                                  % status.get("wsrep_cluster_status"), detail)
+        if local == "4" and self.stale():
+            return health.Result(health.DEGRADED, "its configuration changed; it restarts "
+                                 "when the other members can spare it", detail)
         if local == "4":
             return health.Result(health.OK, "", detail)
         if local == "2":
@@ -132,6 +152,13 @@ class Galera:
             time.sleep(1)           # a poll of a starting database, not a fixed delay
         raise GaleraError(node=view.name, detail="no Primary component within %ds" % timeout)
 
+    # -- cluster task "galera-users": the SST user's password, again after a rotation ----
+    def users(self, view, systemd, context):
+        if not is_primary(wsrep_status(self.run)):
+            raise GaleraError(node=view.name, detail="not in a Primary component here")
+        self._users(context)
+        return {"users": ["sst"]}
+
     def _users(self, context):
         password = context["secrets"]["mariadb-sst"].replace("'", "''")
         mysql("CREATE USER IF NOT EXISTS 'sst'@'localhost' IDENTIFIED BY '%s'; "
@@ -148,13 +175,14 @@ class Galera:
             if is_primary(status) and not ctx.changed:
                 return []
             return [Action("step", "galera", "mariadb", "would start, join or restart")]
+        self.config_paths = tuple(c.path for c in ctx.service.configs)
         if self._holds_turn(kv) and unit.active != "activating":
             self._end_turn(kv)              # this node's join (or restart) has ended
-        if ctx.changed:
-            self._restart_wanted().touch()  # applied when it is safe (below), not lost
         if is_primary(status):
             self.no_primary_since = None
-            if self._restart_wanted().exists():
+            if not self.applied.exists():
+                self._mark_applied()        # running before the agent kept a digest
+            if self.stale():
                 return self._restart_in_turn(ctx, kv, status)
             return []
         if unit.active == "activating":
@@ -165,11 +193,36 @@ class Galera:
             return self._join(ctx, kv, why="join %s's Primary component" % anyone)
         return self._whole_cluster_down(ctx, kv, unit)
 
-    def _restart_wanted(self):
-        path = Path(RESTART_WANTED) if self.datadir == DATADIR else \
-            self.datadir.parent / "mariadb-restart"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+    # -- which configuration the running MariaDB has ----------------------------------
+    def digest(self):
+        """sha256 of the configuration files, without the lines MariaDB reads only when
+        it joins (:data:`RESTART_FREE`)."""
+        h = hashlib.sha256()
+        for path in self.config_paths:
+            try:
+                text = Path(path).read_text()
+            except FileNotFoundError:
+                text = ""
+            h.update(path.encode() + b"\0")
+            for line in text.splitlines():
+                if line.split("=", 1)[0].strip() not in RESTART_FREE:
+                    h.update(line.encode() + b"\n")
+        return h.hexdigest()
+
+    def stale(self):
+        """True if the files changed since MariaDB last started from them."""
+        if not self.config_paths or not self.applied.exists():
+            return False
+        return self.applied.read_text().strip() != self.digest()
+
+    def _mark_applied(self):
+        """Called as MariaDB is started from the files as they are now (by the start
+        step, which knows the files; the bootstrap task leaves it to the step)."""
+        from rackforge import fileutil
+        if not self.config_paths:
+            return
+        self.applied.parent.mkdir(parents=True, exist_ok=True)
+        fileutil.atomic_write(self.applied, self.digest() + "\n")
 
     def _primary_elsewhere(self, kv, view):
         """The name of a controller whose Galera is healthy (from the published health)."""
@@ -189,20 +242,25 @@ class Galera:
         LOG.info("galera: %s", why)
         if ctx.systemd.states([UNIT])[UNIT].is_failed:
             ctx.systemd.act("reset-failed", UNIT)
+        self._mark_applied()
         ctx.systemd.act("start-nowait", UNIT)
-        self._restart_wanted().unlink(missing_ok=True)
         return [Action("start", UNIT, "mariadb", why)]
 
     def _restart_in_turn(self, ctx, kv, status):
         """Apply a configuration change by a restart, only while other members hold the
-        Primary component (the sole member restarting would end the cluster), and one
-        controller at a time."""
+        Primary component (the sole member of a cluster of several restarting would end
+        it), and one controller at a time.  The only controller (aio) stops, and the
+        next pass bootstraps it again from its own data, the most advanced there is."""
+        if len(ctx.view.controllers) == 1:
+            ctx.systemd.act("stop", UNIT)
+            return [Action("stop", UNIT, "mariadb", "its configuration changed; the only "
+                           "controller bootstraps again")]
         if int(status.get("wsrep_cluster_size", 0) or 0) < 2:
             return []           # later: when another member runs, or at the next start
         if not self._take_turn(kv, ctx.tasks.lease):
             raise Waiting("its configuration changed; waiting for the turn to restart")
-        self._restart_wanted().unlink(missing_ok=True)
         ctx.systemd.act("stop", UNIT)
+        self._mark_applied()
         ctx.systemd.act("start-nowait", UNIT)
         return [Action("restart", UNIT, "mariadb", "its configuration changed")]
 
@@ -236,6 +294,8 @@ class Galera:
                     kv.txn([], [(mine, json.dumps(empty.to_dict()).encode(),
                                  ctx.tasks.lease)])
             raise Waiting("waiting for a controller with Galera synced to join")
+        if [p.id for p in ctx.view.controllers] == [self.node_id]:
+            return self._recover(ctx, kv)   # the only controller: nobody else to wait for
         now = self.clock()
         if self.no_primary_since is None:
             self.no_primary_since = now
@@ -244,6 +304,7 @@ class Galera:
                 LOG.info("galera: no Primary component anywhere; starting normally first")
                 if unit.is_failed:
                     ctx.systemd.act("reset-failed", UNIT)
+                self._mark_applied()
                 ctx.systemd.act("start-nowait", UNIT)
                 return [Action("start", UNIT, "mariadb", "waiting for the members to "
                                "re-form the Primary component")]
@@ -290,6 +351,7 @@ class Galera:
                           % epoch)
         grastate = self.datadir / "grastate.dat"
         grastate.write_text(galera_state.mark_safe(grastate.read_text()))
+        self._mark_applied()
         self._new_cluster(view)
         self.no_primary_since = None
         LOG.warning("galera: re-formed the cluster from %s (epoch %d)", view.name, epoch)

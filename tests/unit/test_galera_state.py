@@ -78,3 +78,23 @@ def test_an_empty_node_does_not_block_the_choice():
 def test_the_seed_is_marked_safe_to_bootstrap(text):
     assert "safe_to_bootstrap: 1" in gs.mark_safe(text)
     assert gs.mark_safe(text).count("safe_to_bootstrap") == 1
+
+
+def test_a_new_member_list_needs_no_restart_any_other_change_does(tmp_path):
+    from rackforge.nodeagent import galera
+
+    cnf = tmp_path / "99-rackforge.cnf"
+    cnf.write_text("[mysqld]\ninnodb_buffer_pool_size = 128M\n[galera]\n"
+                   "wsrep_cluster_address = gcomm://10.0.0.11\n")
+    g = galera.Galera("n1", None, datadir=tmp_path, applied=tmp_path / "applied")
+    assert not g.stale()                    # nothing started from the files yet
+    g.config_paths = (str(cnf),)
+    g._mark_applied()
+    assert not g.stale()
+    cnf.write_text(cnf.read_text().replace("gcomm://10.0.0.11",
+                                           "gcomm://10.0.0.11,10.0.0.12,10.0.0.13"))
+    assert not g.stale()
+    cnf.write_text(cnf.read_text().replace("128M", "256M"))
+    assert g.stale()
+    g._mark_applied()
+    assert not g.stale()
