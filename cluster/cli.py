@@ -65,6 +65,9 @@ def add_commands(sub):
     _etcd_option(q)
     q.set_defaults(func=cmd_status)
 
+    from rackforge.nodeagent.cli import add_cluster_commands
+    add_cluster_commands(csub, _etcd_option)
+
     c = csub.add_parser("ca", help="the cluster certificate authority")
     casub = c.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = casub.add_parser("init", help="create the cluster CA here (the seed), or show it")

@@ -160,6 +160,21 @@ class SecretStore:
             raise SecretNotFound(name=name, fix="it was never created")
         return sorted(record.get("readers") or {})
 
+    def info(self, name):
+        """{version, updated, readers} of secret ``name`` (never its value); None if it
+        does not exist."""
+        _, record = self._entry(name)
+        if record is None:
+            return None
+        return {"version": record.get("version", 1), "updated": record.get("updated"),
+                "readers": sorted(record.get("readers") or {})}
+
+    def version(self, name):
+        """The version of secret ``name`` (1 when made, +1 on every rotation); None if it
+        does not exist."""
+        _, record = self._entry(name)
+        return None if record is None else record.get("version", 1)
+
     def get(self, name):
         """The value (bytes), opened with this node's key."""
         _, record = self._entry(name)

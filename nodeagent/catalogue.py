@@ -46,7 +46,7 @@ HEALTH_KEYS = {"builtin": {"type", "name", "timeout", "interval"},
                "tcp": {"type", "port", "timeout", "interval"},
                "http": {"type", "port", "path", "status", "timeout", "interval"},
                "command": {"type", "argv", "timeout", "interval"}}
-SECRET_KEYS = {"name", "kind", "length", "readers", "description"}
+SECRET_KEYS = {"name", "kind", "length", "readers", "description", "applied_by", "fixed"}
 SECRET_KINDS = ("password", "cookie", "hex", "uuid")
 
 
@@ -104,6 +104,8 @@ class Secret:
     length: int
     readers: tuple
     description: str = ""
+    applied_by: str = ""    # the cluster task that sets it inside a service; re-run on rotation
+    fixed: str = ""         # why it cannot be rotated on a running cluster ("": it can)
 
 
 @dataclass
@@ -115,6 +117,12 @@ class Catalogue:
 
     def __post_init__(self):
         self.by_name = {s.name: s for s in self.services}
+
+    def task_inputs(self, task, versions):
+        """{secret: version} of the secrets task ``task`` applies (``versions``: every
+        secret's version); the task is done only for these."""
+        return {name: versions[name] for name, s in self.secrets.items()
+                if s.applied_by == task and name in versions}
 
     def for_roles(self, roles):
         return [s for s in self.services if s.runs_on(roles)]
@@ -220,7 +228,8 @@ def parse_secrets(data, where):
     out = {}
     for item in data:
         if not isinstance(item, dict) or set(item) - SECRET_KEYS or "name" not in item:
-            raise _bad(where, "a secret is {name, kind, length?, readers, description?}")
+            raise _bad(where, "a secret is {name, kind, length?, readers, description?, "
+                       "applied_by?, fixed?}")
         if item.get("kind") not in SECRET_KINDS:
             raise _bad(where, "secret %s: kind must be one of %s"
                        % (item["name"], ", ".join(SECRET_KINDS)))
@@ -230,7 +239,12 @@ def parse_secrets(data, where):
                        % (item["name"], ", ".join(ROLES)))
         out[item["name"]] = Secret(name=item["name"], kind=item["kind"],
                                    length=int(item.get("length", 32)), readers=readers,
-                                   description=str(item.get("description", "")))
+                                   description=str(item.get("description", "")),
+                                   applied_by=str(item.get("applied_by", "")),
+                                   fixed=str(item.get("fixed", "")))
+        if out[item["name"]].applied_by and out[item["name"]].fixed:
+            raise _bad(where, "secret %s: 'applied_by' and 'fixed' exclude each other"
+                       % item["name"])
     return out
 
 
@@ -286,5 +300,10 @@ def load(services_dir=SERVICES_DIR, templates=TEMPLATES_DIR, secrets_file=SECRET
                        % svc.health.name)
         for config in svc.configs:
             digest.update((Path(templates) / config.template).read_bytes())
+    for secret in secrets.values():
+        if secret.applied_by and not any(secret.applied_by in s.tasks and secret.name
+                                         in s.secrets for s in services):
+            raise _bad(Path(secrets_file).name, "secret %s is applied by task '%s', which no "
+                       "service that uses the secret runs" % (secret.name, secret.applied_by))
     return Catalogue(services=order(services), secrets=secrets,
                      version=digest.hexdigest()[:16])

@@ -5,7 +5,10 @@
   ``--dry-run`` it prints what it would change and changes nothing;
 - ``nodeagent catalogue``: the services of the catalogue, checked;
 - ``node services NODE [--json]``: a node's services and their health, as its
-  agent published them.
+  agent published them;
+- ``cluster secret list [--json]`` and ``cluster secret rotate NAME``: the
+  cluster's service secrets (never their values) and a new value for one
+  (:func:`.keyring.rotate`).
 """
 
 import json
@@ -33,6 +36,73 @@ def add_node_commands(nsub, etcd_option):
     q.add_argument("--json", action="store_true", help="print them as JSON")
     etcd_option(q)
     q.set_defaults(func=cmd_node_services)
+
+
+def add_cluster_commands(csub, etcd_option):
+    p = csub.add_parser("secret", help="the cluster's service secrets (never their values)")
+    ssub = p.add_subparsers(dest="secret_action", metavar="ACTION", required=True)
+    q = ssub.add_parser("list", help="each secret: version, readers, last change, rotation")
+    q.add_argument("--json", action="store_true", help="print them as JSON")
+    etcd_option(q)
+    q.set_defaults(func=cmd_secret_list)
+    q = ssub.add_parser("rotate", help="a new value for one secret; the agents apply it")
+    q.add_argument("name", metavar="NAME", help="the secret (see 'cluster secret list')")
+    etcd_option(q)
+    q.set_defaults(func=cmd_secret_rotate)
+
+
+def _rotation(secret):
+    if secret.fixed:
+        return "fixed: " + secret.fixed
+    return ("by task %s and restarts" % secret.applied_by if secret.applied_by
+            else "by restarts")
+
+
+def cmd_secret_list(args):
+    from rackforge import registry
+    from rackforge.cluster import secrets as store_mod
+    from rackforge.nodeagent import catalogue, hooks
+
+    cat = catalogue.load(**hooks.names())
+    store = store_mod.SecretStore(registry.connect(getattr(args, "etcd", None)).kv)
+    rows = []
+    for name, secret in sorted(cat.secrets.items()):
+        info = store.info(name) or {}
+        rows.append({"name": name, "description": secret.description,
+                     "reader_roles": list(secret.readers), "created": bool(info),
+                     "version": info.get("version"), "updated": info.get("updated"),
+                     "readers": info.get("readers", []), "rotation": _rotation(secret)})
+    if args.json:
+        json.dump({"secrets": rows}, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    for row in rows:
+        if not row["created"]:
+            state = "not created yet"
+        else:
+            state = "v%d, %d readers, changed %s" % (
+                row["version"], len(row["readers"]), time.strftime(
+                    "%Y-%m-%d %H:%M", time.gmtime(row["updated"] or 0)))
+        print("%-20s %-34s rotation %s" % (row["name"], state, row["rotation"]))
+    return 0
+
+
+def cmd_secret_rotate(args):
+    from rackforge import registry
+    from rackforge.nodeagent import catalogue, hooks, keyring
+
+    cat = catalogue.load(**hooks.names())
+    info = keyring.rotate(registry.connect(getattr(args, "etcd", None)).kv, cat.secrets,
+                          args.name)
+    secret = cat.secrets[args.name]
+    users = sorted(s.name for s in cat.services if args.name in s.secrets)
+    print("secret %s rotated: version %d, sealed for %d nodes" % (
+        args.name, info["version"], len(info["readers"])))
+    print("each node's agent applies it on its next pass: %s%s restart; follow it with "
+          "'rackforge cluster status'" % (
+              "task %s sets it, " % secret.applied_by if secret.applied_by else "",
+              ", ".join(users)))
+    return 0
 
 
 def cmd_run(args):

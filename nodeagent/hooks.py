@@ -15,7 +15,7 @@ from rackforge.nodeagent import galera, health, rabbit
 from rackforge.nodeagent.reconcile import Action
 
 STEP_NAMES = ("galera", "rabbitmq", "sysctl")
-TASK_NAMES = ("galera-bootstrap", "rabbitmq-users")
+TASK_NAMES = ("galera-bootstrap", "galera-users", "rabbitmq-users")
 CONDITION_NAMES = ("galera-primary",)
 CHECK_NAMES = ("galera", "rabbitmq", "keepalived")
 SYSCTL_FILE = "/etc/sysctl.d/60-rackforge.conf"
@@ -48,6 +48,7 @@ class Hooks:
         self.STEPS = {"galera": self.galera.step, "rabbitmq": self.rabbit.step,
                       "sysctl": self.sysctl}
         self.TASKS = {"galera-bootstrap": self.galera.bootstrap,
+                      "galera-users": self.galera.users,
                       "rabbitmq-users": self.rabbit.users}
         self.CONDITIONS = {"galera-primary": self.galera_primary}
         self.CHECKS = {"galera": self.galera.check, "rabbitmq": self.rabbit.check,

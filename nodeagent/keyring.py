@@ -9,9 +9,12 @@ later by any node that can read it, and written into configuration files
 (0600/0640, owned by the service's user) and nowhere else: not etcd in
 clear, not a log, not an error line, not a command line.
 
-Rotating one (operator): ``rackforge cluster secret rotate NAME`` on a node
-that reads it; every agent renders the new value on its next pass and
-restarts what uses it.
+Rotating one (operator): ``rackforge cluster secret rotate NAME`` on any
+node (:func:`rotate`): a new value, sealed for the nodes of its reader roles
+now (a node that left loses it).  Every agent renders it on its next pass and
+restarts what uses it (MariaDB one controller at a time); the cluster task
+that sets it inside a service (``applied_by``) runs again, once.  A secret
+marked ``fixed`` (the Erlang cookie) is refused with the reason.
 """
 
 import base64
@@ -20,11 +23,26 @@ import secrets as rand
 import string
 import uuid
 
-from rackforge import keys
+from rackforge import errors, keys
 from rackforge.cluster import ca, roles, secrets as store_mod
 
 LOG = logging.getLogger(__name__)
 COOKIE_ALPHABET = string.ascii_uppercase
+
+
+class UnknownSecret(errors.ConfigError):
+    message = "no secret named {name}; the cluster's secrets are: {known}"
+
+
+class CannotRotate(errors.RackforgeError):
+    message = "secret {name} cannot be rotated on a running cluster: {why}"
+    retryable = False
+
+
+class NotCreated(errors.RackforgeError):
+    message = ("secret {name} has not been created yet (no node runs a service that "
+               "needs it); there is nothing to rotate")
+    retryable = False
 
 
 def generate(secret):
@@ -57,6 +75,12 @@ def node_roles(kv):
     return {d.node: set(d.roles) for d in roles.RoleElection(kv).decisions()}
 
 
+def reader_keys(secret, public, role_of):
+    """{node id: public key} of the nodes of ``secret``'s reader roles."""
+    return {n: key for n, key in public.items()
+            if "all" in secret.readers or role_of.get(n, set()) & set(secret.readers)}
+
+
 class Keyring:
     """The secrets of catalogue ``secrets`` ({name: Secret}) for node ``node_id``."""
 
@@ -67,8 +91,7 @@ class Keyring:
         self.store = store_mod.SecretStore(kv, node_id, private_key)
 
     def readers(self, secret, public, role_of):
-        return {n: key for n, key in public.items()
-                if "all" in secret.readers or role_of.get(n, set()) & set(secret.readers)}
+        return reader_keys(secret, public, role_of)
 
     def reconcile(self, needed=None):
         """Create what this node may create and needs (``needed``: the secrets of its
@@ -98,6 +121,11 @@ class Keyring:
                                                             ", ".join(sorted(missing))))
         return actions
 
+    def versions(self, names):
+        """{name: version} of the secrets ``names`` that exist (a rotation adds one)."""
+        return {name: v for name in names
+                if (v := self.store.version(name)) is not None}
+
     def values(self, names):
         """{name: str} of the secrets ``names`` this node can read; the others are left
         out (the caller waits for them)."""
@@ -108,6 +136,24 @@ class Keyring:
             except (store_mod.SecretNotFound, store_mod.NotAReader):
                 continue
         return out
+
+
+def rotate(kv, secrets, name, clock=None):
+    """Give secret ``name`` (of ``secrets``: {name: Secret}) a new value, sealed for the
+    nodes of its reader roles; returns its :meth:`SecretStore.info` after the change."""
+    secret = secrets.get(name)
+    if secret is None:
+        raise UnknownSecret(name=name, known=", ".join(sorted(secrets)))
+    if secret.fixed:
+        raise CannotRotate(name=name, why=secret.fixed)
+    store = store_mod.SecretStore(kv, **({"clock": clock} if clock else {}))
+    if store.info(name) is None:
+        raise NotCreated(name=name)
+    public, role_of = node_keys(kv), node_roles(kv)
+    readers = reader_keys(secret, public, role_of)
+    store.put(name, generate(secret), readers)
+    LOG.info("secret %s rotated for %d nodes", name, len(readers))
+    return store.info(name)
 
 
 def private_key(path):

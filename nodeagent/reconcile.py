@@ -141,8 +141,10 @@ class Reconciler:
             if not met:
                 out.pending[svc.name] = "waiting for %s: %s" % (condition, why)
                 return
+        versions = keyring.versions(svc.secrets) if keyring is not None else {}
         for task in svc.tasks:
-            why = self._task(task, svc, view, tasks, context, out)
+            inputs = self.catalogue.task_inputs(task, versions)
+            why = self._task(task, svc, view, tasks, context, out, inputs)
             if why:
                 out.pending[svc.name] = why
                 return
@@ -189,20 +191,28 @@ class Reconciler:
             out.actions.append(Action("daemon-reload", "systemd", svc.name))
         return changed
 
-    def _task(self, name, svc, view, tasks, context, out):
-        """None when task ``name`` is done; else why the service waits."""
+    def _task(self, name, svc, view, tasks, context, out, inputs):
+        """None when task ``name`` is done (for ``inputs``: a task done for an older
+        version of a secret it applies is run again, and nobody waits for that); else
+        why the service waits."""
         if tasks is None:
             return "waiting for task %s (no registry)" % name
-        if tasks.done(name) is not None:
+        done = tasks.done(name)
+        if done is not None and done.holds_for(inputs):
             return None
+        again = done is not None
         if not view.is_controller:
-            return "waiting for task %s on a controller" % name
+            return None if again else "waiting for task %s on a controller" % name
         if self.dry_run:
-            out.actions.append(Action("task", name, svc.name, "would claim it"))
-            return "task %s not done yet" % name
+            out.actions.append(Action("task", name, svc.name, "would run it again for a "
+                                      "rotated secret" if again else "would claim it"))
+            return None if again else "task %s not done yet" % name
         func = self.hooks.TASKS[name]
-        if tasks.run(name, func, view, self.systemd, context) == "done":
-            out.actions.append(Action("task", name, svc.name, "done here"))
+        if tasks.run(name, func, view, self.systemd, context, inputs=inputs) == "done":
+            out.actions.append(Action("task", name, svc.name, "done here again, for a "
+                                      "rotated secret" if again else "done here"))
+            return None
+        if again:
             return None
         return "waiting for task %s (claimed by %s)" % (name, tasks.claimant(name))
 

@@ -8,7 +8,10 @@ compute node runs what its role needs.  Checked, in order, on one rack:
 1. ``cluster status --json`` has no problem; Galera has 3 members on every
    controller and a write through the VIP lands; RabbitMQ runs 3 nodes;
    exactly one controller holds the VIP; memcached answers on each;
-2. no service secret is in an etcd value, a journal or any process's argv;
+2. ``cluster secret rotate``: a new SST password reaches every controller's
+   MariaDB by a rolling restart, a new broker password is set in RabbitMQ by
+   its task; then no service secret is in an etcd value, a journal or any
+   process's argv;
 3. mariadb SIGKILLed on a controller: its agent restarts it and says so once;
 4. the VIP holder loses power: the VIP answers from another controller and
    writes through it resume; booted again, Galera is back to 3 and caught up;
@@ -82,6 +85,48 @@ def test_the_rack_converges_with_every_foundation_service_ok(ha):
     write_rows(ha, harack.VIP, 5)
     for n in controllers(ha):
         assert harack.sql(n, "SELECT COUNT(*) FROM probe.t") == [["5"]]
+
+
+def started_at(node, unit):
+    return node.run("systemctl", "show", "-P", "ActiveEnterTimestampMonotonic",
+                    unit).stdout.strip()
+
+
+def test_rotated_secrets_reach_every_controller_and_their_services(ha):
+    ctrl = controllers(ha)
+    cnf = "/etc/mysql/mariadb.conf.d/99-rackforge.cnf"
+    before = {n.name: (n.path(cnf).read_text(), started_at(n, "mariadb.service")) for n in ctrl}
+    out = ha["node4"].run("rackforge", "cluster", "secret", "rotate", "mariadb-sst").stdout
+    assert "version 2, sealed for 3 nodes" in out
+    ha["node4"].run("rackforge", "cluster", "secret", "rotate", "rabbitmq-openstack")
+    refused = ha["node1"].run("rackforge", "cluster", "secret", "rotate", "rabbitmq-cookie",
+                              check=False)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+
+    def applied():      # new file, and MariaDB restarted from it, on every controller
+        return all(n.path(cnf).read_text() != before[n.name][0]
+                   and started_at(n, "mariadb.service") != before[n.name][1] for n in ctrl)
+    wait_until(applied, 900, "the new SST password on every controller", interval=3)
+    harack.wait_converged(ha["node1"])
+    assert harack.wsrep(ctrl[0], "wsrep_cluster_size") == "3"
+    listing = json.loads(ha["node1"].run("rackforge", "cluster", "secret", "list",
+                                         "--json").stdout)["secrets"]
+    assert {s["name"]: s["version"] for s in listing} == {
+        "mariadb-sst": 2, "rabbitmq-openstack": 2, "rabbitmq-cookie": 1, "keepalived-auth": 1}
+    # RabbitMQ takes the new broker password (read on the node, piped, never in argv)
+    check = ctrl[0].run("sh", "-c", "python3 -c \"" + READ_SECRET % "rabbitmq-openstack" +
+                        "\" | runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq "
+                        "rabbitmqctl authenticate_user openstack", check=False)
+    assert check.returncode == 0, check.stderr
+
+
+READ_SECRET = ("import json, sys; sys.path.insert(0, '/usr/lib/rackforge'); "
+               "from rackforge import registry; "
+               "from rackforge.nodeagent import catalogue, daemon, hooks, keyring; "
+               "node = json.loads(daemon.node_file().read_text()); "
+               "ring = keyring.Keyring(registry.connect().kv, node['node_id'], "
+               "keyring.private_key(node['key']), catalogue.load(**hooks.names()).secrets); "
+               "sys.stdout.write(ring.values(['%s']).popitem()[1])")
 
 
 def test_no_secret_in_etcd_journals_or_argv(ha):

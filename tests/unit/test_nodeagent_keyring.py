@@ -57,3 +57,33 @@ def test_a_controller_that_comes_later_is_granted_the_same_values(rack):
     granted = ring(reg, nodes, "n2").reconcile()
     assert any("granted secret mariadb-sst to %s" % late.id in g for g in granted)
     assert ring(reg, nodes, "n9").values(["mariadb-sst"]) == before
+
+
+def test_rotation_seals_a_new_value_for_the_readers_of_now(rack):
+    reg, nodes = rack
+    cat = catalogue.load(**hooks.names())
+    ring(reg, nodes, "n1").reconcile()
+    before = ring(reg, nodes, "n2").values(["rabbitmq-openstack"])
+    info = keyring.rotate(reg.kv, cat.secrets, "rabbitmq-openstack")
+    assert info["version"] == 2 and len(info["readers"]) == 4
+    after = ring(reg, nodes, "n4").values(["rabbitmq-openstack"])
+    assert after == ring(reg, nodes, "n1").values(["rabbitmq-openstack"])
+    assert after != before and len(after["rabbitmq-openstack"]) >= 24
+    assert ring(reg, nodes, "n1").versions(["rabbitmq-openstack", "mariadb-sst"]) == {
+        "rabbitmq-openstack": 2, "mariadb-sst": 1}
+    raw = b"".join(e.value for e in reg.kv.get_prefix(keys.SECRETS))
+    assert after["rabbitmq-openstack"].encode() not in raw
+
+
+def test_rotation_refuses_the_cookie_an_unknown_name_and_a_secret_not_made(rack):
+    reg, nodes = rack
+    cat = catalogue.load(**hooks.names())
+    with pytest.raises(keyring.NotCreated, match="nothing to rotate"):
+        keyring.rotate(reg.kv, cat.secrets, "mariadb-sst")
+    ring(reg, nodes, "n1").reconcile()
+    with pytest.raises(keyring.CannotRotate, match="every node of the broker stopped"):
+        keyring.rotate(reg.kv, cat.secrets, "rabbitmq-cookie")
+    with pytest.raises(keyring.UnknownSecret, match="the cluster's secrets are: "
+                       "keepalived-auth, mariadb-sst"):
+        keyring.rotate(reg.kv, cat.secrets, "mariadb-root")
+    assert ring(reg, nodes, "n1").versions(["rabbitmq-cookie"]) == {"rabbitmq-cookie": 1}

@@ -195,3 +195,34 @@ def test_a_service_whose_unit_file_it_writes_itself_is_brought_up(rack, tmp_path
     systemd.states = states
     one_pass(rec)
     assert systemd.units["rackforge-galeracheck.socket"]["active"] == "active"
+
+
+def test_a_rotated_secret_is_rendered_restarted_and_applied_once(rack, tmp_path):
+    reg, nodes = rack
+    cat = catalogue.load(**hooks.names())
+    rec1, systemd1, stand1, pass1 = agent_parts(reg, nodes, "n1", tmp_path / "n1")
+    rec2, systemd2, stand2, pass2 = agent_parts(reg, nodes, "n2", tmp_path / "n2")
+    rec4, systemd4, stand4, pass4 = agent_parts(reg, nodes, "n4", tmp_path / "n4")
+    for rec, one_pass in ((rec1, pass1), (rec2, pass2), (rec4, pass4)):
+        one_pass(rec)
+    assert pass1(rec1).actions == [] and pass2(rec2).actions == []
+    cnf = tmp_path / "n2/etc/mysql/mariadb.conf.d/99-rackforge.cnf"
+    before = cnf.read_text()
+
+    def runs():
+        return [stand.calls.count(("task", "galera-users")) for stand in (stand1, stand2)]
+    assert runs() == [1, 0]                                  # n1 came up first and set it
+    keyring.rotate(reg.kv, cat.secrets, "mariadb-sst")
+    n2 = pass2(rec2)
+    assert runs() == [1, 1]                                  # applied here, once
+    assert any(a.kind == "task" and "rotated" in a.detail for a in n2.actions)
+    assert cnf.read_text() != before
+    assert "/etc/mysql/mariadb.conf.d/99-rackforge.cnf" in [
+        a.target for a in n2.actions if a.kind == "write"]
+    assert ("step", "galera", True) in stand2.calls         # its start step sees the change
+    n1 = pass1(rec1)                                         # the other controller: not again
+    assert runs() == [1, 1] and n1.pending == {}
+    assert [a.target for a in n1.actions if a.kind == "write"] == [
+        "/etc/mysql/mariadb.conf.d/99-rackforge.cnf"]
+    assert pass4(rec4).actions == []                         # a compute node never read it
+    assert pass2(rec2).actions == [] and pass1(rec1).actions == []

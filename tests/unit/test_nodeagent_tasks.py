@@ -64,3 +64,34 @@ def test_a_failing_task_lets_go_of_its_claim_and_is_tried_again(kv, clock):
         a.run("galera-bootstrap", fails)
     assert a.done("galera-bootstrap") is None and a.claimant("galera-bootstrap") is None
     assert b.run("galera-bootstrap", lambda: {}) == "done"
+
+
+def test_a_task_done_for_an_older_secret_runs_again_once_for_the_new_one(kv, clock):
+    a, b = runner(kv, "a", clock), runner(kv, "b", clock)
+    ran = []
+    assert a.run("galera-users", lambda: ran.append("a1") or {},
+                 inputs={"mariadb-sst": 1}) == "done"
+    assert b.run("galera-users", ran.append, inputs={"mariadb-sst": 1}) == "done"
+    assert ran == ["a1"]                        # done for version 1: not again
+    # the secret is rotated: one controller runs it again, for version 2
+    assert b.claim("galera-users", {"mariadb-sst": 2})
+    assert not a.claim("galera-users", {"mariadb-sst": 2})
+    assert a.run("galera-users", ran.append, inputs={"mariadb-sst": 2}) == "waiting"
+    assert b.run("galera-users", lambda: ran.append("b2") or {},
+                 inputs={"mariadb-sst": 2}) == "done"
+    assert ran == ["a1", "b2"]
+    done = a.done("galera-users")
+    assert (done.by, done.inputs) == ("b", {"mariadb-sst": 2})
+    assert done.holds_for({"mariadb-sst": 2}) and not done.holds_for({"mariadb-sst": 1})
+    assert a.run("galera-users", ran.append, inputs={"mariadb-sst": 2}) == "done"
+    assert ran == ["a1", "b2"]
+
+
+def test_a_rerun_cannot_finish_over_a_record_written_while_it_ran(kv, clock):
+    a = runner(kv, "a", clock)
+    assert a.run("rabbitmq-users", lambda: {}, inputs={"rabbitmq-openstack": 1}) == "done"
+    assert a.claim("rabbitmq-users", {"rabbitmq-openstack": 2})
+    # something rewrites the done record under the claim (an operator, a bug)
+    kv.txn([], [(keys.TASKS + "rabbitmq-users", b'{"done": true, "by": "x"}')])
+    with pytest.raises(tasks.TaskFailed, match="changed while it ran"):
+        a.finish("rabbitmq-users", {}, {"rabbitmq-openstack": 2})
