@@ -1,6 +1,6 @@
 """A rack of nspawn nodes of the built hci image, formed the operator's way: a seed with a
 VIP, the others joining with a token made on it.  For the node agent's end-to-end tests
-and its benchmark (tests/e2e/test_ha_rack.py, bench/nodeagent_converge.py)."""
+and its benchmark (tests/e2e/test_ha_rack.py, bench/nodeagent_ha.py)."""
 
 import json
 import time
