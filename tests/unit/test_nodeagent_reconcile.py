@@ -180,6 +180,20 @@ def test_services_whose_units_the_image_lacks_are_not_this_nodes(rack, tmp_path)
     assert outcome.errors == {}
 
 
+def test_a_controller_of_the_minimal_image_runs_only_what_that_image_carries(rack, tmp_path):
+    """The minimal image has etcd and the join service, none of the control plane: the
+    Galera check (whose units are its own files) is not brought up without MariaDB."""
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    for unit in ALL_UNITS[2:]:
+        del systemd.units[unit]
+    outcome = one_pass(rec)
+    assert sorted({a.service for a in outcome.actions} - {""}) == \
+        ["etcd", "hosts", "join", "sysctl"]
+    assert not (tmp_path / "etc/systemd/system/rackforge-galeracheck.socket").exists()
+    assert outcome.errors == {}
+
+
 def test_a_service_whose_unit_file_it_writes_itself_is_brought_up(rack, tmp_path):
     """The Galera check's socket unit is one of its own configuration files: not installed
     before the agent writes it, and the service is this node's all the same."""
