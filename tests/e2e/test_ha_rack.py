@@ -154,16 +154,15 @@ def test_no_secret_in_etcd_journals_or_argv(ha):
 
 
 def test_mariadb_killed_is_restarted_by_its_agent_and_reported_once(ha):
-    node3 = controllers(ha)[-1]
-    node3.run("systemctl", "kill", "--signal=KILL", "mariadb.service")
-    wait_until(lambda: harack.wsrep(node3, "wsrep_cluster_size") == "3" if node3.run(
-        "systemctl", "is-active", "mariadb.service", check=False).stdout.strip() == "active"
-        else False, 600, "node3's MariaDB back in the cluster", interval=2)
+    victim = controllers(ha)[-1]
+    victim.run("systemctl", "kill", "--signal=KILL", "mariadb.service")
+    wait_until(lambda: harack.galera_synced(victim, 3), 600,
+               "%s's MariaDB back in the cluster" % victim.name, interval=2)
     harack.wait_converged(ha["node1"])
-    log = node3.journal("rackforge-nodeagent.service")
+    log = victim.journal("rackforge-nodeagent.service")
     assert log.count("service mariadb failed") == 1, log[-3000:]
-    services = json.loads(node3.run("rackforge", "node", "services", node3.name,
-                                    "--json").stdout)["services"]
+    services = json.loads(victim.run("rackforge", "node", "services", victim.name,
+                                     "--json").stdout)["services"]
     assert services["mariadb"]["state"] == "ok" and services["mariadb"]["restarts"] == 1
 
 
@@ -188,10 +187,8 @@ def test_the_vip_moves_when_its_holder_loses_power_and_the_holder_catches_up(ha)
           % (moved, time.monotonic() - cut))
     write_rows(ha, harack.VIP, 10, start=200)
     holder.boot()
-    wait_until(lambda: holder.leader() is not None and holder.run(
-        "systemctl", "is-active", "mariadb.service", check=False).stdout.strip() == "active"
-        and harack.wsrep(holder, "wsrep_local_state") == "4", 900,
-        "%s's Galera to catch up" % holder.name, interval=3)
+    wait_until(lambda: harack.galera_synced(holder, 3), 900,
+               "%s's Galera to catch up" % holder.name, interval=3)
     expected = harack.sql(others[0], "SELECT COUNT(*), SUM(v) FROM probe.t")
     assert harack.sql(holder, "SELECT COUNT(*), SUM(v) FROM probe.t") == expected
     assert harack.wsrep(holder, "wsrep_cluster_size") == "3"
@@ -208,9 +205,7 @@ def test_a_whole_rack_power_loss_reforms_galera_by_itself_with_nothing_lost(ha):
         n.boot()
         n.wait_booted()
     for n in controllers(ha):
-        wait_until(lambda n=n: n.run("systemctl", "is-active", "mariadb.service",
-                                     check=False).stdout.strip() == "active"
-                   and harack.wsrep(n, "wsrep_cluster_size") == "3", 900,
+        wait_until(lambda n=n: harack.galera_synced(n, 3), 900,
                    "%s in a 3-node Galera again" % n.name, interval=5)
     for n in controllers(ha):
         assert harack.sql(n, "SELECT COUNT(*), SUM(v) FROM probe.t") == expected

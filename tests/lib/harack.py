@@ -117,6 +117,19 @@ def wsrep(node, variable):
     return rows[0][1] if rows else None
 
 
+def galera_synced(node, size):
+    """Whether ``node``'s MariaDB runs, Synced, in a cluster of ``size``; False while it is
+    down, starting or still refusing connections (it is active before it serves)."""
+    if node.leader() is None or node.run("systemctl", "is-active", "mariadb.service",
+                                         check=False).stdout.strip() != "active":
+        return False
+    try:
+        return wsrep(node, "wsrep_local_state") == "4" \
+            and wsrep(node, "wsrep_cluster_size") == str(size)
+    except RuntimeError:
+        return False
+
+
 def vip_holders(nodes, vip=VIP):
     held = []
     for n in nodes:
