@@ -6,7 +6,11 @@
 - The first controller (slot 0) starts first; each other starts once it is
   up and joins it (peer discovery lists every controller; a node that came up
   on its own is joined explicitly: ``stop_app``, ``join_cluster``,
-  ``start_app``).
+  ``start_app``).  A node that has been a member (its data directory holds
+  the cluster) starts without waiting: after a whole-rack power loss every
+  broker waits for its peers at start, so none may wait for another's health.
+  Membership is read from the cluster's member list, not its running nodes,
+  so a member whose first controller is down does not try to join again.
 - Partition handling is ``pause_minority``: a controller cut off from the
   other two stops serving rather than accept messages the majority never sees
   (the choice kolla-ansible and OpenStack-Ansible make; ``autoheal`` would keep
@@ -21,6 +25,7 @@ import logging
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from rackforge import errors
 from rackforge.nodeagent import health
@@ -29,6 +34,7 @@ from rackforge.nodeagent.reconcile import Action, Waiting
 LOG = logging.getLogger(__name__)
 UNIT = "rabbitmq-server.service"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+DATA = "/var/lib/rabbitmq/mnesia"      # RABBITMQ_MNESIA_BASE: rabbit@NAME/ once it has run
 PORT = 5672
 STATUS_EVERY = 60.0
 
@@ -43,10 +49,11 @@ def node_name(name):
 
 
 class Rabbit:
-    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic):
+    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic, data=DATA):
         self.node_id = node_id
         self.run = run
         self.clock = clock
+        self.data = Path(data)
         self._detail, self._detail_at = None, -STATUS_EVERY
 
     def ctl(self, *args, stdin=None, timeout=60):
@@ -62,9 +69,20 @@ class Rabbit:
                               % (args[0], lines[-1][:200]))
         return res.stdout
 
-    def running_nodes(self):
-        out = self.ctl("--formatter", "json", "cluster_status")
-        return sorted(json.loads(out).get("running_nodes") or [])
+    def cluster_status(self):
+        """(members, running): every node of the cluster, up or not, and those running."""
+        status = json.loads(self.ctl("--formatter", "json", "cluster_status"))
+        running = sorted(status.get("running_nodes") or [])
+        members = set(running) | set(status.get("disk_nodes") or []) \
+            | set(status.get("ram_nodes") or [])
+        return sorted(members), running
+
+    def has_run(self, name):
+        """Whether this node's broker has data of its own (it formed or joined a cluster)."""
+        try:
+            return any((self.data / node_name(name)).iterdir())
+        except OSError:
+            return False
 
     # -- health (builtin "rabbitmq") ---------------------------------------------------
     def check(self, view, systemd):
@@ -80,7 +98,7 @@ class Rabbit:
         if now - self._detail_at >= STATUS_EVERY:       # an Erlang VM per call: not often
             self._detail_at = now
             try:
-                running = self.running_nodes()
+                _, running = self.cluster_status()
                 self._detail = {"running": len(running), "nodes": running}
             except (RabbitError, ValueError, subprocess.TimeoutExpired):
                 self._detail = None
@@ -95,7 +113,8 @@ class Rabbit:
             return [] if state.is_active and not ctx.changed else [
                 Action("step", "rabbitmq", "rabbitmq", "would start or restart")]
         actions = []
-        if seed is not None and seed.id != view.node_id and not state.is_active:
+        follower = seed is not None and seed.id != view.node_id
+        if follower and not state.is_active and not self.has_run(view.name):
             seed_ok = (health.read_all(ctx.kv).get(seed.id) or {}).get("rabbitmq") or {}
             if seed_ok.get("state") != health.OK:
                 raise Waiting("waiting for %s, the first controller, to run RabbitMQ"
@@ -106,13 +125,15 @@ class Rabbit:
         elif ctx.changed:
             ctx.systemd.act("restart", UNIT)
             actions.append(Action("restart", UNIT, "rabbitmq", "its configuration changed"))
-        if seed is not None and seed.id != view.node_id:
-            running = self.running_nodes()
-            if node_name(seed.name) not in running:
+        if follower:
+            members, _ = self.cluster_status()
+            if node_name(seed.name) not in members:
                 LOG.info("rabbitmq: joining %s's cluster", seed.name)
                 self.ctl("stop_app")
-                self.ctl("join_cluster", node_name(seed.name), timeout=180)
-                self.ctl("start_app", timeout=180)
+                try:
+                    self.ctl("join_cluster", node_name(seed.name), timeout=180)
+                finally:                # a failed join leaves the broker serving, not stopped
+                    self.ctl("start_app", timeout=180)
                 actions.append(Action("step", "rabbitmq", "rabbitmq",
                                       "joined %s's cluster" % seed.name))
         return actions

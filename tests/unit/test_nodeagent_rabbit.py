@@ -1,0 +1,84 @@
+"""The RabbitMQ start step's decisions, with rabbitmqctl answering as RabbitMQ 4.0 does:
+when a controller waits for the first one, when it joins, and that a failed join leaves
+the broker serving."""
+
+import json
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from fakesystemd import FakeSystemd
+
+from rackforge.kvstore import MemoryKV
+from rackforge.nodeagent import rabbit
+from rackforge.nodeagent.reconcile import StepContext, Waiting
+
+NODES = [SimpleNamespace(id="n1", name="node1"), SimpleNamespace(id="n2", name="node2"),
+         SimpleNamespace(id="n3", name="node3")]
+
+
+class Ctl:
+    """rabbitmqctl: cluster_status from a member list and the running nodes; every call
+    recorded; ``fail`` names the commands that exit non-zero."""
+
+    def __init__(self, members, running, fail=()):
+        self.members, self.running, self.fail = members, running, fail
+        self.calls = []
+
+    def __call__(self, argv, input=None, **kw):
+        verb = argv[-1] if argv[-1] in ("cluster_status", "stop_app", "start_app") \
+            else argv[-2]
+        self.calls.append(verb)
+        if verb in self.fail:
+            return subprocess.CompletedProcess(argv, 69, "", "Error: %s failed" % verb)
+        out = ""
+        if verb == "cluster_status":        # RabbitMQ 4.0 --formatter json, trimmed
+            out = json.dumps({"cluster_name": "rabbit@node1", "alarms": [],
+                              "disk_nodes": ["rabbit@%s" % n for n in self.members],
+                              "running_nodes": ["rabbit@%s" % n for n in self.running],
+                              "partitions": {}})
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+
+def step(tmp_path, ctl, me, active=False, data=False):
+    if data:
+        (tmp_path / ("rabbit@" + me.name)).mkdir()
+        (tmp_path / ("rabbit@" + me.name) / "cluster_nodes.config").write_text("[]")
+    systemd = FakeSystemd([rabbit.UNIT])
+    if active:
+        systemd.units[rabbit.UNIT]["active"] = "active"
+    view = SimpleNamespace(controllers=NODES, node_id=me.id, name=me.name)
+    ctx = StepContext(service=None, view=view, systemd=systemd, kv=MemoryKV(), tasks=None,
+                      changed=False, dry_run=False, context={})
+    return rabbit.Rabbit(me.id, run=ctl, data=tmp_path).step(ctx), systemd
+
+
+def test_a_new_controller_waits_for_the_first_one(tmp_path):
+    with pytest.raises(Waiting, match="node1"):
+        step(tmp_path, Ctl([], []), NODES[1])
+
+
+def test_a_member_starts_at_once_after_a_whole_rack_power_loss(tmp_path):
+    """Every broker waits for its peers when it starts after a crash: waiting for the
+    first controller's health here would be a deadlock."""
+    ctl = Ctl(["node1", "node2", "node3"], ["node2"])
+    actions, systemd = step(tmp_path, ctl, NODES[1], data=True)
+    assert ("start", rabbit.UNIT) in systemd.calls
+    assert "join_cluster" not in ctl.calls and "stop_app" not in ctl.calls
+
+
+def test_a_member_whose_first_controller_is_down_does_not_join_again(tmp_path):
+    ctl = Ctl(["node1", "node2", "node3"], ["node2", "node3"])
+    actions, _ = step(tmp_path, ctl, NODES[2], active=True, data=True)
+    assert actions == [] and ctl.calls == ["cluster_status"]
+
+
+def test_a_node_that_came_up_alone_joins_and_a_failed_join_leaves_it_serving(tmp_path):
+    ctl = Ctl(["node2"], ["node2"])
+    actions, _ = step(tmp_path, ctl, NODES[1], active=True, data=True)
+    assert ctl.calls == ["cluster_status", "stop_app", "join_cluster", "start_app"]
+    assert "joined node1's cluster" in actions[-1].detail
+    failing = Ctl(["node2"], ["node2"], fail=("join_cluster",))
+    with pytest.raises(rabbit.RabbitError, match="join_cluster"):
+        step(tmp_path / "again", failing, NODES[1], active=True)
+    assert failing.calls[-1] == "start_app"
