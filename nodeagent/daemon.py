@@ -3,8 +3,11 @@
 - ``Type=notify``: READY once the first pass is done; STATUS says what it is
   waiting for; WATCHDOG on every turn of the loop (``WatchdogSec=`` in the
   unit restarts an agent that hangs).
-- A lease (:data:`LEASE_TTL`) carries the node's heartbeat and its services'
-  health, so a dead node's states expire with it.
+- A lease (:data:`LEASE_TTL`) carries the node's heartbeat, its services'
+  health and its claims on cluster tasks, so a dead node's states expire with
+  it.  A thread of its own (:class:`LeaseKeeper`, on a connection of its own)
+  renews it, so a pass that blocks in a long step (a Galera bootstrap, an SST)
+  never lets a live node's claim lapse and another controller take the task.
 - It watches ``/rackforge/`` (a lost or compacted watch only means reading
   everything again: each pass is level-triggered) and reconciles on every
   change and at least every :data:`PASS_EVERY` seconds; health checks run on
@@ -193,6 +196,26 @@ class Agent:
             LOG.error("service %s: %s", svc.name, exc)
 
 
+class LeaseKeeper(threading.Thread):
+    """Renews ``agent.lease`` every third of :data:`LEASE_TTL` through ``kv`` (not the
+    loop's client: a pass may be inside a call on it).  An expired lease is left to the
+    loop, which grants a new one and publishes again."""
+
+    def __init__(self, agent, kv, stop):
+        super().__init__(name="lease-keeper", daemon=True)
+        self.agent, self.kv, self.stop = agent, kv, stop
+
+    def run(self):
+        while not self.stop.wait(LEASE_TTL / 3):
+            lease = self.agent.lease
+            if lease is None:
+                continue
+            try:
+                self.kv.lease_keepalive(lease)
+            except (RegistryUnavailable, RegistryRejected) as exc:
+                LOG.warning("renewing the lease: %s; trying again", exc)
+
+
 def run_forever(agent, stop):
     """The loop: pass, checks, watch; until ``stop`` is set."""
     revision, next_pass, ready = 0, 0.0, False
@@ -249,6 +272,7 @@ def main(args):
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     LOG.info("rackforge %s node agent for %s: catalogue %s, %d services", __version__,
              node["name"], cat.version, len(cat.services))
+    LeaseKeeper(agent, registry.connect().kv, stop).start()
     run_forever(agent, stop)
     systemd.notify("STOPPING=1")
     if agent.lease is not None:
