@@ -10,7 +10,10 @@ catalogue's order) with what it observes, and acts on the difference:
    it requires and its conditions; run its cluster tasks (one controller
    claims each; the others wait for it to be done); then enable and start its
    units, or restart them when their inputs changed (or let its start step do
-   it, for a service systemd alone cannot start: Galera);
+   it, for a service systemd alone cannot start: Galera).  A restart owed is
+   recorded on disk (:data:`OWED`) before the file that owes it is written and
+   cleared once paid, so a service that waited, or an agent that restarted in
+   between, still restarts for a change it already wrote;
 3. stop and disable the units of the catalogue's services this node does not
    run (never any other unit).
 
@@ -22,13 +25,16 @@ written, started or claimed; the actions say what would be.
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rackforge import errors
+from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.nodeagent import health as health_mod
 from rackforge.nodeagent import render
 
 LOG = logging.getLogger(__name__)
 SYSTEMD_DIRS = ("/etc/systemd/", "/usr/lib/systemd/", "/run/systemd/")
+OWED = "/var/lib/rackforge/nodeagent/restart-owed"   # one empty file per service owed one
 
 
 class Waiting(Exception):
@@ -130,7 +136,7 @@ class Reconciler:
             out.pending[svc.name] = "waiting for secret %s" % missing[0]
             return
         context = view.context(values)
-        changed = self._configs(svc, context, out)
+        changed = self._configs(svc, context, out) or self._restart_owed(svc)
         for dep in svc.requires:
             tracker = trackers.get(dep)
             if tracker is None or tracker.state not in (health_mod.OK, health_mod.DEGRADED):
@@ -163,6 +169,7 @@ class Reconciler:
             except Waiting as wait:
                 out.pending[svc.name] = wait.why
                 return
+            self._restart_paid(svc)
             out.running.append(svc.name)
             return
         for unit in svc.units:
@@ -171,7 +178,26 @@ class Reconciler:
                 self._act(out, "start", unit, svc)
             elif changed:
                 self._act(out, "restart", unit, svc, "its configuration changed")
+        self._restart_paid(svc)
         out.running.append(svc.name)
+
+    # -- a restart owed: recorded before the new files, paid once the units run them ------
+    def _owed(self, svc):
+        return Path(self.root, OWED.lstrip("/"), svc.name)
+
+    def _owe(self, svc):
+        if svc.units:                   # intent before the side effect
+            make_dirs(self._owed(svc).parent, 0o700)
+            atomic_write(self._owed(svc), "", mode=0o600)
+
+    def _restart_owed(self, svc):
+        """Whether files of ``svc`` changed in an earlier pass (or before the agent
+        restarted) and its units have not been restarted since."""
+        return self._owed(svc).exists()
+
+    def _restart_paid(self, svc):
+        if not self.dry_run:
+            self._owed(svc).unlink(missing_ok=True)
 
     def _configs(self, svc, context, out):
         changed, units_changed = False, False
@@ -182,7 +208,7 @@ class Reconciler:
                 if render.differs(path, text, config, None):
                     out.actions.append(Action("write", config.path, svc.name))
                     changed = True
-            elif render.write(self.root, config, text):
+            elif render.write(self.root, config, text, before=lambda: self._owe(svc)):
                 out.actions.append(Action("write", config.path, svc.name))
                 changed = True
                 units_changed |= config.path.startswith(SYSTEMD_DIRS)

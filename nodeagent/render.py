@@ -82,12 +82,15 @@ def differs(path, text, config, ids):
     return not (same and mode_ok and owner_ok)
 
 
-def write(root, config, text):
-    """Write ``text`` to ``root + config.path`` if it differs; returns True if it wrote."""
+def write(root, config, text, before=None):
+    """Write ``text`` to ``root + config.path`` if it differs, calling ``before()`` first
+    (to record what the change will owe); returns True if it wrote."""
     path = Path(root) / config.path.lstrip("/")
     ids = _ids(config, root) if os.geteuid() == 0 else None
     if not differs(path, text, config, ids):
         return False
+    if before is not None:
+        before()
     if not path.parent.is_dir():
         make_dirs(path.parent, 0o755)
     atomic_write(path, text, mode=config.mode, owner=ids)

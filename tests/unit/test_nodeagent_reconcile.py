@@ -126,6 +126,28 @@ def test_only_what_changed_restarts(rack, tmp_path):
     assert "daemon-reload" in kinds(third)
 
 
+def test_a_change_written_while_the_service_waits_is_restarted_for_later(rack, tmp_path):
+    """keepalived's file changes while it waits for HAProxy, and the agent restarts in
+    between: the restart owed is on disk, paid once keepalived may go on, and only once."""
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    one_pass(rec)
+    reg.kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1", "vip": "10.0.0.101"})
+                     .encode())])
+    trackers = ok_trackers(rec.catalogue)
+    trackers["haproxy"].state = health.FAILED
+    waiting = one_pass(rec, trackers)
+    assert "keepalived" in waiting.pending
+    assert ("write", "/etc/keepalived/keepalived.conf") in \
+        [(a.kind, a.target) for a in waiting.actions]
+    assert ("restart", "keepalived.service") not in systemd.calls
+    rec, systemd2, _, one_pass = agent_parts(reg, nodes, "n1", tmp_path)   # a new agent
+    systemd2.units = systemd.units
+    later = one_pass(rec)
+    assert [a.target for a in later.actions if a.kind == "restart"] == ["keepalived.service"]
+    assert one_pass(rec).actions == []
+
+
 def test_dry_run_says_what_it_would_do_and_does_nothing(rack, tmp_path):
     reg, nodes = rack
     rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n2", tmp_path)
