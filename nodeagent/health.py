@@ -150,6 +150,12 @@ class Tracker:
         self.delay = min(self.delay * 2, MAX_DELAY)
         return True
 
+    def holds_down(self, systemd_managed):
+        """Whether a reconcile pass must leave the service's units down: the restart policy
+        owns a failed unit (its backoff and limit), and a service it gave up on stays
+        down until an input changes or the agent restarts."""
+        return self.gave_up or (systemd_managed and self.state == FAILED)
+
     def record(self):
         record = {"state": self.state, "since": self.since, "error": self.error,
                   "restarts": len(self.restarts)}

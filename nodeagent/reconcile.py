@@ -154,6 +154,9 @@ class Reconciler:
             if why:
                 out.pending[svc.name] = why
                 return
+        tracker = trackers.get(svc.name)
+        if tracker is not None and not changed and tracker.holds_down(svc.start == "systemd"):
+            return
         states = self.systemd.states(list(svc.units))
         for unit in svc.units:
             st = states[unit]

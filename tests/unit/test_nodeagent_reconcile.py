@@ -262,3 +262,24 @@ def test_a_rotated_secret_is_rendered_restarted_and_applied_once(rack, tmp_path)
         "/etc/mysql/mariadb.conf.d/99-rackforge.cnf"]
     assert pass4(rec4).actions == []                         # a compute node never read it
     assert pass2(rec2).actions == [] and pass1(rec1).actions == []
+
+
+def test_a_pass_leaves_a_failed_unit_to_the_restart_policy(rack, tmp_path):
+    """memcached failed: the health loop restarts it with backoff and a limit; a pass
+    (every 30 s, and on every change in etcd) does not start it behind the policy's back,
+    nor a service the policy gave up on, until its configuration changes."""
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    one_pass(rec)
+    systemd.units["memcached.service"]["active"] = "failed"
+    systemd.units["mariadb.service"]["active"] = "failed"
+    trackers = ok_trackers(rec.catalogue)
+    trackers["memcached"].state = health.FAILED
+    trackers["mariadb"].state, trackers["mariadb"].gave_up = health.FAILED, True
+    calls, asked = len(systemd.calls), len(stand.calls)
+    assert one_pass(rec, trackers).actions == []
+    assert systemd.calls[calls:] == [] and ("step", "galera", False) not in stand.calls[asked:]
+    (tmp_path / "etc/memcached.conf").write_text("-m 4096\n")    # an input changes
+    again = one_pass(rec, trackers)
+    assert [(a.kind, a.target) for a in again.actions] == [
+        ("write", "/etc/memcached.conf"), ("start", "memcached.service")]
