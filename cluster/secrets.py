@@ -169,18 +169,17 @@ class SecretStore:
         return {"version": record.get("version", 1), "updated": record.get("updated"),
                 "readers": sorted(record.get("readers") or {})}
 
-    def version(self, name):
-        """The version of secret ``name`` (1 when made, +1 on every rotation); None if it
-        does not exist."""
-        _, record = self._entry(name)
-        return None if record is None else record.get("version", 1)
-
     def get(self, name):
         """The value (bytes), opened with this node's key."""
+        return self.get_versioned(name)[0]
+
+    def get_versioned(self, name):
+        """(value, version) from one read: the version (1 when made, +1 on every
+        rotation) is that of this value, never of a rotation that came in between."""
         _, record = self._entry(name)
         if record is None:
             raise SecretNotFound(name=name, fix="the node that creates it has not run yet")
-        return open_record(record, self.node_id, self.private_key)
+        return open_record(record, self.node_id, self.private_key), record.get("version", 1)
 
     def put(self, name, value, readers, only_if_absent=False):
         """Seal ``value`` for ``readers`` ({node_id: public key}), a new data key.

@@ -90,21 +90,17 @@ class Keyring:
         self.secrets = secrets
         self.store = store_mod.SecretStore(kv, node_id, private_key)
 
-    def readers(self, secret, public, role_of):
-        return reader_keys(secret, public, role_of)
-
     def reconcile(self, needed=None):
         """Create what this node may create and needs (``needed``: the secrets of its
         services; None: all), and grant what it can; returns action lines (names only,
         never a value)."""
         public, role_of = node_keys(self.kv), node_roles(self.kv)
         mine = role_of.get(self.node_id, set())
-        actions = []
+        actions, names = [], set(self.store.names())
         for secret in self.secrets.values():
-            readers = self.readers(secret, public, role_of)
+            readers = reader_keys(secret, public, role_of)
             if self.node_id not in readers:
                 continue
-            names = self.store.names()
             if secret.name not in names:
                 if needed is not None and secret.name not in needed:
                     continue
@@ -113,29 +109,31 @@ class Keyring:
                     actions.append("created secret %s for %d nodes" % (secret.name,
                                                                        len(readers)))
                 continue
-            missing = {n: k for n, k in readers.items()
-                       if n not in self.store.readers(secret.name)}
-            if missing and self.node_id in self.store.readers(secret.name):
+            has = set(self.store.readers(secret.name))
+            missing = {n: k for n, k in readers.items() if n not in has}
+            if missing and self.node_id in has:
                 self.store.grant(secret.name, missing)
                 actions.append("granted secret %s to %s" % (secret.name,
                                                             ", ".join(sorted(missing))))
         return actions
 
-    def versions(self, names):
-        """{name: version} of the secrets ``names`` that exist (a rotation adds one)."""
-        return {name: v for name in names
-                if (v := self.store.version(name)) is not None}
-
     def values(self, names):
         """{name: str} of the secrets ``names`` this node can read; the others are left
         out (the caller waits for them)."""
-        out = {}
+        return self.read(names)[0]
+
+    def read(self, names):
+        """({name: str}, {name: version}) of the secrets ``names`` this node can read, each
+        version that of its value (a task records itself done for the versions it
+        applied)."""
+        values, versions = {}, {}
         for name in names:
             try:
-                out[name] = self.store.get(name).decode()
+                value, versions[name] = self.store.get_versioned(name)
             except (store_mod.SecretNotFound, store_mod.NotAReader):
                 continue
-        return out
+            values[name] = value.decode()
+        return values, versions
 
 
 def rotate(kv, secrets, name, clock=None):

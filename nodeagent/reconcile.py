@@ -130,7 +130,7 @@ class Reconciler:
 
     # -- one desired service -------------------------------------------------------------
     def _service(self, svc, view, keyring, tasks, trackers, kv, out):
-        values = keyring.values(svc.secrets) if keyring is not None else {}
+        values, versions = keyring.read(svc.secrets) if keyring is not None else ({}, {})
         missing = [s for s in svc.secrets if s not in values]
         if missing:
             out.pending[svc.name] = "waiting for secret %s" % missing[0]
@@ -147,7 +147,6 @@ class Reconciler:
             if not met:
                 out.pending[svc.name] = "waiting for %s: %s" % (condition, why)
                 return
-        versions = keyring.versions(svc.secrets) if keyring is not None else {}
         for task in svc.tasks:
             inputs = self.catalogue.task_inputs(task, versions)
             why = self._task(task, svc, view, tasks, context, out, inputs)
