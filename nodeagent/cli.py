@@ -129,8 +129,11 @@ def cmd_reconcile(args):
     if not daemon.node_file().exists():
         raise daemon.NodeNotJoined(path=daemon.node_file())
     agent = _agent(args.dry_run)
+    # beside the running agent: no heartbeat, no health of its own (its states would
+    # replace the agent's and go with this lease); a lease only for the tasks it claims
+    agent.publishes = False
     if not args.dry_run:
-        agent.keep_lease()
+        agent.lease = agent.kv.lease_grant(daemon.LEASE_TTL)
     outcome = agent.reconcile()
     verb = "would " if args.dry_run else ""
     for action in outcome.actions:

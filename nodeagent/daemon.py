@@ -104,6 +104,7 @@ class Agent:
         self.view = None
         self.last_outcome = None
         self.want_pass = False          # a restart of a step-managed service: pass now
+        self.publishes = True           # False: a one-off pass beside the running agent
         self.heartbeat_at = 0.0
 
     # -- the lease: heartbeat and health live under it ---------------------------------------
@@ -146,7 +147,7 @@ class Agent:
                 changed = tracker.set(health_mod.OK, "", now)   # nothing to check: it is up
             elif svc.health is None and why:
                 changed = tracker.set(health_mod.FAILED, why, now)
-            if changed:
+            if changed and self.publishes:
                 health_mod.publish(self.kv, self.node_id, svc.name, tracker, self.lease)
         for action in outcome.actions:
             LOG.info("%s", action.line(), extra={"NODE": view.name, "SERVICE": action.service,

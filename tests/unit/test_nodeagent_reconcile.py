@@ -283,3 +283,33 @@ def test_a_pass_leaves_a_failed_unit_to_the_restart_policy(rack, tmp_path):
     again = one_pass(rec, trackers)
     assert [(a.kind, a.target) for a in again.actions] == [
         ("write", "/etc/memcached.conf"), ("start", "memcached.service")]
+
+
+def test_a_one_off_pass_beside_the_agent_leaves_its_published_states_alone(rack, tmp_path):
+    """'rackforge nodeagent reconcile --once' runs beside the node's agent: the agent's
+    states and heartbeat stay as the agent published them, under the agent's lease."""
+    from rackforge.nodeagent import daemon
+
+    reg, nodes = rack
+    node, key = nodes["n1"]
+    cat = catalogue.load(**hooks.names())
+
+    def agent(systemd):
+        a = daemon.Agent(reg, node.id, key, cat, systemd, StandIns(),
+                         settings={"memcached_mib": 64, "innodb_buffer_pool_mib": 128,
+                                   "rabbitmq_memory": 0.2}, root=str(tmp_path))
+        a.facts = {"interface": "eth0", "prefix": 24, "cpus": 2, "memory_mib": 4096}
+        return a
+    systemd = FakeSystemd(ALL_UNITS)
+    running = agent(systemd)
+    running.keep_lease()
+    running.reconcile()
+    published = {e.key: (e.value, e.lease) for e in reg.kv.get_prefix(keys.HEALTH)}
+    assert published and all(lease == running.lease for _, lease in published.values())
+    once = agent(systemd)
+    once.publishes = False
+    once.lease = reg.kv.lease_grant(daemon.LEASE_TTL)
+    once.reconcile()
+    reg.kv.lease_revoke(once.lease)
+    assert {e.key: (e.value, e.lease) for e in reg.kv.get_prefix(keys.HEALTH)} == published
+    assert reg.kv.get(keys.HEARTBEATS + node.id) is not None
