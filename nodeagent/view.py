@@ -52,7 +52,8 @@ class View:
 
     def context(self, secrets=None):
         """The names the templates use."""
-        cluster = dict(self.cluster, vrid=vrid(self.cluster.get("name", "rackforge")))
+        cluster = dict(self.cluster, vrid=vrid(self.cluster.get("name", "rackforge"),
+                                               self.cluster.get("vrid")))
         return {
             "node": {"id": self.node_id, "name": self.name, "address": self.address,
                      "roles": sorted(self.roles), "slot": self.slot,
@@ -69,9 +70,12 @@ class View:
         }
 
 
-def vrid(cluster_name):
+def vrid(cluster_name, chosen=None):
     """A VRRP router id (1-254) of the cluster: two racks on one layer-2 network do not
-    fight over one VIP unless their names hash alike (then set ``vrid`` in the record)."""
+    fight over one VIP unless their names hash alike (then set ``vrid`` in the cluster
+    record: ``chosen``, used when it is a valid id)."""
+    if isinstance(chosen, int) and not isinstance(chosen, bool) and 1 <= chosen <= 254:
+        return chosen
     return 1 + int(hashlib.sha256(cluster_name.encode()).hexdigest(), 16) % 254
 
 

@@ -313,3 +313,10 @@ def test_a_one_off_pass_beside_the_agent_leaves_its_published_states_alone(rack,
     reg.kv.lease_revoke(once.lease)
     assert {e.key: (e.value, e.lease) for e in reg.kv.get_prefix(keys.HEALTH)} == published
     assert reg.kv.get(keys.HEARTBEATS + node.id) is not None
+
+
+def test_the_router_id_is_the_clusters_own_or_one_of_its_name():
+    assert view.vrid("rack1") == view.vrid("rack1", None) == view.vrid("rack1", 0)
+    assert 1 <= view.vrid("rack1") <= 254 and view.vrid("rack1") != view.vrid("rack2")
+    assert view.vrid("rack1", 77) == 77
+    assert view.vrid("rack1", "77") == view.vrid("rack1", True) == view.vrid("rack1")
