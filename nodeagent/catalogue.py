@@ -9,7 +9,9 @@ agent needs to run one service on the nodes of its roles::
     units: [memcached.service]          # enabled and started in this order (may be empty)
     configs:                            # rendered from nodeagent/templates/
       - {template: memcached/memcached.conf.j2, path: /etc/memcached.conf,
-         mode: "0644", owner: root, group: root}
+         mode: "0644", owner: root, group: root,
+         restart_free: [key]}           # lines (key = ...) whose change needs no restart
+    reload: true                        # a changed file is applied by systemctl reload
     secrets: [rabbitmq-cookie]          # from nodeagent/secrets.yaml, sealed for its readers
     requires: [mariadb]                 # local services healthy before this one starts
     waits_for: [galera-primary]         # cluster conditions (nodeagent/conditions.py)
@@ -40,8 +42,8 @@ TEMPLATES_DIR = HERE / "templates"
 SECRETS_FILE = HERE / "secrets.yaml"
 ROLES = ("controller", "compute", "storage", "all")
 KEYS = {"name", "description", "roles", "units", "configs", "secrets", "requires",
-        "waits_for", "tasks", "start", "health", "restart", "vip"}
-CONFIG_KEYS = {"template", "path", "mode", "owner", "group"}
+        "waits_for", "tasks", "start", "health", "restart", "vip", "reload"}
+CONFIG_KEYS = {"template", "path", "mode", "owner", "group", "restart_free"}
 HEALTH_KEYS = {"builtin": {"type", "name", "timeout", "interval"},
                "tcp": {"type", "port", "timeout", "interval"},
                "http": {"type", "port", "path", "status", "timeout", "interval"},
@@ -61,6 +63,9 @@ class Config:
     mode: int = 0o644
     owner: str = "root"
     group: str = "root"
+    # keys ("key = value" lines, "key.*" too) read only when a cluster forms or a member
+    # joins: a change of those lines alone restarts nothing
+    restart_free: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Service:
     restart_limit: int = 5
     restart_window: float = 3600.0
     vip: bool = False
+    reload: bool = False        # apply a changed file with reload (a unit file: restart)
 
     def runs_on(self, roles):
         """True if a node with ``roles`` (a set of role names) runs this service."""
@@ -153,14 +159,16 @@ def _mode(value, where):
 def _config(data, where, templates):
     if not isinstance(data, dict) or set(data) - CONFIG_KEYS \
             or not {"template", "path"} <= set(data):
-        raise _bad(where, "a config is {template, path, mode?, owner?, group?}")
+        raise _bad(where, "a config is {template, path, mode?, owner?, group?, "
+                   "restart_free?}")
     if not (templates / data["template"]).is_file():
         raise _bad(where, "template %s is missing from %s" % (data["template"], templates))
     if not str(data["path"]).startswith("/"):
         raise _bad(where, "config path %s must be absolute" % data["path"])
     return Config(template=data["template"], path=data["path"],
                   mode=_mode(data.get("mode", "0644"), where),
-                  owner=str(data.get("owner", "root")), group=str(data.get("group", "root")))
+                  owner=str(data.get("owner", "root")), group=str(data.get("group", "root")),
+                  restart_free=_strings(data.get("restart_free"), where, "restart_free"))
 
 
 def _health(data, where):
@@ -196,8 +204,9 @@ def parse_service(data, where, templates=TEMPLATES_DIR):
     for key in ("name", "roles"):
         if not data.get(key):
             raise _bad(where, "'%s' is missing" % key)
-    if not isinstance(data.get("vip", False), bool):
-        raise _bad(where, "'vip' is true or false")
+    for flag in ("vip", "reload"):
+        if not isinstance(data.get(flag, False), bool):
+            raise _bad(where, "'%s' is true or false" % flag)
     roles = _strings(data["roles"], where, "roles")
     if set(roles) - set(ROLES):
         raise _bad(where, "role '%s' is not one of %s"
@@ -219,7 +228,7 @@ def parse_service(data, where, templates=TEMPLATES_DIR):
                    health=_health(data.get("health"), where),
                    restart_limit=int(restart.get("limit", 5)),
                    restart_window=float(restart.get("window", 3600)),
-                   vip=bool(data.get("vip", False)))
+                   vip=bool(data.get("vip", False)), reload=bool(data.get("reload", False)))
 
 
 def parse_secrets(data, where):

@@ -22,7 +22,9 @@ unattended re-forming of the cluster after every controller lost power.
   time and only while the others hold the Primary component; until then the
   check says ``degraded``.  What the running MariaDB was started from is kept
   as a digest (:data:`APPLIED`), so a change is never lost to an agent restart,
-  and a change of the member list alone (:data:`RESTART_FREE`) needs none.
+  and a change of the member list alone (the config's ``restart_free`` in the
+  catalogue: ``wsrep_cluster_address``, read only when MariaDB joins; it grows
+  as the controllers join) needs none.
 - **The only controller** (aio) skips the wait: after a restart or a power
   loss it bootstraps from its own data at once.
 
@@ -39,7 +41,7 @@ from pathlib import Path
 
 from rackforge import errors, keys
 from rackforge.kvstore import Compare
-from rackforge.nodeagent import galera_state, health
+from rackforge.nodeagent import galera_state, health, render
 from rackforge.nodeagent.reconcile import Action, Waiting
 
 LOG = logging.getLogger(__name__)
@@ -47,10 +49,6 @@ UNIT = "mariadb.service"
 DATADIR = Path("/var/lib/mysql")
 RECOVERY_GRACE = 90.0          # no Primary anywhere this long: recover the cluster
 APPLIED = "/var/lib/rackforge/nodeagent/mariadb-applied"   # digest of the running config
-# Read only when MariaDB (re)joins, so a change to it alone needs no restart: the list
-# of controllers grows as they join, and restarting every member for that would be
-# three rolling restarts on a new rack for nothing.
-RESTART_FREE = ("wsrep_cluster_address",)
 START_TIMEOUT = 900
 EPOCH = keys.GALERA + "epoch"
 TURN = keys.GALERA + "turn"
@@ -96,7 +94,7 @@ class Galera:
         self.datadir = Path(datadir)
         self.clock = clock
         self.applied = Path(applied)
-        self.config_paths = ()      # the service's configuration files (its first step)
+        self.configs = ()           # the service's configuration files (its first step)
         self.no_primary_since = None
 
     # -- health (builtin check "galera") -----------------------------------------------
@@ -175,7 +173,7 @@ class Galera:
             if is_primary(status) and not ctx.changed:
                 return []
             return [Action("step", "galera", "mariadb", "would start, join or restart")]
-        self.config_paths = tuple(c.path for c in ctx.service.configs)
+        self.configs = ctx.service.configs
         if self._holds_turn(kv) and unit.active != "activating":
             self._end_turn(kv)              # this node's join (or restart) has ended
         if is_primary(status):
@@ -196,22 +194,21 @@ class Galera:
     # -- which configuration the running MariaDB has ----------------------------------
     def digest(self):
         """sha256 of the configuration files, without the lines MariaDB reads only when
-        it joins (:data:`RESTART_FREE`)."""
+        it joins (each config's ``restart_free``)."""
         h = hashlib.sha256()
-        for path in self.config_paths:
+        for config in self.configs:
             try:
-                text = Path(path).read_text()
+                text = Path(config.path).read_text()
             except FileNotFoundError:
                 text = ""
-            h.update(path.encode() + b"\0")
-            for line in text.splitlines():
-                if line.split("=", 1)[0].strip() not in RESTART_FREE:
-                    h.update(line.encode() + b"\n")
+            h.update(config.path.encode() + b"\0")
+            for line in render.significant(text, config.restart_free):
+                h.update(line.encode() + b"\n")
         return h.hexdigest()
 
     def stale(self):
         """True if the files changed since MariaDB last started from them."""
-        if not self.config_paths or not self.applied.exists():
+        if not self.configs or not self.applied.exists():
             return False
         return self.applied.read_text().strip() != self.digest()
 
@@ -219,7 +216,7 @@ class Galera:
         """Called as MariaDB is started from the files as they are now (by the start
         step, which knows the files; the bootstrap task leaves it to the step)."""
         from rackforge import fileutil
-        if not self.config_paths:
+        if not self.configs:
             return
         self.applied.parent.mkdir(parents=True, exist_ok=True)
         fileutil.atomic_write(self.applied, self.digest() + "\n")

@@ -37,6 +37,11 @@ SYSTEMD_DIRS = ("/etc/systemd/", "/usr/lib/systemd/", "/run/systemd/")
 OWED = "/var/lib/rackforge/nodeagent/restart-owed"   # one empty file per service owed one
 
 
+def worse(a, b):
+    """Of two debts (None, "reload", "restart"), the one that pays both."""
+    return "restart" if "restart" in (a, b) else (a or b)
+
+
 class Waiting(Exception):
     """Raised by a start step that cannot go on yet: the service is pending, with ``why``."""
 
@@ -136,7 +141,7 @@ class Reconciler:
             out.pending[svc.name] = "waiting for secret %s" % missing[0]
             return
         context = view.context(values)
-        changed = self._configs(svc, context, out) or self._restart_owed(svc)
+        changed = worse(self._configs(svc, context, out), self._restart_owed(svc))
         for dep in svc.requires:
             tracker = trackers.get(dep)
             if tracker is None or tracker.state not in (health_mod.OK, health_mod.DEGRADED):
@@ -166,7 +171,7 @@ class Reconciler:
             step = self.hooks.STEPS[svc.start]
             try:
                 out.actions += step(StepContext(service=svc, view=view, systemd=self.systemd,
-                                                kv=kv, tasks=tasks, changed=changed,
+                                                kv=kv, tasks=tasks, changed=bool(changed),
                                                 dry_run=self.dry_run, context=context))
             except Waiting as wait:
                 out.pending[svc.name] = wait.why
@@ -179,7 +184,7 @@ class Reconciler:
             if not st.is_active:
                 self._act(out, "start", unit, svc)
             elif changed:
-                self._act(out, "restart", unit, svc, "its configuration changed")
+                self._act(out, changed, unit, svc, "its configuration changed")
         self._restart_paid(svc)
         out.running.append(svc.name)
 
@@ -187,37 +192,49 @@ class Reconciler:
     def _owed(self, svc):
         return Path(self.root, OWED.lstrip("/"), svc.name)
 
-    def _owe(self, svc):
+    def _owe(self, svc, how):
         if svc.units:                   # intent before the side effect
             make_dirs(self._owed(svc).parent, 0o700)
-            atomic_write(self._owed(svc), "", mode=0o600)
+            atomic_write(self._owed(svc), worse(self._restart_owed(svc), how), mode=0o600)
 
     def _restart_owed(self, svc):
-        """Whether files of ``svc`` changed in an earlier pass (or before the agent
-        restarted) and its units have not been restarted since."""
-        return self._owed(svc).exists()
+        """What the units of ``svc`` owe for files changed in an earlier pass (or before
+        the agent restarted): None, "reload" or "restart"."""
+        try:
+            return self._owed(svc).read_text().strip() or "restart"
+        except FileNotFoundError:
+            return None
 
     def _restart_paid(self, svc):
         if not self.dry_run:
             self._owed(svc).unlink(missing_ok=True)
 
     def _configs(self, svc, context, out):
-        changed, units_changed = False, False
+        """Write what differs; returns what the service's units owe for it: None,
+        "reload", or "restart" (a unit file changed, or the service cannot reload)."""
+        owed, units_changed = None, False
         for config in svc.configs:
             text = render.render(self.env, config, context)
             path = "%s/%s" % (self.root.rstrip("/"), config.path.lstrip("/"))
+            unit_file = config.path.startswith(SYSTEMD_DIRS)
+            how = "reload" if svc.reload and not unit_file else "restart"
             if self.dry_run:
                 if render.differs(path, text, config, None):
                     out.actions.append(Action("write", config.path, svc.name))
-                    changed = True
-            elif render.write(self.root, config, text, before=lambda: self._owe(svc)):
+                    owed = worse(owed, how)
+            elif render.restart_free_change(path, text, config):
+                if render.write(self.root, config, text):
+                    out.actions.append(Action("write", config.path, svc.name,
+                                              "no restart needed"))
+            elif render.write(self.root, config, text,
+                              before=lambda how=how: self._owe(svc, how)):
                 out.actions.append(Action("write", config.path, svc.name))
-                changed = True
-                units_changed |= config.path.startswith(SYSTEMD_DIRS)
+                owed = worse(owed, how)
+                units_changed |= unit_file
         if units_changed:
             self.systemd.daemon_reload()
             out.actions.append(Action("daemon-reload", "systemd", svc.name))
-        return changed
+        return owed
 
     def _task(self, name, svc, view, tasks, context, out, inputs):
         """None when task ``name`` is done (for ``inputs``: a task done for an older

@@ -82,6 +82,35 @@ def differs(path, text, config, ids):
     return not (same and mode_ok and owner_ok)
 
 
+def significant(text, free):
+    """The lines of ``text`` but blank ones and those setting a key of ``free``
+    (``key = value``; a key ``a.b`` covers ``a.b.1`` too): what a restart-free change
+    leaves alone."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key = line.split("=", 1)[0].strip() if "=" in line else None
+        if key is None or not any(key == f or key.startswith(f + ".") for f in free):
+            out.append(line)
+    return out
+
+
+def restart_free_change(path, text, config):
+    """True if ``path`` exists and differs from ``text`` only in lines of
+    ``config.restart_free``, with the same mode."""
+    if not config.restart_free:
+        return False
+    try:
+        if (os.stat(path).st_mode & 0o7777) != config.mode:
+            return False
+        with open(path) as f:
+            old = f.read()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return False
+    return significant(old, config.restart_free) == significant(text, config.restart_free)
+
+
 def write(root, config, text, before=None):
     """Write ``text`` to ``root + config.path`` if it differs, calling ``before()`` first
     (to record what the change will owe); returns True if it wrote."""

@@ -81,14 +81,17 @@ def test_the_seed_is_marked_safe_to_bootstrap(text):
 
 
 def test_a_new_member_list_needs_no_restart_any_other_change_does(tmp_path):
-    from rackforge.nodeagent import galera
+    import dataclasses
+
+    from rackforge.nodeagent import catalogue, galera, hooks
 
     cnf = tmp_path / "99-rackforge.cnf"
     cnf.write_text("[mysqld]\ninnodb_buffer_pool_size = 128M\n[galera]\n"
                    "wsrep_cluster_address = gcomm://10.0.0.11\n")
     g = galera.Galera("n1", None, datadir=tmp_path, applied=tmp_path / "applied")
     assert not g.stale()                    # nothing started from the files yet
-    g.config_paths = (str(cnf),)
+    real = catalogue.load(**hooks.names()).by_name["mariadb"].configs[0]   # the catalogue's
+    g.configs = [dataclasses.replace(real, path=str(cnf))]
     g._mark_applied()
     assert not g.stale()
     cnf.write_text(cnf.read_text().replace("gcomm://10.0.0.11",

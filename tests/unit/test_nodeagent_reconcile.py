@@ -13,6 +13,7 @@ import pytest
 from fakesystemd import FakeSystemd
 
 from rackforge import keys
+from rackforge.cluster import roles
 from rackforge.nodeagent import catalogue, health, hooks, keyring, reconcile, tasks, view
 
 ALL_UNITS = ("rackforge-etcd.service", "rackforge-join.service", "memcached.service",
@@ -118,8 +119,9 @@ def test_only_what_changed_restarts(rack, tmp_path):
     reg.kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1", "vip": "10.0.0.101"})
                      .encode())])
     third = one_pass(rec)
-    restarted = sorted(a.target for a in third.actions if a.kind == "restart")
-    assert restarted == ["haproxy.service", "keepalived.service"]
+    # keepalived's unit drop-in names the VIP: a restart; HAProxy reloads its new file
+    assert [(a.kind, a.target) for a in third.actions if a.kind in ("restart", "reload")] \
+        == [("reload", "haproxy.service"), ("restart", "keepalived.service")]
     written = sorted(a.target for a in third.actions if a.kind == "write")
     assert written == ["/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf",
                        "/etc/systemd/system/keepalived.service.d/50-rackforge.conf"]
@@ -146,6 +148,25 @@ def test_a_change_written_while_the_service_waits_is_restarted_for_later(rack, t
     later = one_pass(rec)
     assert [a.target for a in later.actions if a.kind == "restart"] == ["keepalived.service"]
     assert one_pass(rec).actions == []
+
+
+def test_a_controller_joining_restarts_nothing(tmp_path):
+    """The third controller joins: the member lists MariaDB and RabbitMQ read only when
+    they form or join are rewritten without a restart; HAProxy and keepalived reload."""
+    reg, nodes = agentrack.make(tmp_path / "rack", count=2)
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    one_pass(rec)
+    agentrack.add(reg, roles.RoleElection(reg.kv), reg.authority, nodes, "n3", "10.0.0.13")
+    calls, asked = len(systemd.calls), len(stand.calls)
+    joined = one_pass(rec)
+    quiet = sorted(a.target for a in joined.actions if a.detail == "no restart needed")
+    assert quiet == ["/etc/mysql/mariadb.conf.d/99-rackforge.cnf",
+                     "/etc/rabbitmq/rabbitmq.conf"]
+    assert "gcomm://10.0.0.11,10.0.0.12,10.0.0.13" in \
+        (tmp_path / "etc/mysql/mariadb.conf.d/99-rackforge.cnf").read_text()
+    assert sorted(systemd.calls[calls:]) == [
+        ("reload", "haproxy.service"), ("reload", "keepalived.service")]
+    assert not [c for c in stand.calls[asked:] if c[0] == "step" and c[2]]
 
 
 def test_dry_run_says_what_it_would_do_and_does_nothing(rack, tmp_path):
