@@ -39,7 +39,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rackforge import errors, keys
+from rackforge import errors, fileutil, keys
 from rackforge.kvstore import Compare
 from rackforge.nodeagent import galera_state, health, render
 from rackforge.nodeagent.reconcile import Action, Waiting
@@ -96,6 +96,7 @@ class Galera:
         self.applied = Path(applied)
         self.configs = ()           # the service's configuration files (its first step)
         self.no_primary_since = None
+        self.reported = True        # positions of this node may be in etcd: forget them
 
     # -- health (builtin check "galera") -----------------------------------------------
     def check(self, view, systemd):
@@ -178,6 +179,7 @@ class Galera:
             self._end_turn(kv)              # this node's join (or restart) has ended
         if is_primary(status):
             self.no_primary_since = None
+            self._forget_positions(kv)
             if not self.applied.exists():
                 self._mark_applied()        # running before the agent kept a digest
             if self.stale():
@@ -215,10 +217,9 @@ class Galera:
     def _mark_applied(self):
         """Called as MariaDB is started from the files as they are now (by the start
         step, which knows the files; the bootstrap task leaves it to the step)."""
-        from rackforge import fileutil
         if not self.configs:
             return
-        self.applied.parent.mkdir(parents=True, exist_ok=True)
+        fileutil.make_dirs(self.applied.parent, 0o700)
         fileutil.atomic_write(self.applied, self.digest() + "\n")
 
     def _primary_elsewhere(self, kv, view):
@@ -290,6 +291,7 @@ class Galera:
                     empty = galera_state.Position(galera_state.ZERO_UUID, -1)
                     kv.txn([], [(mine, json.dumps(empty.to_dict()).encode(),
                                  ctx.tasks.lease)])
+                    self.reported = True
             raise Waiting("waiting for a controller with Galera synced to join")
         if [p.id for p in ctx.view.controllers] == [self.node_id]:
             return self._recover(ctx, kv)   # the only controller: nobody else to wait for
@@ -310,6 +312,16 @@ class Galera:
                           % (now - self.no_primary_since, RECOVERY_GRACE))
         return self._recover(ctx, kv)
 
+    def _forget_positions(self, kv):
+        """Once in a Primary component again, this node's published positions are history:
+        left there, a later loss would be decided on seqnos that are no longer its."""
+        if not self.reported:
+            return
+        mine = [e.key for e in kv.get_prefix(POSITIONS) if e.key.endswith("/" + self.node_id)]
+        if mine:
+            kv.txn([], (), mine)
+        self.reported = False
+
     def _epoch(self, kv):
         entry = kv.get(EPOCH)
         return (json.loads(entry.value), entry.mod_revision) if entry else ({"epoch": 0}, 0)
@@ -326,6 +338,7 @@ class Galera:
                 raise GaleraError(node=view.name, detail="no Galera position could be "
                                   "recovered from %s" % self.datadir)
             kv.txn([], [(mine, json.dumps(pos.to_dict()).encode(), ctx.tasks.lease)])
+            self.reported = True
             LOG.info("galera: published position %s:%d for epoch %d", pos.uuid[:8],
                      pos.seqno, epoch)
         reports = {}
@@ -346,8 +359,10 @@ class Galera:
         if not kv.txn([Compare(EPOCH, revision)], [(EPOCH, json.dumps(record).encode())]):
             raise Waiting("epoch %d was taken by another controller; not bootstrapping"
                           % epoch)
-        grastate = self.datadir / "grastate.dat"
-        grastate.write_text(galera_state.mark_safe(grastate.read_text()))
+        grastate = self.datadir / "grastate.dat"     # read by the next power-cut recovery too
+        st = grastate.stat()
+        fileutil.atomic_write(grastate, galera_state.mark_safe(grastate.read_text()),
+                              mode=st.st_mode & 0o7777, owner=(st.st_uid, st.st_gid))
         self._mark_applied()
         self._new_cluster(view)
         self.no_primary_since = None
