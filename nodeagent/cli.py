@@ -161,17 +161,13 @@ def cmd_catalogue(args):
     return 0
 
 
-def services_of(kv, node_id):
-    from rackforge.nodeagent import health
-    return health.read_all(kv).get(node_id, {})
-
-
 def cmd_node_services(args):
     from rackforge import registry
+    from rackforge.nodeagent import health
 
     reg = registry.connect(getattr(args, "etcd", None))
     node = reg.find_node(args.name)
-    found = services_of(reg.kv, node.id)
+    found = health.read_all(reg.kv).get(node.id, {})
     if args.json:
         json.dump({"node": node.name, "services": found}, sys.stdout, indent=2,
                   sort_keys=True)

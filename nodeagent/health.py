@@ -17,7 +17,6 @@ import json
 import logging
 import socket
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -180,7 +179,3 @@ def read_all(kv):
         except ValueError:
             continue
     return out
-
-
-def now():
-    return time.time()

@@ -54,6 +54,7 @@ class Rabbit:
         self.run = run
         self.clock = clock
         self.data = Path(data)
+        self.member = False     # seen in the first controller's cluster since it last started
         self._detail, self._detail_at = None, -STATUS_EVERY
 
     def ctl(self, *args, stdin=None, timeout=60):
@@ -125,15 +126,17 @@ class Rabbit:
         elif ctx.changed:
             ctx.systemd.act("restart", UNIT)
             actions.append(Action("restart", UNIT, "rabbitmq", "its configuration changed"))
-        if follower:
+        if follower and (actions or not self.member):     # an Erlang VM per look: not often
             members, _ = self.cluster_status()
-            if node_name(seed.name) not in members:
+            self.member = node_name(seed.name) in members
+            if not self.member:
                 LOG.info("rabbitmq: joining %s's cluster", seed.name)
                 self.ctl("stop_app")
                 try:
                     self.ctl("join_cluster", node_name(seed.name), timeout=180)
                 finally:                # a failed join leaves the broker serving, not stopped
                     self.ctl("start_app", timeout=180)
+                self.member = True
                 actions.append(Action("step", "rabbitmq", "rabbitmq",
                                       "joined %s's cluster" % seed.name))
         return actions
