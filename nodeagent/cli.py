@@ -124,7 +124,7 @@ def _agent(dry_run):
 
 
 def cmd_reconcile(args):
-    from rackforge.nodeagent import daemon
+    from rackforge.nodeagent import daemon, health
 
     if not daemon.node_file().exists():
         raise daemon.NodeNotJoined(path=daemon.node_file())
@@ -132,6 +132,14 @@ def cmd_reconcile(args):
     # beside the running agent: no heartbeat, no health of its own (its states would
     # replace the agent's and go with this lease); a lease only for the tasks it claims
     agent.publishes = False
+    # what the running agent last saw of each service, so "requires" is judged as it would
+    published = health.read_all(agent.kv).get(agent.node_id, {})
+    for svc in agent.catalogue.services:
+        if svc.name in published:
+            rec = published[svc.name]
+            agent.trackers[svc.name] = health.Tracker(
+                service=svc, state=rec.get("state", health.PENDING),
+                since=rec.get("since", 0.0), error=rec.get("error", ""))
     if not args.dry_run:
         agent.lease = agent.kv.lease_grant(daemon.LEASE_TTL)
     outcome = agent.reconcile()

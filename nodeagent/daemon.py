@@ -167,8 +167,12 @@ class Agent:
             if svc.health is None or (not force and now < tracker.next_check):
                 continue
             tracker.next_check = now + svc.health.interval
-            if self.last_outcome and name in self.last_outcome.pending:
-                continue
+            if tracker.state == health_mod.PENDING and self.last_outcome \
+                    and name in self.last_outcome.pending:
+                continue        # not up yet: nothing to check.  Once up, a service that
+                # waits again (a restart in turn) is still checked: its peers act on
+                # what it publishes, and a stale "ok" would send them to a Primary
+                # component that is gone
 
             def builtin(name):
                 return self.hooks.CHECKS[name](view, self.systemd)

@@ -103,9 +103,10 @@ def test_rotated_secrets_reach_every_controller_and_their_services(ha):
                               check=False)
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
 
-    def applied():      # new file, and MariaDB restarted from it, on every controller
+    def applied():      # new file, MariaDB restarted from it and Synced, on every controller
         return all(n.path(cnf).read_text() != before[n.name][0]
-                   and started_at(n, "mariadb.service") != before[n.name][1] for n in ctrl)
+                   and started_at(n, "mariadb.service") != before[n.name][1]
+                   and harack.galera_synced(n, 3) for n in ctrl)
     wait_until(applied, 900, "the new SST password on every controller", interval=3)
     harack.wait_converged(ha["node1"])
     assert harack.wsrep(ctrl[0], "wsrep_cluster_size") == "3"

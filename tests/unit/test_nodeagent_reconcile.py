@@ -14,7 +14,7 @@ from fakesystemd import FakeSystemd
 
 from rackforge import keys
 from rackforge.cluster import roles
-from rackforge.nodeagent import catalogue, health, hooks, keyring, reconcile, tasks, view
+from rackforge.nodeagent import catalogue, daemon, health, hooks, keyring, reconcile, tasks, view
 
 ALL_UNITS = ("rackforge-etcd.service", "rackforge-join.service", "memcached.service",
              "mariadb.service", "rackforge-galeracheck.socket", "rabbitmq-server.service",
@@ -309,31 +309,20 @@ def test_a_pass_leaves_a_failed_unit_to_the_restart_policy(rack, tmp_path):
 def test_a_one_off_pass_beside_the_agent_leaves_its_published_states_alone(rack, tmp_path):
     """'rackforge nodeagent reconcile --once' runs beside the node's agent: the agent's
     states and heartbeat stay as the agent published them, under the agent's lease."""
-    from rackforge.nodeagent import daemon
-
     reg, nodes = rack
-    node, key = nodes["n1"]
-    cat = catalogue.load(**hooks.names())
-
-    def agent(systemd):
-        a = daemon.Agent(reg, node.id, key, cat, systemd, StandIns(),
-                         settings={"memcached_mib": 64, "innodb_buffer_pool_mib": 128,
-                                   "rabbitmq_memory": 0.2}, root=str(tmp_path))
-        a.facts = {"interface": "eth0", "prefix": 24, "cpus": 2, "memory_mib": 4096}
-        return a
     systemd = FakeSystemd(ALL_UNITS)
-    running = agent(systemd)
+    running = make_agent(reg, nodes, "n1", tmp_path, systemd)
     running.keep_lease()
     running.reconcile()
     published = {e.key: (e.value, e.lease) for e in reg.kv.get_prefix(keys.HEALTH)}
     assert published and all(lease == running.lease for _, lease in published.values())
-    once = agent(systemd)
+    once = make_agent(reg, nodes, "n1", tmp_path, systemd)
     once.publishes = False
     once.lease = reg.kv.lease_grant(daemon.LEASE_TTL)
     once.reconcile()
     reg.kv.lease_revoke(once.lease)
     assert {e.key: (e.value, e.lease) for e in reg.kv.get_prefix(keys.HEALTH)} == published
-    assert reg.kv.get(keys.HEARTBEATS + node.id) is not None
+    assert reg.kv.get(keys.HEARTBEATS + nodes["n1"][0].id) is not None
 
 
 def test_the_router_id_is_the_clusters_own_or_one_of_its_name():
@@ -341,3 +330,42 @@ def test_the_router_id_is_the_clusters_own_or_one_of_its_name():
     assert 1 <= view.vrid("rack1") <= 254 and view.vrid("rack1") != view.vrid("rack2")
     assert view.vrid("rack1", 77) == 77
     assert view.vrid("rack1", "77") == view.vrid("rack1", True) == view.vrid("rack1")
+
+
+def make_agent(reg, nodes, name, root, systemd, stand=None):
+
+    node, key = nodes[name]
+    agent = daemon.Agent(reg, node.id, key, catalogue.load(**hooks.names()), systemd,
+                         stand or StandIns(), settings={"memcached_mib": 64,
+                                                        "innodb_buffer_pool_mib": 128,
+                                                        "rabbitmq_memory": 0.2},
+                         root=str(root))
+    agent.facts = {"interface": "eth0", "prefix": 24, "cpus": 2, "memory_mib": 4096}
+    return agent
+
+
+def test_a_service_that_waits_again_once_up_is_still_checked_and_published(rack, tmp_path):
+    """MariaDB was ok, then its step waits (a restart in turn) while it has lost the
+    Primary component: peers must read 'failed', not the 'ok' of before."""
+    reg, nodes = rack
+    stand = StandIns()
+    agent = make_agent(reg, nodes, "n1", tmp_path, FakeSystemd(ALL_UNITS), stand)
+    agent.keep_lease()
+    for _ in range(6):          # a service starts once what it requires is ok: a few passes
+        agent.reconcile()
+        agent.check_due(force=True)
+    assert "mariadb" not in agent.last_outcome.pending     # (HAProxy's HTTP check is real)
+    node = nodes["n1"][0]
+    assert health.read_all(reg.kv)[node.id]["mariadb"]["state"] == health.OK
+
+    def waiting(ctx):
+        raise reconcile.Waiting("waiting for another controller's turn to join")
+    stand.STEPS["galera"] = waiting
+    stand.CHECKS["galera"] = lambda v, s: health.Result(health.FAILED, "not in a Primary "
+                                                        "component (non-Primary)")
+    agent.reconcile()
+    assert "mariadb" in agent.last_outcome.pending
+    for _ in range(3):                                  # three in a row make a failure
+        agent.check_due(force=True)
+    published = health.read_all(reg.kv)[node.id]["mariadb"]
+    assert published["state"] == health.FAILED and "Primary" in published["error"]
