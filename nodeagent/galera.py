@@ -101,6 +101,9 @@ class Galera:
     # -- health (builtin check "galera") -----------------------------------------------
     def check(self, view, systemd):
         state = systemd.states([UNIT])[UNIT]
+        if state.active == "activating":        # the agent started it: it is on its way
+            return health.Result(health.PENDING, "starting (a state transfer may be in "
+                                 "progress)")
         if not state.is_active:
             return health.Result(health.FAILED, "mariadb is %s" % state.active)
         status = wsrep_status(self.run)

@@ -124,9 +124,10 @@ class Tracker:
         if result.state == OK:
             self.failures, self.delay, self.gave_up = 0, FIRST_DELAY, False
             return self.set(OK, "", now)
+        if result.state in (DEGRADED, PENDING):     # it works, or it is on its way: no
+            self.failures = 0                       # failure counts towards a restart
+            return self.set(result.state, result.error, now)
         self.failures += 1
-        if result.state == DEGRADED:
-            return self.set(DEGRADED, result.error, now)
         if self.failures >= FAILURES_BEFORE_FAILED or self.state == FAILED:
             return self.set(FAILED, result.error, now)
         return False                  # a blip: not failed yet

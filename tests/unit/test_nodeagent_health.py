@@ -20,6 +20,19 @@ def test_a_blip_is_not_a_failure_three_in_a_row_are():
     assert t.observe(health.Result(health.OK), 5.0) and t.failures == 0
 
 
+def test_degraded_or_starting_is_no_failure_and_counts_none_towards_one():
+    """A Galera node that was degraded (a change to apply) and then starts again in its
+    turn is not failed at the first failed check after that: three in a row still."""
+    t = health.Tracker(service=SVC, state=health.OK)
+    for at in (1.0, 2.0, 3.0):
+        t.observe(health.Result(health.DEGRADED, "its configuration changed"), at)
+    assert t.state == health.DEGRADED and t.failures == 0
+    assert t.observe(health.Result(health.PENDING, "starting"), 4.0)
+    assert t.state == health.PENDING
+    assert not t.observe(health.Result(health.FAILED, "refused"), 5.0)
+    assert t.state == health.PENDING
+
+
 def test_restarts_back_off_and_stop_at_the_limit_and_say_so_once(caplog):
     t = health.Tracker(service=SVC, state=health.FAILED)
     now, allowed = 0.0, []
