@@ -139,9 +139,11 @@ class Agent:
             tracker = self.trackers.get(svc.name)
             if tracker is None:
                 tracker = self.trackers[svc.name] = health_mod.Tracker(service=svc, since=now)
-            why = outcome.pending.get(svc.name) or outcome.errors.get(svc.name)
+            pending = outcome.pending.get(svc.name)
+            why = pending or outcome.errors.get(svc.name)
             changed = False
-            if why and tracker.state == health_mod.PENDING:
+            if why and tracker.state == health_mod.PENDING \
+                    or pending and svc.health is None:   # no check of its own: as it goes
                 changed = tracker.set(health_mod.PENDING, why, now)
             elif svc.health is None and svc.name in outcome.running:
                 changed = tracker.set(health_mod.OK, "", now)   # nothing to check: it is up

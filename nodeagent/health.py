@@ -154,6 +154,8 @@ class Tracker:
         """Whether a reconcile pass must leave the service's units down: the restart policy
         owns a failed unit (its backoff and limit), and a service it gave up on stays
         down until an input changes or the agent restarts."""
+        if not self.service.units or self.service.health is None:
+            return False            # no unit, or no check: nothing the policy restarts
         return self.gave_up or (systemd_managed and self.state == FAILED)
 
     def record(self):

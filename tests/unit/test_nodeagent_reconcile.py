@@ -369,3 +369,25 @@ def test_a_service_that_waits_again_once_up_is_still_checked_and_published(rack,
         agent.check_due(force=True)
     published = health.read_all(reg.kv)[node.id]["mariadb"]
     assert published["state"] == health.FAILED and "Primary" in published["error"]
+
+
+def test_a_service_without_a_check_waits_and_comes_back_with_what_it_requires(rack, tmp_path):
+    """mariadb-users (a task, no unit, no check) while MariaDB restarts: pending, not
+    failed, and ok again once MariaDB is (it was left failed for good)."""
+    reg, nodes = rack
+    stand = StandIns()
+    agent = make_agent(reg, nodes, "n1", tmp_path, FakeSystemd(ALL_UNITS), stand)
+    agent.keep_lease()
+    node = nodes["n1"][0]
+
+    def settle():
+        for _ in range(6):
+            agent.reconcile()
+            agent.check_due(force=True)
+        return {s: r["state"] for s, r in health.read_all(reg.kv)[node.id].items()}
+    assert settle()["mariadb-users"] == health.OK
+    stand.CHECKS["galera"] = lambda v, s: health.Result(health.FAILED, "mariadb is failed")
+    states = settle()
+    assert states["mariadb"] == health.FAILED and states["mariadb-users"] == health.PENDING
+    stand.CHECKS["galera"] = lambda v, s: health.Result(health.OK)
+    assert settle()["mariadb-users"] == health.OK
