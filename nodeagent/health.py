@@ -150,13 +150,18 @@ class Tracker:
         self.delay = min(self.delay * 2, MAX_DELAY)
         return True
 
-    def holds_down(self, systemd_managed):
-        """Whether a reconcile pass must leave the service's units down: the restart policy
-        owns a failed unit (its backoff and limit), and a service it gave up on stays
-        down until an input changes or the agent restarts."""
-        if not self.service.units or self.service.health is None:
-            return False            # no unit, or no check: nothing the policy restarts
-        return self.gave_up or (systemd_managed and self.state == FAILED)
+    def holds_down(self, systemd_managed, down):
+        """Whether a reconcile pass must leave the service's units ``down`` as they are:
+        a unit that went down after it was up is the restart policy's (its checks confirm
+        the failure, report it once and restart it with backoff and a limit; a start
+        step's service is restarted through its step, in the pass the policy asks for),
+        and a service the policy gave up on stays down until an input changes or the
+        agent restarts."""
+        if not down or not self.service.units or self.service.health is None:
+            return False            # up, or nothing the policy restarts
+        if self.gave_up or self.state in (OK, DEGRADED):
+            return True
+        return systemd_managed and self.state == FAILED
 
     def record(self):
         record = {"state": self.state, "since": self.since, "error": self.error,

@@ -158,10 +158,13 @@ class Reconciler:
             if why:
                 out.pending[svc.name] = why
                 return
-        tracker = trackers.get(svc.name)
-        if tracker is not None and not changed and tracker.holds_down(svc.start == "systemd"):
-            return
         states = self.systemd.states(list(svc.units))
+        down = any(not (states[u].is_active or states[u].active == "activating")
+                   for u in svc.units)
+        tracker = trackers.get(svc.name)
+        if tracker is not None and not changed \
+                and tracker.holds_down(svc.start == "systemd", down):
+            return
         for unit in svc.units:
             st = states[unit]
             # a service with a start step starts when the agent decides, not at boot

@@ -231,8 +231,9 @@ def test_a_controller_of_the_minimal_image_runs_only_what_that_image_carries(rac
     for unit in ALL_UNITS[2:]:
         del systemd.units[unit]
     outcome = one_pass(rec)
-    assert sorted({a.service for a in outcome.actions} - {""}) == \
-        ["etcd", "hosts", "join", "sysctl"]
+    v = view.read(reg, nodes["n1"][0].id, {"interface": "eth0", "prefix": 24},
+                  {"memcached_mib": 64, "innodb_buffer_pool_mib": 128, "rabbitmq_memory": 0.2})
+    assert sorted(s.name for s in rec.desired(v)) == ["etcd", "hosts", "join", "sysctl"]
     assert not (tmp_path / "etc/systemd/system/rackforge-galeracheck.socket").exists()
     assert outcome.errors == {}
 
@@ -304,6 +305,24 @@ def test_a_pass_leaves_a_failed_unit_to_the_restart_policy(rack, tmp_path):
     again = one_pass(rec, trackers)
     assert [(a.kind, a.target) for a in again.actions] == [
         ("write", "/etc/memcached.conf"), ("start", "memcached.service")]
+
+
+def test_a_crash_the_checks_have_not_seen_yet_is_left_to_them(rack, tmp_path):
+    """MariaDB SIGKILLed while ok: the next pass does not bring it back unreported; its
+    checks see it fail, the policy reports it once and asks for the pass that restarts
+    it through its step (then the pass runs the step)."""
+    reg, nodes = rack
+    rec, systemd, stand, one_pass = agent_parts(reg, nodes, "n1", tmp_path)
+    one_pass(rec)
+    systemd.units["mariadb.service"]["active"] = "failed"
+    trackers = ok_trackers(rec.catalogue)
+    asked = len(stand.calls)
+    assert one_pass(rec, trackers).actions == []
+    assert ("step", "galera", False) not in stand.calls[asked:]
+    trackers["mariadb"].state = health.FAILED          # three failed checks later
+    one_pass(rec, trackers)
+    assert ("step", "galera", False) in stand.calls[asked:]
+    assert systemd.units["mariadb.service"]["active"] == "active"
 
 
 def test_a_one_off_pass_beside_the_agent_leaves_its_published_states_alone(rack, tmp_path):
