@@ -34,7 +34,7 @@ from rackforge.nodeagent import render
 
 LOG = logging.getLogger(__name__)
 SYSTEMD_DIRS = ("/etc/systemd/", "/usr/lib/systemd/", "/run/systemd/")
-OWED = "/var/lib/rackforge/nodeagent/restart-owed"   # one empty file per service owed one
+OWED = "/var/lib/rackforge/nodeagent/restart-owed"   # a file per service: reload or restart
 
 
 def worse(a, b):
