@@ -199,16 +199,17 @@ def test_the_vip_moves_when_its_holder_loses_power_and_the_holder_catches_up(ha)
 
 def test_a_whole_rack_power_loss_reforms_galera_by_itself_with_nothing_lost(ha):
     expected = harack.sql(ha["node1"], "SELECT COUNT(*), SUM(v) FROM probe.t")
-    for n in controllers(ha):
+    ctrl = controllers(ha)          # asked while the registry answers
+    for n in ctrl:
         n.power_cut()
-    order = controllers(ha)
+    order = list(ctrl)
     random.Random(20261129).shuffle(order)
     for n in order:
         n.boot()
         n.wait_booted()
-    for n in controllers(ha):
+    for n in ctrl:
         wait_until(lambda n=n: harack.galera_synced(n, 3), 900,
                    "%s in a 3-node Galera again" % n.name, interval=5)
-    for n in controllers(ha):
+    for n in ctrl:
         assert harack.sql(n, "SELECT COUNT(*), SUM(v) FROM probe.t") == expected
     harack.wait_converged(ha["node1"])
