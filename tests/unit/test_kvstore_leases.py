@@ -4,16 +4,9 @@ etcd has them (the same cases run against a real etcd in test_registry_etcd.py).
 import threading
 
 import pytest
+from fakeclock import Clock
 
 from rackforge.kvstore import Compare, MemoryKV
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

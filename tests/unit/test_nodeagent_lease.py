@@ -3,15 +3,10 @@ its own, so a live node's task claim never lapses to another controller."""
 
 from types import SimpleNamespace
 
+from fakeclock import Clock
+
 from rackforge.kvstore import MemoryKV
 from rackforge.nodeagent import daemon
-
-
-class Clock:
-    now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 class Ticks:

@@ -2,22 +2,16 @@
 done recorded with the catalogue's version, the others wait."""
 
 import pytest
+from fakeclock import Clock
 
 from rackforge import errors, keys
 from rackforge.kvstore import MemoryKV
 from rackforge.nodeagent import tasks
 
 
-class Clock:
-    now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(100.0)
 
 
 @pytest.fixture

@@ -4,23 +4,16 @@ import json
 import threading
 
 import pytest
+from fakeclock import Clock
 
 from rackforge import registry
 from rackforge.cluster import tokens
 from rackforge.cluster.tokens import TokenStore
 
 
-class Clock:
-    def __init__(self, now=1_700_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(1_700_000_000.0)
 
 
 @pytest.fixture
