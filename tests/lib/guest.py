@@ -23,6 +23,13 @@ class GuestFailed(AssertionError):
     pass
 
 
+class GuestPanicked(GuestFailed):
+    """The guest's kernel panicked: reported at once, not after the whole timeout."""
+
+
+PANIC = "Kernel panic - not syncing"
+
+
 class Guest:
     """One QEMU process.  ``firmware`` is "bios" (SeaBIOS) or "uefi" (OVMF)."""
 
@@ -108,9 +115,13 @@ class Guest:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                m = regex.search("".join(self._buf))
+                text = "".join(self._buf)
+                m = regex.search(text)
                 if m:
                     return m
+                if PANIC in text:
+                    raise GuestPanicked("the guest's kernel panicked before %r; console: %s\n%s"
+                                        % (pattern, self.console_log, self._tail(40)))
                 if self._done:
                     raise GuestFailed("guest exited before %r; console: %s\n%s"
                                       % (pattern, self.console_log, self._tail()))
