@@ -74,12 +74,9 @@ def facts(address, run=None):
         out["memory_mib"] = kib // 1024
     except (OSError, StopIteration, ValueError):
         pass
-    res = run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
-    for line in res.stdout.splitlines():
-        parts = line.split()
-        if "inet" in parts and parts[parts.index("inet") + 1].split("/")[0] == address:
-            out["interface"] = parts[1]
-            out["prefix"] = int(parts[parts.index("inet") + 1].split("/")[1])
+    for interface, found, prefix in hooks_mod.ipv4_addresses(run):
+        if found == address:
+            out["interface"], out["prefix"] = interface, prefix
     return out
 
 

@@ -88,12 +88,18 @@ class Hooks:
         return health.Result(health.OK, "", {"vip": held})
 
 
-def local_addresses(run=subprocess.run):
-    """Every IPv4 address configured on this node's interfaces."""
+def ipv4_addresses(run=subprocess.run):
+    """``[(interface, address, prefix)]`` of every IPv4 address on this node."""
     res = run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
-    out = set()
+    out = []
     for line in res.stdout.splitlines():
         parts = line.split()
         if "inet" in parts:
-            out.add(parts[parts.index("inet") + 1].split("/")[0])
+            address, _, prefix = parts[parts.index("inet") + 1].partition("/")
+            out.append((parts[1], address, int(prefix or 32)))
     return out
+
+
+def local_addresses(run=subprocess.run):
+    """Every IPv4 address configured on this node's interfaces."""
+    return {address for _, address, _ in ipv4_addresses(run)}
