@@ -5,7 +5,7 @@ against the quota rackforge gives it), etcd's alarms, the nodes by state and
 role from the registry, and each node's services as its agent published them
 (under its lease: a dead node's services vanish, and say so): every service
 not ok, the VIP and which controller holds it, Galera's and RabbitMQ's
-quorum.
+quorum, and Ceph's health as the controllers' ``ceph`` check last read it.
 
 Every problem is one line saying what is wrong and what to do; the exit code
 is 0 when there is none, 1 otherwise (scripts and the console can rely on it).
@@ -28,6 +28,7 @@ class Status:
     vip: dict = field(default_factory=dict)        # {address, holders}
     galera: dict = field(default_factory=dict)
     rabbitmq: dict = field(default_factory=dict)
+    ceph: dict = field(default_factory=dict)       # as the freshest controller saw it
     nodes: dict = field(default_factory=dict)      # state -> count
     roles: dict = field(default_factory=dict)      # role -> count
     problems: list = field(default_factory=list)
@@ -36,7 +37,7 @@ class Status:
         return {"etcd": {"members": self.members, "alarms": self.alarms},
                 "nodes": {"by_state": self.nodes, "by_role": self.roles},
                 "services": self.services, "vip": self.vip, "galera": self.galera,
-                "rabbitmq": self.rabbitmq, "problems": self.problems}
+                "rabbitmq": self.rabbitmq, "ceph": self.ceph, "problems": self.problems}
 
 
 def collect(registry, quota):
@@ -156,6 +157,10 @@ def _services(status, kv, nodes, cluster):
     if any(record(n, "rabbitmq") for n in controllers):
         status.rabbitmq = {"running": {n.name: detail(n, "rabbitmq", "running")
                                        for n in controllers}}
+    seen = [(record(n, "ceph") or {}) for n in controllers]
+    seen = [rec for rec in seen if rec.get("detail")]
+    if seen:        # every controller's 'ceph status' says the same; take the newest
+        status.ceph = dict(max(seen, key=lambda rec: rec.get("since", 0))["detail"])
 
 
 def render(status):
@@ -171,6 +176,14 @@ def render(status):
     if status.vip:
         holders = ", ".join(status.vip["holders"]) or "nobody"
         lines.append("vip %s held by %s" % (status.vip["address"], holders))
+    if status.ceph:
+        ceph, osds = status.ceph, status.ceph.get("osds") or {}
+        lines.append("ceph %s: %d monitors in quorum (%s), OSDs %d up, %d in, of %d" % (
+            ceph.get("health"), len(ceph.get("quorum") or []), ", ".join(
+                ceph.get("quorum") or []), osds.get("up", 0), osds.get("in", 0),
+            osds.get("total", 0)))
+        if ceph.get("note"):
+            lines.append("  note: %s" % ceph["note"])
     for name, services in sorted(status.services.items()):
         ok = sum(1 for rec in services.values() if rec.get("state") == "ok")
         lines.append("node %-14s %d/%d services ok" % (name, ok, len(services)))

@@ -23,11 +23,14 @@ stdout)``; the unit tests replay recorded output of the real tools.
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from rackforge import errors
+from rackforge.fileutil import make_dirs
 
 LOG = logging.getLogger(__name__)
 
@@ -63,10 +66,15 @@ def run_probe(argv, timeout=30):
     return res.returncode, res.stdout
 
 
+FILE_DISK_DIR = "/var/lib/rackforge/disks"
+
+
 @dataclass(frozen=True)
 class StoragePolicy:
     min_disk_gib: int = DEFAULT_MIN_GIB
     wipe: str = "never"
+    file_disks: int = 0         # a test bed's: data disks as files (storage.file_disks)
+    file_disk_gib: int = 8
 
     def __post_init__(self):
         if self.wipe not in WIPE_POLICIES:
@@ -80,8 +88,10 @@ class StoragePolicy:
     @classmethod
     def from_profile(cls, profile):
         storage = getattr(profile, "storage", None) or {}
+        files = storage.get("file_disks") or {}
         return cls(min_disk_gib=storage.get("min_disk_gib", DEFAULT_MIN_GIB),
-                   wipe=storage.get("wipe", "never"))
+                   wipe=storage.get("wipe", "never"), file_disks=int(files.get("count", 0)),
+                   file_disk_gib=int(files.get("size_gib", 8)))
 
 
 @dataclass
@@ -98,6 +108,7 @@ class DataDisk:
     rotational: bool = False
     wipe: bool = False          # carries signatures; picked only under wipe: force
     signatures: list = field(default_factory=list)
+    kind: str = "disk"          # or "file": a test bed's disk in the node's data directory
 
 
 @dataclass
@@ -164,6 +175,8 @@ def stable_id(disk):
         return "serial:" + disk.serial
     if disk.by_path:
         return "by-path:" + disk.by_path
+    if getattr(disk, "kind", "disk") == "file":
+        return "file:" + disk.path
     return "path:" + disk.path
 
 
@@ -183,12 +196,34 @@ def _static_reason(disk, policy):
     return None
 
 
-def select(inventory, policy=None, run=run_probe, clock=time.time):
+def file_disks(policy, folder=FILE_DISK_DIR):
+    """The profile's file disks (``storage.file_disks``), made sparse where missing: for
+    nodes with no spare block device (a test bed's nspawn nodes), never on a real rack
+    unless its profile asks.  They go through the same choice and OSD code as disks."""
+    out = []
+    for i in range(policy.file_disks):
+        path = os.path.join(folder, "disk%d.img" % i)
+        if not os.path.exists(path):
+            make_dirs(folder, 0o700)
+            with open(path + ".new", "wb") as f:
+                f.truncate(policy.file_disk_gib * GIB)
+            os.replace(path + ".new", path)
+        out.append(SimpleNamespace(name="file%d" % i, path=path, type="disk", system=False,
+                                   removable=False, read_only=False,
+                                   size=os.path.getsize(path), wwn=None, serial=None,
+                                   by_path=None, model="file", rotational=False,
+                                   kind="file"))
+    return out
+
+
+def select(inventory, policy=None, run=run_probe, clock=time.time, folder=FILE_DISK_DIR):
     """The data disks of ``inventory`` under ``policy``: a :class:`Selection`."""
     policy = policy or StoragePolicy()
     chosen, skipped = [], []
-    for disk in sorted(inventory.disks, key=lambda d: d.name):
-        reason = _static_reason(disk, policy)
+    disks = sorted(inventory.disks, key=lambda d: d.name) + file_disks(policy, folder)
+    for disk in disks:
+        reason = None if getattr(disk, "kind", "disk") == "file" else \
+            _static_reason(disk, policy)
         signatures = []
         if reason is None:
             try:
@@ -205,7 +240,8 @@ def select(inventory, policy=None, run=run_probe, clock=time.time):
         chosen.append(DataDisk(
             name=disk.name, path=disk.path, size=disk.size, stable_id=stable_id(disk),
             wwn=disk.wwn, serial=disk.serial, by_path=disk.by_path, model=disk.model,
-            rotational=disk.rotational, wipe=bool(signatures), signatures=signatures))
+            rotational=disk.rotational, wipe=bool(signatures), signatures=signatures,
+            kind=getattr(disk, "kind", "disk")))
     return Selection(disks=chosen, skipped=skipped, policy=dataclasses.asdict(policy),
                      decided=clock())
 

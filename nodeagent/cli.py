@@ -4,6 +4,8 @@
 - ``nodeagent reconcile --once [--dry-run]``: one pass by hand; with
   ``--dry-run`` it prints what it would change and changes nothing;
 - ``nodeagent catalogue``: the services of the catalogue, checked;
+- ``nodeagent osd-activate ID``: an OSD's disk brought back at boot (its unit
+  runs it, before ``ceph-osd@ID``; :func:`.osd.Osds.activate`);
 - ``node services NODE [--json]``: a node's services and their health, as its
   agent published them;
 - ``cluster secret list [--json]`` and ``cluster secret rotate NAME``: the
@@ -28,6 +30,18 @@ def add_commands(sub):
     q.set_defaults(func=cmd_reconcile)
     asub.add_parser("catalogue", help="the service catalogue, checked").set_defaults(
         func=cmd_catalogue)
+    q = asub.add_parser("osd-activate", help="bring an OSD's disk back (run at boot by "
+                        "rackforge-ceph-osd@N.service)")
+    q.add_argument("osd", metavar="ID", type=int, help="the OSD's id")
+    q.set_defaults(func=cmd_osd_activate)
+
+
+def cmd_osd_activate(args):
+    from rackforge.nodeagent import osd
+
+    device = osd.Osds(None, None).activate(args.osd)
+    print("osd.%d: %s activated" % (args.osd, device))
+    return 0
 
 
 def add_node_commands(nsub, etcd_option):

@@ -295,4 +295,5 @@ def settings():
     agent = dict(getattr(profile, "agent", None) or {})
     return {"memcached_mib": int(agent.get("memcached_mib", 64)),
             "innodb_buffer_pool_mib": int(agent.get("innodb_buffer_pool_mib", 256)),
-            "rabbitmq_memory": float(agent.get("rabbitmq_memory", 0.2))}
+            "rabbitmq_memory": float(agent.get("rabbitmq_memory", 0.2)),
+            "ceph": dict(getattr(profile, "ceph", None) or {})}

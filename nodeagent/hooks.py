@@ -11,13 +11,14 @@ and RabbitMQ keep what they saw between passes).
 import subprocess
 from pathlib import Path
 
-from rackforge.nodeagent import galera, health, rabbit
+from rackforge.nodeagent import ceph, galera, health, osd, rabbit
 from rackforge.nodeagent.reconcile import Action
 
-STEP_NAMES = ("galera", "rabbitmq", "sysctl")
-TASK_NAMES = ("galera-bootstrap", "galera-users", "rabbitmq-users")
-CONDITION_NAMES = ("galera-primary",)
-CHECK_NAMES = ("galera", "rabbitmq", "keepalived")
+STEP_NAMES = ("galera", "rabbitmq", "sysctl", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph")
+TASK_NAMES = ("galera-bootstrap", "galera-users", "rabbitmq-users", "ceph-bootstrap",
+              "ceph-clients")
+CONDITION_NAMES = ("galera-primary", "ceph-quorum")
+CHECK_NAMES = ("galera", "rabbitmq", "keepalived", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph")
 SYSCTL_FILE = "/etc/sysctl.d/60-rackforge.conf"
 
 
@@ -45,14 +46,23 @@ class Hooks:
         self.root = Path(root)
         self.galera = galera.Galera(node_id, kv, run=run)
         self.rabbit = rabbit.Rabbit(node_id, run=run)
+        self.ceph = ceph.CephHooks(node_id, kv, run=run, root=root)
+        self.osds = osd.Osds(node_id, kv, run=run, root=root)
         self.STEPS = {"galera": self.galera.step, "rabbitmq": self.rabbit.step,
-                      "sysctl": self.sysctl}
+                      "sysctl": self.sysctl, "ceph-mon": self.ceph.mon_step,
+                      "ceph-mgr": self.ceph.mgr_step, "ceph-osd": self.osds.step,
+                      "ceph": self.ceph.cluster_step}
         self.TASKS = {"galera-bootstrap": self.galera.bootstrap,
                       "galera-users": self.galera.users,
-                      "rabbitmq-users": self.rabbit.users}
-        self.CONDITIONS = {"galera-primary": self.galera_primary}
+                      "rabbitmq-users": self.rabbit.users,
+                      "ceph-bootstrap": self.ceph.bootstrap,
+                      "ceph-clients": self.ceph.clients}
+        self.CONDITIONS = {"galera-primary": self.galera_primary,
+                           "ceph-quorum": self.ceph.quorum}
         self.CHECKS = {"galera": self.galera.check, "rabbitmq": self.rabbit.check,
-                       "keepalived": self.keepalived}
+                       "keepalived": self.keepalived, "ceph-mon": self.ceph.mon_check,
+                       "ceph-mgr": self.ceph.mgr_check, "ceph-osd": self.osds.check,
+                       "ceph": self.ceph.cluster_check}
 
     # -- step "sysctl": the file for later boots, the values now ---------------------------
     def sysctl(self, ctx):

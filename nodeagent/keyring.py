@@ -21,6 +21,8 @@ import base64
 import logging
 import secrets as rand
 import string
+import struct
+import time
 import uuid
 
 from rackforge import errors, keys
@@ -53,7 +55,17 @@ def generate(secret):
         return "".join(rand.choice(COOKIE_ALPHABET) for _ in range(secret.length)).encode()
     if secret.kind == "hex":
         return rand.token_hex(secret.length).encode()
+    if secret.kind == "cephx":
+        return cephx_key()
     return str(uuid.uuid4()).encode()
+
+
+def cephx_key(now=None):
+    """A Ceph key as ``ceph-authtool --gen-print-key`` prints it: base64 of the key's
+    type (1: AES), its creation time and its 16 random bytes."""
+    now = time.time() if now is None else now
+    head = struct.pack("<HIIH", 1, int(now), int((now % 1) * 1e9), 16)
+    return base64.b64encode(head + rand.token_bytes(16))
 
 
 def node_keys(kv):

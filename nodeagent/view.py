@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from rackforge import keys
 from rackforge.cluster import roles as roles_mod
+from rackforge.nodeagent import cephconf
 
 
 @dataclass
@@ -34,6 +35,8 @@ class View:
     nodes: list                         # [Peer], every node with an address
     facts: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    mons: list = field(default_factory=list)    # [{name, address}]: Ceph monitors made
+    disks: list = field(default_factory=list)   # this node's data disks (first boot's choice)
 
     @property
     def is_controller(self):
@@ -67,6 +70,7 @@ class View:
             "nodes": [vars(p) for p in self.nodes],
             "settings": self.settings,
             "secrets": dict(secrets or {}),
+            "ceph": cephconf.context(self),
         }
 
 
@@ -101,6 +105,14 @@ def read(registry, node_id, facts=None, settings=None):
         if n is not None and _address(n):
             controllers.append(Peer(id=n.id, name=n.name, address=_address(n), slot=slot))
     peers = [Peer(id=n.id, name=n.name, address=_address(n)) for n in nodes if _address(n)]
+    mons = []
+    for entry in kv.get_prefix(keys.CEPH_MONS):
+        try:
+            mons.append(json.loads(entry.value))
+        except ValueError:
+            continue
+    disks = ((node.boot or {}).get("storage") or {}).get("disks") or []
     return View(node_id=node_id, name=node.name, address=_address(node) or "127.0.0.1",
                 roles=roles, state=node.state, cluster=cluster, controllers=controllers,
-                nodes=peers, facts=dict(facts or {}), settings=dict(settings or {}))
+                nodes=peers, facts=dict(facts or {}), settings=dict(settings or {}),
+                mons=sorted(mons, key=lambda m: m.get("name", "")), disks=list(disks))

@@ -24,6 +24,9 @@ HEALTH                /rackforge/health/<node id>/<service>        the node agen
 TASKS                 /rackforge/tasks/<task>                      the node agent: done records
 TASK_CLAIMS           /rackforge/claims/<task>                     the claimant's agent (leased)
 GALERA                /rackforge/galera/                           recovery: positions, epoch
+CEPH_MONS             /rackforge/ceph/mons/<name>                  each monitor once made
+CEPH_OSDS             /rackforge/ceph/osds/<id>                    the OSD's node, on creation
+CEPH_REQUESTS         /rackforge/ceph/requests/<osd id>            ``node disk replace|remove``
 ====================  ===========================================  ==========================
 """
 
@@ -44,6 +47,9 @@ HEALTH = ROOT + "health/"
 TASKS = ROOT + "tasks/"
 TASK_CLAIMS = ROOT + "claims/"
 GALERA = ROOT + "galera/"
+CEPH_MONS = ROOT + "ceph/mons/"
+CEPH_OSDS = ROOT + "ceph/osds/"
+CEPH_REQUESTS = ROOT + "ceph/requests/"
 
 #: every name above, for the layout test (no two overlap, all under ROOT)
 LAYOUT = {name: value for name, value in dict(globals()).items()

@@ -23,7 +23,8 @@ def path():
 
 
 def load():
-    """``SimpleNamespace(name, cluster, storage, network)`` of this node's image."""
+    """``SimpleNamespace(name, cluster, storage, ceph, agent, network)`` of this node's
+    image."""
     where = path()
     try:
         data = json.loads(where.read_text())
@@ -36,4 +37,6 @@ def load():
         name=data.get("name", "unknown"),
         cluster=dict(DEFAULTS["cluster"], **(data.get("cluster") or {})),
         storage=dict(DEFAULTS["storage"], **(data.get("storage") or {})),
+        ceph=dict(data.get("ceph") or {}),
+        agent=dict(data.get("agent") or {}),
         network=data.get("network") or DEFAULTS["network"])

@@ -68,6 +68,7 @@ DEFAULTS = {
     "roles": {},
     "network": {"management": {"interface": "auto", "mode": "dhcp"}},
     "storage": {"wipe": "never", "min_disk_gib": 20},
+    "ceph": {},
     "disk": dataclasses.asdict(DiskSettings()),
     "build": dataclasses.asdict(BuildSettings()),
 }
@@ -89,6 +90,7 @@ class Profile:
     roles: Mapping
     network: Mapping
     storage: Mapping
+    ceph: Mapping = dataclasses.field(default_factory=dict)
     disk: DiskSettings = DiskSettings()
     build: BuildSettings = BuildSettings()
 
@@ -104,6 +106,7 @@ class Profile:
             "roles": _thaw(self.roles),
             "network": _thaw(self.network),
             "storage": _thaw(self.storage),
+            "ceph": _thaw(self.ceph),
             "outputs": list(self.outputs),
             "disk": dataclasses.asdict(self.disk),
             "build": dataclasses.asdict(self.build),
@@ -321,7 +324,8 @@ def _profile(path, layers, data):
         outputs=tuple(data["outputs"]),
         cluster=_freeze(data["cluster"]), roles=_freeze(data["roles"]),
         network=_freeze(data["network"]), storage=_freeze(data["storage"]),
-        disk=DiskSettings(**data["disk"]), build=BuildSettings(**data["build"]))
+        ceph=_freeze(data["ceph"]), disk=DiskSettings(**data["disk"]),
+        build=BuildSettings(**data["build"]))
 
 
 def load_profile(name_or_path):

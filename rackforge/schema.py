@@ -207,7 +207,12 @@ PROFILE = Map({
         "bond": Map({"mode": Enum("active-backup", "802.3ad", "balance-alb")}),
         "vlan": Int(1, 4094),
     }),
-    "storage": Map({"wipe": Enum("never", "force"), "min_disk_gib": Int(1)}),
+    "storage": Map({"wipe": Enum("never", "force"), "min_disk_gib": Int(1),
+                    # a test bed's: data disks as files in the node's data directory
+                    "file_disks": Map({"count": Int(1, 8), "size_gib": Int(4, 1024)})}),
+    "ceph": Map({"osd_memory_target_mib": Int(896, 65536),
+                 "mon_memory_target_mib": Int(256, 16384),
+                 "mon_data_avail_warn": Int(1, 50)}),
     "outputs": List(Enum(*OUTPUTS), non_empty=True),
     "disk": Map({"esp_mib": Int(64, 1024), "root_free_mib": Int(0, 65536)}),
     "build": Map({"min_free_gib": Int(1, 1000)}),

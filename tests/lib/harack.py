@@ -21,12 +21,23 @@ def management(i):
     return "management: {interface: host0, address: %s/24}\n" % address(i)
 
 
+PROFILE = "/usr/lib/rackforge/profile.json"
+#: nspawn nodes have no spare block device: one data disk each, a file in the node's data
+#: directory (the profile says so, as a test bed's must); OSDs small for one shared kernel
+FILE_DISK_GIB = 8
+OSD_MEMORY_MIB = 1024
+
+
 def prepare(node, i, bootstrap, profile=None):
     node.mount()
     node.write("/etc/hostname", "node%d\n" % i, mode=0o644)
     node.write("/etc/rackforge/bootstrap.yaml", bootstrap + management(i))
-    if profile is not None:       # the aio image differs from hci only in its profile
-        node.write("/usr/lib/rackforge/profile.json", json.dumps(profile), mode=0o644)
+    # the aio image differs from hci only in its profile
+    profile = dict(profile or json.loads(node.path(PROFILE).read_text()))
+    profile["storage"] = dict(profile.get("storage") or {},
+                              file_disks={"count": 1, "size_gib": FILE_DISK_GIB})
+    profile["ceph"] = dict(profile.get("ceph") or {}, osd_memory_target_mib=OSD_MEMORY_MIB)
+    node.write(PROFILE, json.dumps(profile), mode=0o644)
 
 
 def firstboot_done(node):

@@ -36,7 +36,7 @@ build:
   min_free_gib: 10
 """
 
-TOP_KEYS = ("build, cluster, description, disk, distro, elements, extends, network, "
+TOP_KEYS = ("build, ceph, cluster, description, disk, distro, elements, extends, network, "
             "outputs, packages, roles, storage")
 
 

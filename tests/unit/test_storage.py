@@ -162,5 +162,6 @@ def test_recorded_in_the_registry():
     storage.record(reg, node.id, sel)
     stored = reg.get_node(node.id).boot["storage"]
     assert stored["disks"][0]["stable_id"] == "wwn:0x50"
-    assert stored["policy"] == {"min_disk_gib": 20, "wipe": "never"}
+    assert stored["policy"] == {"min_disk_gib": 20, "wipe": "never", "file_disks": 0,
+                                "file_disk_gib": 8}
     assert stored["decided"] == 42.0
