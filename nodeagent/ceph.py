@@ -264,7 +264,7 @@ class CephHooks:
         record = {"name": view.name, "node": self.node_id, "address": view.address}
         entry = self.kv.get(keys.CEPH_MONS + view.name)
         if entry is None or json.loads(entry.value) != record:
-            self.kv.put(keys.CEPH_MONS + view.name, json.dumps(record).encode())
+            self.kv.txn([], [(keys.CEPH_MONS + view.name, json.dumps(record).encode())])
             return True
         return False
 

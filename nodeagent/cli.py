@@ -8,6 +8,8 @@
   runs it, before ``ceph-osd@ID``; :func:`.osd.Osds.activate`);
 - ``node services NODE [--json]``: a node's services and their health, as its
   agent published them;
+- ``node disk list|replace|remove NODE [DISK]``: a node's OSDs; a failed disk
+  replaced in place, or a disk taken out for good (:mod:`.disks`);
 - ``cluster secret list [--json]`` and ``cluster secret rotate NAME``: the
   cluster's service secrets (never their values) and a new value for one
   (:func:`.keyring.rotate`).
@@ -50,6 +52,30 @@ def add_node_commands(nsub, etcd_option):
     q.add_argument("--json", action="store_true", help="print them as JSON")
     etcd_option(q)
     q.set_defaults(func=cmd_node_services)
+    p = nsub.add_parser("disk", help="a node's data disks and their OSDs: list, replace, "
+                        "remove (on a controller)")
+    dsub = p.add_subparsers(dest="disk_action", metavar="ACTION", required=True)
+    q = dsub.add_parser("list", help="the node's OSDs and their disks")
+    q.add_argument("name", metavar="NODE", help="node name, id or MAC")
+    q.add_argument("--json", action="store_true", help="print them as JSON")
+    etcd_option(q)
+    q.set_defaults(func=cmd_disk_list)
+    for action, text in (("replace", "a failed disk's OSD out, destroyed keeping its id, and "
+                          "made again on the new disk"),
+                         ("remove", "a disk's OSD out and purged: no longer a data disk")):
+        q = dsub.add_parser(action, help=text)
+        q.add_argument("name", metavar="NODE", help="node name, id or MAC")
+        q.add_argument("disk", metavar="DISK", help="osd.N, or the disk's stable id, path or "
+                       "serial ('node disk list')")
+        if action == "replace":
+            q.add_argument("--with", dest="new_path", metavar="PATH",
+                           help="the new disk's path, when it is not where the old one was")
+            q.add_argument("--wipe", action="store_true",
+                           help="wipe the new disk even if it carries data")
+        q.add_argument("--timeout", type=int, default=1800, metavar="SECONDS",
+                       help="how long to wait for Ceph at each stage (default 1800)")
+        etcd_option(q)
+        q.set_defaults(func=cmd_disk_job, disk_job=action)
 
 
 def add_cluster_commands(csub, etcd_option):
@@ -181,6 +207,36 @@ def cmd_catalogue(args):
         print("  %-16s %-22s %s" % (svc.name, ",".join(svc.roles),
                                     " ".join(svc.units) or "(configuration only)"))
     return 0
+
+
+def cmd_disk_list(args):
+    from rackforge import registry
+    from rackforge.nodeagent import disks
+
+    reg = registry.connect(getattr(args, "etcd", None))
+    node = reg.find_node(args.name)
+    records = disks.osd_records(reg.kv, node.id)
+    if args.json:
+        json.dump({"node": node.name, "osds": records}, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    if not records:
+        print("node %s has no OSD" % node.name)
+    for rec in records:
+        print("osd.%-4d %-40s %s" % (rec["id"], rec["disk"], rec.get("device") or rec["path"]))
+    return 0
+
+
+def cmd_disk_job(args):
+    from rackforge import registry
+    from rackforge.nodeagent import disks
+
+    reg = registry.connect(getattr(args, "etcd", None))
+    node = reg.find_node(args.name)
+    rec = disks.find(reg.kv, node, args.disk)
+    job = disks.DiskJob(reg.kv, registry=reg)
+    return job.run(node, rec, args.disk_job, new_path=getattr(args, "new_path", None),
+                   wipe=getattr(args, "wipe", False), timeout=args.timeout)
 
 
 def cmd_node_services(args):

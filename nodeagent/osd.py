@@ -142,7 +142,7 @@ class Osds:
         atomic_write(self.path(RECORDS) / ("%d.json" % rec["id"]), json.dumps(rec, indent=1)
                      + "\n", mode=0o600)
         if self.kv is not None:
-            self.kv.put(keys.CEPH_OSDS + str(rec["id"]), json.dumps(rec).encode())
+            self.kv.txn([], [(keys.CEPH_OSDS + str(rec["id"]), json.dumps(rec).encode())])
 
     def forget(self, osd_id):
         self.path(RECORDS).joinpath("%d.json" % osd_id).unlink(missing_ok=True)
@@ -264,12 +264,12 @@ class Osds:
         actions += self.serve(ctx, fsid)
         by_disk = {r["disk"]: r for r in self.local().values()}
         busy = {r.get("disk") for r in self.requests().values()
-                if r.get("state") not in ("done", "failed")}
+                if r.get("state") not in ("done", "failed") or r.get("action") == "remove"}
         for disk in view.disks:
             rec = by_disk.get(disk.get("stable_id"))
+            if disk.get("stable_id") in busy:
+                continue                # 'node disk replace|remove' has it (serve, above)
             if rec is None:
-                if disk.get("stable_id") in busy:
-                    continue
                 if ctx.dry_run:
                     actions.append(Action("step", "ceph-osd", "ceph-osd",
                                           "would make an OSD on " + disk.get("path", "?")))
@@ -305,26 +305,30 @@ class Osds:
 
     def _answer(self, key, req, state, **more):
         req = dict(req, state=state, answered=time.time(), **more)
-        self.kv.put(key, json.dumps(req).encode())
+        self.kv.txn([], [(key, json.dumps(req).encode())])
 
     def serve(self, ctx, fsid):
-        """This node's half of a replace (once Ceph destroyed the OSD: a new OSD with the
-        same id on the new disk) or a removal (the OSD stopped and forgotten here)."""
+        """This node's half of a replace or a removal: the OSD stopped (``stopping`` ->
+        ``stopped``), then, once Ceph destroyed it, made again with the same id on the new
+        disk (``destroyed`` -> ``done`` or ``failed``, with the reason)."""
         actions = []
         for key, req in self.requests().items():
-            if req.get("state") != "destroyed" or ctx.dry_run:
+            state = req.get("state")
+            if state not in ("stopping", "destroyed") or ctx.dry_run:
                 continue
             osd_id = int(req["osd"])
             unit = "ceph-osd@%d.service" % osd_id
-            for verb in ("stop", "disable"):
-                ctx.systemd.act(verb, unit)
-            actions.append(Action("stop", unit, "ceph-osd",
-                                  "osd.%d %s" % (osd_id, req.get("action"))))
-            if req.get("action") == "remove":
-                self.forget(osd_id)
-                self._answer(key, req, "done")
+            if state == "stopping":
+                for verb in ("stop", "disable"):
+                    ctx.systemd.act(verb, unit)
+                if req.get("action") == "remove":
+                    self.forget(osd_id)
+                self._answer(key, req, "stopped")
+                actions.append(Action("stop", unit, "ceph-osd",
+                                      "osd.%d: %s asked" % (osd_id, req.get("action"))))
                 continue
-            disk = dict(req["disk_record"], wipe=bool(req.get("wipe")))
+            old = req["disk_record"]
+            disk = dict(old, stable_id=old["disk"], wipe=bool(req.get("wipe")))
             if req.get("with"):
                 disk.update(path=req["with"], wwn=None, by_path=None, serial=None)
             try:
