@@ -65,6 +65,9 @@ CLIENTS = {     # the OpenStack services' keys: rbd on their own pools, Glance's
              "mgr": "profile rbd pool=vms"},
 }
 BY_DESIGN = {"POOL_NO_REDUNDANCY"}     # warned by Ceph when one host keeps one copy
+# on by default, unused here: restful's import of python3-cryptography (PyO3) fails in the
+# manager's sub-interpreters on Debian 13 (MGR_MODULE_DEPENDENCY); nfs serves CephFS
+UNUSED_MGR_MODULES = ("restful", "nfs")
 
 
 class CephFailed(errors.RackforgeError):
@@ -378,7 +381,9 @@ class CephHooks:
         it sets the key and caps the keyring says)."""
         self.ceph("auth", "import", "-i", "-", stdin=client_keyring(context["secrets"]),
                   fmt=False)
-        return {"clients": sorted(CLIENTS)}
+        for module in UNUSED_MGR_MODULES:
+            self.ceph("mgr", "module", "disable", module, fmt=False)
+        return {"clients": sorted(CLIENTS), "mgr_modules_off": list(UNUSED_MGR_MODULES)}
 
     def pools(self, hosts):
         existing = self.ceph("osd", "pool", "ls") or []

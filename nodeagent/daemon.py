@@ -100,6 +100,7 @@ class Agent:
         self.facts = {}
         self.view = None
         self.last_outcome = None
+        self.said_errors = {}           # service -> the error line last logged
         self.want_pass = False          # a restart of a step-managed service: pass now
         self.publishes = True           # False: a one-off pass beside the running agent
         self.heartbeat_at = 0.0
@@ -151,6 +152,11 @@ class Agent:
         for action in outcome.actions:
             LOG.info("%s", action.line(), extra={"NODE": view.name, "SERVICE": action.service,
                                                  "ACTION": action.kind})
+        for name, line in sorted(outcome.errors.items()):      # once per new error line
+            if self.said_errors.get(name) != line:
+                LOG.error("service %s: %s", name, line,
+                          extra={"NODE": view.name, "SERVICE": name, "ACTION": "error"})
+        self.said_errors = dict(outcome.errors)
         self.last_outcome = outcome
         return outcome
 

@@ -217,9 +217,26 @@ class Osds:
                              detail="%s has no label of this cluster after it" % device)
         return int(label["whoami"]), label["osd_uuid"]
 
+    def _intent(self, device, osd_id):
+        """The uuid and key of the OSD being made on ``device``, kept before ``osd new``
+        (intent before the side effect): a retry after a failure or a power cut asks
+        Ceph for the same OSD again instead of leaking a new id each time."""
+        path = self.path(RECORDS) / ("making-%s.json" % device.strip("/").replace("/", "_"))
+        try:
+            intent = json.loads(path.read_text())
+            if intent.get("osd_id") == osd_id:
+                return path, intent
+        except (OSError, ValueError):
+            pass
+        intent = {"uuid": str(uuid_mod.uuid4()), "secret": keyring.cephx_key().decode(),
+                  "osd_id": osd_id}
+        make_dirs(path.parent, 0o700)
+        atomic_write(path, json.dumps(intent) + "\n", mode=0o600)
+        return path, intent
+
     def _prepare_file(self, device, fsid, osd_id=None):
-        osd_uuid = str(uuid_mod.uuid4())
-        secret = keyring.cephx_key().decode()
+        intent_file, intent = self._intent(device, osd_id)
+        osd_uuid, secret = intent["uuid"], intent["secret"]
         ceph = Ceph(self.run, name="client.bootstrap-osd",
                     keyring=str(self.path(BOOTSTRAP_KEYRING)))
         args = ["osd", "new", osd_uuid] + ([str(osd_id)] if osd_id is not None else [])
@@ -232,11 +249,13 @@ class Osds:
         (osd_dir / "block").symlink_to(device)
         atomic_write(osd_dir / "keyring", "[osd.%d]\n\tkey = %s\n" % (new_id, secret),
                      mode=0o600)
-        for p in (osd_dir, osd_dir / "keyring", Path(device)):
+        give_file_disk(device)
+        for p in (osd_dir, osd_dir / "keyring"):
             shutil.chown(p, "ceph", "ceph")
         self._cmd(["ceph-osd", "--cluster", "ceph", "-i", str(new_id), "--mkfs", "--osd-uuid",
                    osd_uuid, "--no-mon-config", "--setuser", "ceph", "--setgroup", "ceph"],
                   "ceph-osd --mkfs")
+        intent_file.unlink(missing_ok=True)
         return new_id, osd_uuid
 
     def make(self, disk, fsid, view, osd_id=None):
@@ -383,7 +402,7 @@ class Osds:
             if not link.is_symlink() or os.readlink(link) != device:
                 link.unlink(missing_ok=True)
                 link.symlink_to(device)
-            shutil.chown(device, "ceph", "ceph")
+            give_file_disk(device)
             for p in [osd_dir] + list(osd_dir.iterdir()):
                 if not p.is_symlink():
                     shutil.chown(p, "ceph", "ceph")
@@ -392,6 +411,15 @@ class Osds:
                        str(osd_id), "--osd-uuid", rec["uuid"], "--no-systemd", "--no-tmpfs"],
                       "ceph-volume raw activate")
         return device
+
+
+def give_file_disk(path):
+    """A file disk belongs to ceph, and its folder lets ceph through (first boot made it
+    root's, 0700)."""
+    folder = os.path.dirname(path)
+    shutil.chown(folder, group="ceph")
+    os.chmod(folder, 0o750)
+    shutil.chown(path, "ceph", "ceph")
 
 
 def _probe_runner(run):

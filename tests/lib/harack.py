@@ -36,7 +36,10 @@ def prepare(node, i, bootstrap, profile=None):
     profile = dict(profile or json.loads(node.path(PROFILE).read_text()))
     profile["storage"] = dict(profile.get("storage") or {},
                               file_disks={"count": 1, "size_gib": FILE_DISK_GIB})
-    profile["ceph"] = dict(profile.get("ceph") or {}, osd_memory_target_mib=OSD_MEMORY_MIB)
+    # the monitors' stores share the host's disk with everything else: warn below 10 % free
+    # (Ceph's 30 % is about a disk of their own; MON_DISK_CRIT at 5 % stays)
+    profile["ceph"] = dict(profile.get("ceph") or {}, osd_memory_target_mib=OSD_MEMORY_MIB,
+                           mon_data_avail_warn=10)
     node.write(PROFILE, json.dumps(profile), mode=0o644)
 
 

@@ -447,3 +447,27 @@ def test_the_node_half_makes_the_osd_again_with_the_same_id(rack, tmp_path, monk
     answered = json.loads(reg.kv.get(keys.CEPH_REQUESTS + "5").value)
     assert answered["state"] == "done"
     assert json.loads(reg.kv.get(keys.CEPH_OSDS + "5").value)["uuid"] != "u-old"
+
+
+def test_a_failed_mkfs_retried_asks_ceph_for_the_same_osd_not_a_new_id(rack, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setattr(osd.shutil, "chown", lambda *a, **k: None)
+    disk = tmp_path / "disk0.img"
+    with open(disk, "wb") as f:
+        f.truncate(8 * GIB)
+    asked, mkfs = [], {"rc": 250}
+
+    def osd_new(argv, stdin):
+        asked.append((argv[argv.index("new") + 1], json.loads(stdin)["cephx_secret"]))
+        return 0, "2\n", ""
+    script = Script({("ceph-bluestore-tool", "show-label"): no_label, ("wipefs",): (0, "", ""),
+                     ("blkid",): (2, "", ""), ("ceph", "--connect-timeout"): osd_new,
+                     ("ceph-osd",): lambda argv, stdin: (mkfs["rc"], "", "Permission denied")})
+    osds, _ = osds_for(rack, tmp_path, script)
+    v = SimpleNamespace(name="n4")
+    with pytest.raises(ceph.CephFailed, match="ceph-osd --mkfs: exit 250: Permission denied"):
+        osds.make(file_disk(disk), FSID, v)
+    mkfs["rc"] = 0
+    assert osds.make(file_disk(disk), FSID, v)["id"] == 2
+    assert len(asked) == 2 and asked[0] == asked[1]       # the same uuid and key again
+    assert list((tmp_path / "root/var/lib/rackforge/ceph/osds").glob("making-*")) == []
