@@ -66,7 +66,7 @@ def run_probe(argv, timeout=30):
     return res.returncode, res.stdout
 
 
-FILE_DISK_DIR = "/var/lib/rackforge/disks"
+FILE_DISK_DIR = "/var/lib/ceph/disks"     # ceph may reach it; rackforge's is 0700
 
 
 @dataclass(frozen=True)

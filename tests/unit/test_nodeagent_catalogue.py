@@ -49,6 +49,8 @@ def write(tmp_path, files):
      "builtin check 'x'"),
     ({"a.yaml": "name: a\nroles: [all]\nconfigs: [{template: t/ok.j2, path: /x, "
       "mode: '999'}]\n"}, "mode '999' is not octal"),
+    ({"a.yaml": "name: a\nroles: [compute]\nsecrets: [s1]\n"},      # only controllers make one
+     "secret s1 is used by no service of the controllers"),
 ])
 def test_a_broken_record_is_one_line(tmp_path, files, words):
     with pytest.raises(catalogue.CatalogueError) as err:
