@@ -103,7 +103,7 @@ def sample(name):
 def test_health_ok_degraded_and_one_copy_by_design():
     ok = ceph.summarize(sample("status-ok.json"), 4)
     assert ok.state == health.OK and ok.detail["osds"] == {"total": 4, "up": 4, "in": 4}
-    assert ok.detail["quorum"] == ["node1", "node2", "node3"]
+    assert ok.detail["quorum"] == ["node1", "node4", "node2"]
     bad = ceph.summarize(sample("status-degraded.json"), 4)
     assert bad.state == health.DEGRADED and "PG_DEGRADED Degraded data redundancy" in bad.error
     aio = ceph.summarize(sample("status-aio.json"), 1)

@@ -23,8 +23,9 @@ def test_ceph_health_quorum_and_osds_in_status(tmp_path):
     result = ceph.summarize(sample, 4)
     for name in ("n1", "n2", "n3", "n4"):
         publish(reg, nodes[name][0], "hosts", {"state": "ok", "since": 1})
-    publish(reg, nodes["n1"][0], "ceph", {"state": result.state, "since": 5,
-                                         "error": result.error, "detail": result.detail})
+    record = {"state": result.state, "since": 5, "error": result.error,
+              "detail": result.detail}
+    publish(reg, nodes["n1"][0], "ceph", record)
     st = status_mod.collect(reg, quota=2 << 30)
     assert st.ceph["health"] == "HEALTH_WARN" and st.ceph["osds"]["up"] == 4
     assert any(p.startswith("node n1: service ceph is degraded: HEALTH_WARN: PG_AVAILABILITY")
@@ -38,8 +39,7 @@ def test_one_copy_by_design_is_said_not_counted(tmp_path):
     reg, nodes = agentrack.make(tmp_path, count=1)
     sample = json.loads((SAMPLES / "status-aio.json").read_text())
     result = ceph.summarize(sample, 1)
-    publish(reg, nodes["n1"][0], "ceph", {"state": result.state, "since": 5,
-                                         "detail": result.detail})
+    publish(reg, nodes["n1"][0], "ceph", {"state": result.state, "detail": result.detail})
     st = status_mod.collect(reg, quota=2 << 30)
     assert not [p for p in st.problems if "ceph" in p]
     assert any(line.startswith("  note: one host carries OSDs, so each pool keeps one copy")
