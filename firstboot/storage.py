@@ -75,6 +75,7 @@ class StoragePolicy:
     wipe: str = "never"
     file_disks: int = 0         # a test bed's: data disks as files (storage.file_disks)
     file_disk_gib: int = 8
+    test_devices: tuple = ()    # a test bed's loop devices (storage.test_devices)
 
     def __post_init__(self):
         if self.wipe not in WIPE_POLICIES:
@@ -91,7 +92,8 @@ class StoragePolicy:
         files = storage.get("file_disks") or {}
         return cls(min_disk_gib=storage.get("min_disk_gib", DEFAULT_MIN_GIB),
                    wipe=storage.get("wipe", "never"), file_disks=int(files.get("count", 0)),
-                   file_disk_gib=int(files.get("size_gib", 8)))
+                   file_disk_gib=int(files.get("size_gib", 8)),
+                   test_devices=tuple(storage.get("test_devices") or ()))
 
 
 @dataclass
@@ -216,13 +218,33 @@ def file_disks(policy, folder=FILE_DISK_DIR):
     return out
 
 
+def test_devices(policy):
+    """The profile's loop devices (``storage.test_devices``: a test bed hands a node loop
+    devices of its own, which inventory leaves out as image files): block devices from
+    here on, ``ceph-volume raw`` and all."""
+    out = []
+    for path in policy.test_devices:
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+        except OSError as e:
+            LOG.warning("storage: test device %s cannot be read: %s", path, e)
+            continue
+        out.append(SimpleNamespace(name=os.path.basename(path), path=path, type="disk",
+                                   system=False, removable=False, read_only=False, size=size,
+                                   wwn=None, serial=None, by_path=None, model="loop",
+                                   rotational=False, kind="test"))
+    return out
+
+
 def select(inventory, policy=None, run=run_probe, clock=time.time, folder=FILE_DISK_DIR):
     """The data disks of ``inventory`` under ``policy``: a :class:`Selection`."""
     policy = policy or StoragePolicy()
     chosen, skipped = [], []
-    disks = sorted(inventory.disks, key=lambda d: d.name) + file_disks(policy, folder)
+    disks = (sorted(inventory.disks, key=lambda d: d.name) + file_disks(policy, folder)
+             + test_devices(policy))
     for disk in disks:
-        reason = None if getattr(disk, "kind", "disk") == "file" else \
+        reason = None if getattr(disk, "kind", "disk") in ("file", "test") else \
             _static_reason(disk, policy)
         signatures = []
         if reason is None:
@@ -241,7 +263,7 @@ def select(inventory, policy=None, run=run_probe, clock=time.time, folder=FILE_D
             name=disk.name, path=disk.path, size=disk.size, stable_id=stable_id(disk),
             wwn=disk.wwn, serial=disk.serial, by_path=disk.by_path, model=disk.model,
             rotational=disk.rotational, wipe=bool(signatures), signatures=signatures,
-            kind=getattr(disk, "kind", "disk")))
+            kind="file" if getattr(disk, "kind", "disk") == "file" else "disk"))
     return Selection(disks=chosen, skipped=skipped, policy=dataclasses.asdict(policy),
                      decided=clock())
 

@@ -208,8 +208,10 @@ PROFILE = Map({
         "vlan": Int(1, 4094),
     }),
     "storage": Map({"wipe": Enum("never", "force"), "min_disk_gib": Int(1),
-                    # a test bed's: data disks as files in the node's data directory
-                    "file_disks": Map({"count": Int(1, 8), "size_gib": Int(4, 1024)})}),
+                    # a test bed's: data disks as files in the node's data directory,
+                    # or loop devices it hands the node (never a real rack's disks)
+                    "file_disks": Map({"count": Int(1, 8), "size_gib": Int(4, 1024)}),
+                    "test_devices": List(Str(r"/dev/loop[0-9]+", "a loop device"))}),
     "ceph": Map({"osd_memory_target_mib": Int(896, 65536),
                  "mon_memory_target_mib": Int(256, 16384),
                  "mon_data_avail_warn": Int(1, 50)}),

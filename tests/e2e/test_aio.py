@@ -1,7 +1,10 @@
 """aio: one node of the built hci image with the aio profile's cluster policy (one
-controller), seeded with a VIP.  Every foundation service comes up ok on it, keepalived
-holds the VIP with no VRRP peer, and after a power cut the only controller bootstraps
-Galera from its own data at once, with every row there."""
+controller), seeded with a VIP, its data disk a loop device of the host (a block device:
+``ceph-volume raw``, the path a real disk takes).  Every foundation service comes up ok
+on it, keepalived holds the VIP with no VRRP peer, Ceph runs one monitor and one raw
+OSD with one copy (and says why it warns), and after a power cut the only controller
+bootstraps Galera from its own data at once, with every row there, and the raw OSD
+comes back by itself."""
 
 import json
 
@@ -18,7 +21,7 @@ FOUNDATION = ("mariadb", "rabbitmq", "memcached", "haproxy", "keepalived", "etcd
 
 def test_one_node_runs_everything_and_comes_back_from_a_power_cut(hci_root, tmp_path):
     with rack(hci_root, tmp_path / "aio") as node:
-        aio, = harack.form(node, 1, controllers=1)
+        aio, = harack.form(node, 1, controllers=1, disks="loop")
         seconds = harack.wait_converged(aio, want_nodes=1)
         print("aio converged %.0f s after its first boot" % seconds)
         rc, data = harack.status(aio)
@@ -33,6 +36,20 @@ def test_one_node_runs_everything_and_comes_back_from_a_power_cut(hci_root, tmp_
         assert rabbit["running_nodes"] == ["rabbit@node1"]
         harack.sql(aio, "CREATE DATABASE probe; CREATE TABLE probe.t (v INT); "
                         "INSERT INTO probe.t VALUES (1), (2), (3)")
+        # Ceph: one monitor, one OSD made by ceph-volume raw on the loop device, one copy
+        assert data["ceph"]["quorum"] == ["node1"] and data["ceph"]["osds"]["up"] == 1
+        assert "one copy by design" in data["ceph"].get("note", "") \
+            or data["ceph"]["health"] == "HEALTH_OK"
+        osd_rec = json.loads(aio.run("rackforge", "node", "disk", "list", "node1",
+                                     "--json").stdout)["osds"][0]
+        assert osd_rec["device"] == aio.devices[0] and osd_rec["kind"] == "disk"
+        listed = json.loads(aio.run("env", "CEPH_VOLUME_ALLOW_LOOP_DEVICES=1", "ceph-volume",
+                                    "raw", "list", aio.devices[0], "--format", "json").stdout)
+        assert [v["osd_id"] for v in listed.values()] == [osd_rec["id"]]
+        pools = {p["pool_name"]: p["size"] for p in json.loads(aio.run(
+            "ceph", "osd", "pool", "ls", "detail", "--format", "json").stdout)}
+        assert pools["vms"] == 1 and pools[".mgr"] == 1
+        aio.run("sh", "-c", "echo aio > /tmp/o && rados -p vms put o /tmp/o")
 
         aio.power_cut()
         aio.boot()
@@ -43,3 +60,7 @@ def test_one_node_runs_everything_and_comes_back_from_a_power_cut(hci_root, tmp_
         log = aio.journal("rackforge-nodeagent.service")
         assert "re-formed the cluster from node1 (epoch 2)" in log, log[-3000:]
         harack.wait_converged(aio, want_nodes=1)
+        # the raw OSD came back at boot (rackforge-ceph-osd@N, then ceph-osd@N)
+        unit = "rackforge-ceph-osd@%d.service" % osd_rec["id"]
+        assert aio.run("systemctl", "is-active", unit).stdout.strip() == "active"
+        assert aio.run("rados", "-p", "vms", "get", "o", "-").stdout.strip() == "aio"

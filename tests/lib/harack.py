@@ -28,14 +28,33 @@ FILE_DISK_GIB = 8
 OSD_MEMORY_MIB = 1024
 
 
-def prepare(node, i, bootstrap, profile=None):
+def loop_device(node, gib=FILE_DISK_GIB):
+    """A loop device of the host over a sparse file in the node's directory, handed to the
+    node (the test bed's stand-in for a real disk: ``ceph-volume raw`` on a block
+    device); detached when the rack is torn down."""
+    import subprocess
+    backing = node.dir / "disk0.raw"
+    with open(backing, "wb") as f:
+        f.truncate(gib << 30)
+    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    node.devices.append(dev)
+    node.cleanups.append(lambda: subprocess.run(["losetup", "-d", dev], capture_output=True))
+    return dev
+
+
+def prepare(node, i, bootstrap, profile=None, disks="file"):
     node.mount()
     node.write("/etc/hostname", "node%d\n" % i, mode=0o644)
     node.write("/etc/rackforge/bootstrap.yaml", bootstrap + management(i))
     # the aio image differs from hci only in its profile
     profile = dict(profile or json.loads(node.path(PROFILE).read_text()))
-    profile["storage"] = dict(profile.get("storage") or {},
-                              file_disks={"count": 1, "size_gib": FILE_DISK_GIB})
+    if disks == "loop":
+        profile["storage"] = dict(profile.get("storage") or {},
+                                  test_devices=[loop_device(node)])
+    else:
+        profile["storage"] = dict(profile.get("storage") or {},
+                                  file_disks={"count": 1, "size_gib": FILE_DISK_GIB})
     # the monitors' stores share the host's disk with everything else: warn below 10 % free
     # (Ceph's 30 % is about a disk of their own; MON_DISK_CRIT at 5 % stays)
     profile["ceph"] = dict(profile.get("ceph") or {}, osd_memory_target_mib=OSD_MEMORY_MIB,
@@ -85,15 +104,17 @@ def wait_converged(node, timeout=CONVERGE_TIMEOUT, want_nodes=None):
     return time.monotonic() - start
 
 
-def form(node_factory, count, controllers=3, vip=VIP):
-    """Seed node1 and join the others; returns the nodes (booted, first boot done)."""
+def form(node_factory, count, controllers=3, vip=VIP, disks="file"):
+    """Seed node1 and join the others; returns the nodes (booted, first boot done).
+    ``disks``: each node's data disk, a file (``storage.file_disks``) or a loop device of
+    the host (``storage.test_devices``)."""
     seed = node_factory("node1")
     profile = None
     if controllers == 1:
         profile = {"name": "aio", "cluster": {"controllers": 1},
                    "storage": {"wipe": "never", "min_disk_gib": 20}}
     prepare(seed, 1, "seed: true\ncluster: rack1\n" + ("vip: %s\n" % vip if vip else ""),
-            profile)
+            profile, disks)
     seed.boot()
     wait_firstboot(seed)
     nodes = [seed]
@@ -104,7 +125,7 @@ def form(node_factory, count, controllers=3, vip=VIP):
                 % (json.dumps(bundle["endpoints"]), bundle["token"], bundle["ca_sha256"]))
         for i in range(2, count + 1):
             n = node_factory("node%d" % i)
-            prepare(n, i, join, profile)
+            prepare(n, i, join, profile, disks)
             nodes.append(n)
         for n in nodes[1:]:
             n.boot()

@@ -102,6 +102,8 @@ class Node:
         for d in (self.upper, self.work, self.root):
             d.mkdir(parents=True, exist_ok=True)
         self.console = self.dir / "console.log"
+        self.devices = []           # host block devices handed to this node (loop devices)
+        self.cleanups = []          # run when the rack is torn down (detach them)
         self.proc = None
         self.mounted = False
         self.cgroups = []
@@ -142,7 +144,9 @@ class Node:
                 ["nsenter", "--net=/run/netns/%s" % self.netns, "systemd-nspawn", "-q", "-D",
                  str(self.root), "-b", "--register=no", "--keep-unit", "-M", self.name,
                  "--network-bridge=%s" % self.bridge, "--console=pipe",
-                 "--setenv=SYSTEMD_COLORS=0"],
+                 "--setenv=SYSTEMD_COLORS=0"]
+                + ["--bind=%s" % d for d in self.devices]
+                + ["--property=DeviceAllow=%s rwm" % d for d in self.devices],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 preexec_fn=_enter_cgroups(self.cgroups))
         return self
@@ -242,6 +246,8 @@ def rack(base, workdir, bridge="br0"):
                     n.shutdown()
                 finally:
                     n.umount()
+                    for cleanup in n.cleanups:
+                        cleanup()
             # a container that did not stop in time leaves nothing mounted behind
             deadline = time.monotonic() + 30
             while any(n.root.is_mount() for n in nodes) and time.monotonic() < deadline:

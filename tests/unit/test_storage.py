@@ -1,6 +1,8 @@
 """Data disk selection from inventories and recorded blkid/wipefs output."""
 
+import json
 import subprocess
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -163,5 +165,30 @@ def test_recorded_in_the_registry():
     stored = reg.get_node(node.id).boot["storage"]
     assert stored["disks"][0]["stable_id"] == "wwn:0x50"
     assert stored["policy"] == {"min_disk_gib": 20, "wipe": "never", "file_disks": 0,
-                                "file_disk_gib": 8}
+                                "file_disk_gib": 8, "test_devices": []}
     assert stored["decided"] == 42.0
+
+
+def test_a_profiles_file_disks_and_test_devices_go_through_the_same_choice(tmp_path):
+    """Files made sparse in the data directory, and loop devices the test bed named, are
+    chosen like disks: probed for signatures, refused when they carry one."""
+    loop = tmp_path / "loop7"               # stands in for /dev/loop7 (read for its size)
+    with open(loop, "wb") as f:
+        f.truncate(4 << 30)
+    policy = storage.StoragePolicy(file_disks=2, file_disk_gib=4, test_devices=(str(loop),))
+    sigs = {str(loop): json.dumps({"signatures": [{"type": "BlueStore"}]})}
+
+    def run(argv):
+        if argv[0] == "wipefs":
+            return 0, sigs.get(argv[-1], "")
+        return 2, ""
+    inv = SimpleNamespace(disks=[])
+    sel = storage.select(inv, policy, run=run, folder=str(tmp_path / "disks"))
+    assert [(d.name, d.kind, d.stable_id, d.size) for d in sel.disks] == [
+        ("file0", "file", "file:%s/disks/disk0.img" % tmp_path, 4 << 30),
+        ("file1", "file", "file:%s/disks/disk1.img" % tmp_path, 4 << 30)]
+    assert [s.reason for s in sel.skipped] == [
+        "carries BlueStore (storage.wipe is never; set wipe: force to reuse it)"]
+    again = storage.select(inv, policy, run=lambda argv: (0, ""), folder=str(tmp_path / "disks"))
+    assert [d.kind for d in again.disks] == ["file", "file", "disk"]    # a loop: a block device
+    assert (tmp_path / "disks" / "disk0.img").stat().st_blocks == 0      # sparse, made once
