@@ -10,8 +10,8 @@ compute node runs what its role needs.  Checked, in order, on one rack:
    exactly one controller holds the VIP; memcached answers on each;
 2. ``cluster secret rotate``: a new SST password reaches every controller's
    MariaDB by a rolling restart, a new broker password is set in RabbitMQ by
-   its task; then no service secret is in an etcd value, a journal or any
-   process's argv;
+   its task; then no service secret (nor a Ceph key) is in an etcd value, a
+   journal or any process's argv;
 3. mariadb SIGKILLed on a controller: its agent restarts it and says so once;
 4. the VIP holder loses power: the VIP answers from another controller and
    writes through it resume; booted again, Galera is back to 3 and caught up;
@@ -113,8 +113,10 @@ def test_rotated_secrets_reach_every_controller_and_their_services(ha):
     assert harack.wsrep(ctrl[0], "wsrep_cluster_size") == "3"
     listing = json.loads(ha["node1"].run("rackforge", "cluster", "secret", "list",
                                          "--json").stdout)["secrets"]
-    assert {s["name"]: s["version"] for s in listing} == {
+    versions = {s["name"]: s["version"] for s in listing}
+    assert {name: v for name, v in versions.items() if not name.startswith("ceph-")} == {
         "mariadb-sst": 2, "rabbitmq-openstack": 2, "rabbitmq-cookie": 1, "keepalived-auth": 1}
+    assert {v for name, v in versions.items() if name.startswith("ceph-")} == {1}
     # RabbitMQ takes the new broker password (read on the node, piped, never in argv)
     check = ctrl[0].run("sh", "-c", "python3 -c \"" + READ_SECRET % "rabbitmq-openstack" +
                         "\" | runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq "
@@ -138,8 +140,13 @@ def test_no_secret_in_etcd_journals_or_argv(ha):
     cookie = node1.path("/var/lib/rabbitmq/.erlang.cookie").read_text().strip()
     keepalived = node1.path("/etc/keepalived/keepalived.conf").read_text()
     auth = keepalived.split("auth_pass ")[1].split()[0]
-    secrets = [s for s in (sst, cookie, auth) if len(s) >= 8]
-    assert len(secrets) == 3
+    ceph_keys = [node1.path(f).read_text().split("key = ")[1].split()[0] for f in (
+        "/etc/ceph/ceph.client.admin.keyring", "/var/lib/ceph/bootstrap-osd/ceph.keyring",
+        "/etc/ceph/ceph.client.glance.keyring")]
+    osd_dir = next(node1.path("/var/lib/ceph/osd").iterdir())     # fed to 'osd new' on stdin
+    ceph_keys.append((osd_dir / "keyring").read_text().split("key = ")[1].split()[0])
+    secrets = [s for s in (sst, cookie, auth, *ceph_keys) if len(s) >= 8]
+    assert len(secrets) == 7
     dump = node1.run("python3", "-c", "import sys; sys.path.insert(0, '/usr/lib/rackforge')\n"
                      "from rackforge import registry\n"
                      "for e in registry.connect().kv.get_prefix('/'):\n"
