@@ -10,7 +10,8 @@ Measured, in one run:
 
 - **Time to HEALTH_OK**: from the node agents' start (each agent's
   ``ActiveEnterTimestamp``, the earliest) to ``ceph status`` saying HEALTH_OK with
-  three monitors and four OSDs; and from the seed's boot.
+  three monitors, four OSDs, the five pools made and every PG active+clean; and
+  from the seed's first boot.
 - **RADOS throughput**: ``rados bench`` on a pool of the rack's size (3
   replicas, host failure domain), SECONDS of 4 MiB writes (16 in flight), then
   SECONDS of sequential reads of what it wrote; against the baseline, run in the
@@ -66,17 +67,21 @@ def monotonic_of(node, unit):
     return int(us.strip() or 0) / 1e6
 
 
-def healthy(node):
+def healthy(node, pools=5):
+    """HEALTH_OK with three monitors, four OSDs up, the pools made and every PG clean."""
     s = ceph_status(node)
-    osds = s.get("osdmap") or {}
+    osds, pgmap = s.get("osdmap") or {}, s.get("pgmap") or {}
+    clean = sum(p["count"] for p in pgmap.get("pgs_by_state") or []
+                if p["state_name"] == "active+clean")
     return ((s.get("health") or {}).get("status") == "HEALTH_OK"
-            and len(s.get("quorum_names") or []) == 3 and osds.get("num_up_osds") == 4)
+            and len(s.get("quorum_names") or []) == 3 and osds.get("num_up_osds") == 4
+            and pgmap.get("num_pools", 0) >= pools and clean == pgmap.get("num_pgs"))
 
 
 def rados_bench(node, seconds):
     node.run("ceph", "osd", "pool", "create", POOL)
     node.run("ceph", "osd", "pool", "application", "enable", POOL, "rbd")
-    wait_until(lambda: healthy(node), 300, "the bench pool's PGs to be clean", interval=3)
+    wait_until(lambda: healthy(node, 6), 300, "the bench pool's PGs to be clean", interval=3)
     write = node.run("rados", "bench", "-p", POOL, str(seconds), "write", "-b", "4194304",
                      "-t", "16", "--no-cleanup", timeout=seconds * 4 + 120).stdout
     read = node.run("rados", "bench", "-p", POOL, str(seconds), "seq", "-t", "16",
