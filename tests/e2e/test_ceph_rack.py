@@ -6,8 +6,9 @@ Checked, in order, on one rack:
 1. HEALTH_OK with three monitors in quorum and four OSDs up and in, the pools
    sized 3/2 on the host failure domain, every OSD recorded with its node;
 2. an object written with the nova key on the compute node reads back on a
-   controller; the glance key cannot write the volumes pool, nova cannot write
-   images, and a compute node holds no admin key;
+   controller; the glance key cannot write the volumes pool nor read vms, nova
+   and cinder cannot write images, nova cannot write volumes, and a compute node
+   holds no admin key;
 3. the compute node (a storage node) loses power: Ceph degrades, the object
    still reads; booted again, HEALTH_OK by itself (its OSD re-activated at boot);
 4. a controller loses power: the other two monitors keep the quorum and I/O
@@ -148,9 +149,13 @@ def test_keys_are_limited_to_their_pools(ceph_rack):
     refused = c1.run("rados", "--id", "glance", "-p", "volumes", "put", "x", "/tmp/no",
                      check=False)
     assert refused.returncode != 0 and "Operation not permitted" in refused.stderr
-    refused = comp.run("rados", "--id", "nova", "-p", "images", "put", "x", "/tmp/probe",
-                       check=False)
-    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr
+    for key, pool in (("nova", "images"), ("cinder", "images"), ("nova", "volumes")):
+        refused = comp.run("rados", "--id", key, "-p", pool, "put", "x", "/tmp/probe",
+                           check=False)
+        assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, \
+            (key, pool)
+    refused = c1.run("rados", "--id", "glance", "-p", "vms", "ls", check=False)
+    assert refused.returncode != 0, "glance may not read the vms pool"
     # glance may use images; nova may read them
     c1.run("rados", "--id", "glance", "-p", "images", "put", "img", "/tmp/no")
     assert comp.run("rados", "--id", "nova", "-p", "images", "get", "img", "-").stdout \
