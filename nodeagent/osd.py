@@ -217,11 +217,14 @@ class Osds:
                              detail="%s has no label of this cluster after it" % device)
         return int(label["whoami"]), label["osd_uuid"]
 
+    def _intent_path(self, device):
+        return self.path(RECORDS) / ("making-%s.intent" % device.strip("/").replace("/", "_"))
+
     def _intent(self, device, osd_id):
         """The uuid and key of the OSD being made on ``device``, kept before ``osd new``
         (intent before the side effect): a retry after a failure or a power cut asks
         Ceph for the same OSD again instead of leaking a new id each time."""
-        path = self.path(RECORDS) / ("making-%s.intent" % device.strip("/").replace("/", "_"))
+        path = self._intent_path(device)
         try:
             intent = json.loads(path.read_text())
             if intent.get("osd_id") == osd_id:
@@ -235,7 +238,7 @@ class Osds:
         return path, intent
 
     def _prepare_file(self, device, fsid, osd_id=None):
-        intent_file, intent = self._intent(device, osd_id)
+        _, intent = self._intent(device, osd_id)
         osd_uuid, secret = intent["uuid"], intent["secret"]
         ceph = Ceph(self.run, name="client.bootstrap-osd",
                     keyring=str(self.path(BOOTSTRAP_KEYRING)))
@@ -255,7 +258,6 @@ class Osds:
         self._cmd(["ceph-osd", "--cluster", "ceph", "-i", str(new_id), "--mkfs", "--osd-uuid",
                    osd_uuid, "--no-mon-config", "--setuser", "ceph", "--setgroup", "ceph"],
                   "ceph-osd --mkfs")
-        intent_file.unlink(missing_ok=True)
         return new_id, osd_uuid
 
     def make(self, disk, fsid, view, osd_id=None):
@@ -274,6 +276,7 @@ class Osds:
             new_id, osd_uuid = self.prepare(disk, device, fsid, osd_id)
         rec = record_for(new_id, osd_uuid, fsid, self.node_id, view.name, disk, device)
         self.keep(rec)
+        self._intent_path(device).unlink(missing_ok=True)     # kept until the record is
         return rec
 
     # -- the step -------------------------------------------------------------------------------
