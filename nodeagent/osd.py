@@ -46,7 +46,7 @@ from rackforge import errors, keys
 from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.firstboot import storage
 from rackforge.nodeagent import health, keyring
-from rackforge.nodeagent.ceph import RUN_DIR, Ceph, CephFailed, asok
+from rackforge.nodeagent.ceph import RUN_DIR, Ceph, CephFailed, asok, daemon_units
 from rackforge.nodeagent.reconcile import Action
 
 LOG = logging.getLogger(__name__)
@@ -309,7 +309,6 @@ class Osds:
         return actions
 
     def _units(self, ctx, osd_id):
-        from rackforge.nodeagent.ceph import daemon_units
         unit = "ceph-osd@%d.service" % osd_id
         return daemon_units(ctx.systemd, ctx, ("ceph.target", "ceph-osd.target", unit), unit)
 
