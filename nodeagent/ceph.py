@@ -338,13 +338,6 @@ class CephHooks:
         return health.Result(health.DEGRADED, "monitor %s is %s, not in quorum"
                              % (view.name, state), {"state": state})
 
-    def quorum(self, view, kv):
-        """Condition ``ceph-quorum``: some controller's monitor is in a quorum."""
-        for node, services in health.read_all(kv or self.kv).items():
-            if (services.get("ceph-mon") or {}).get("state") == health.OK:
-                return True, ""
-        return False, "no Ceph monitor is in a quorum yet"
-
     # -- managers ---------------------------------------------------------------------------
     def mgr_step(self, ctx):
         name, actions = ctx.view.name, []

@@ -58,7 +58,7 @@ class Hooks:
                       "ceph-bootstrap": self.ceph.bootstrap,
                       "ceph-clients": self.ceph.clients}
         self.CONDITIONS = {"galera-primary": self.galera_primary,
-                           "ceph-quorum": self.ceph.quorum}
+                           "ceph-quorum": self.ceph_quorum}
         self.CHECKS = {"galera": self.galera.check, "rabbitmq": self.rabbit.check,
                        "keepalived": self.keepalived, "ceph-mon": self.ceph.mon_check,
                        "ceph-mgr": self.ceph.mgr_check, "ceph-osd": self.osds.check,
@@ -83,10 +83,15 @@ class Hooks:
     # -- conditions --------------------------------------------------------------------------
     def galera_primary(self, view, kv):
         """Some controller's Galera is in a Primary component and synced."""
-        for node, services in health.read_all(kv or self.kv).items():
-            if (services.get("mariadb") or {}).get("state") == health.OK:
-                return True, ""
+        if ok_somewhere(kv or self.kv, "mariadb"):
+            return True, ""
         return False, "no controller reports Galera synced yet"
+
+    def ceph_quorum(self, view, kv):
+        """Some controller's Ceph monitor is in a quorum."""
+        if ok_somewhere(kv or self.kv, "ceph-mon"):
+            return True, ""
+        return False, "no Ceph monitor is in a quorum yet"
 
     # -- builtin check "keepalived": running, and whether it holds the VIP ------------------
     def keepalived(self, view, systemd):
@@ -96,6 +101,12 @@ class Hooks:
             return health.Result(health.FAILED, "keepalived is %s" % state.active,
                                  {"vip": held})
         return health.Result(health.OK, "", {"vip": held})
+
+
+def ok_somewhere(kv, service):
+    """Whether some node's agent publishes ``service`` ok."""
+    return any((services.get(service) or {}).get("state") == health.OK
+               for services in health.read_all(kv).values())
 
 
 def ipv4_addresses(run=subprocess.run):
