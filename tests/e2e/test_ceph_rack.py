@@ -38,21 +38,6 @@ def ceph_rack(hci_root, tmp_path_factory):
         yield {n.name: n for n in nodes}
 
 
-def roles(nodes):
-    asked = next(n for n in nodes.values() if n.leader() is not None)
-    listing = json.loads(asked.run("rackforge", "node", "list", "--json").stdout)
-    return {n["name"]: n["role"].split(",")[0] for n in listing}
-
-
-def controllers(nodes):
-    return [nodes[name] for name, role in sorted(roles(nodes).items()) if role == "controller"]
-
-
-def compute(nodes):
-    return next(nodes[name] for name, role in sorted(roles(nodes).items())
-                if role == "compute")
-
-
 def ceph(node, *argv, check=True):
     res = node.run("ceph", "--connect-timeout", "20", *argv, "--format", "json",
                    check=check, timeout=120)
@@ -109,10 +94,10 @@ def test_health_ok_with_three_monitors_and_four_osds(ceph_rack):
     rc, data = harack.status(ceph_rack["node1"])
     assert rc == 0 and data["problems"] == []
     assert data["ceph"]["health"] == "HEALTH_OK"
-    c1 = controllers(ceph_rack)[0]
+    c1 = harack.controllers(ceph_rack)[0]
     s = status(c1)
     assert s["health"]["status"] == "HEALTH_OK"
-    assert sorted(s["quorum_names"]) == sorted(n.name for n in controllers(ceph_rack))
+    assert sorted(s["quorum_names"]) == sorted(n.name for n in harack.controllers(ceph_rack))
     assert osdmap(c1) == (4, 4, 4)
     pools = {p["pool_name"]: p for p in ceph(c1, "osd", "pool", "ls", "detail")}
     for name in ("images", "volumes", "vms", "backups", ".mgr"):
@@ -128,7 +113,7 @@ def test_health_ok_with_three_monitors_and_four_osds(ceph_rack):
                                 "--json").stdout)["osds"]
     assert len(listing) == 1 and listing[0]["id"] in hosts["node4"]
     # monitors and OSDs come back at boot without the agent: their units are enabled
-    for n in controllers(ceph_rack):
+    for n in harack.controllers(ceph_rack):
         assert n.run("systemctl", "is-enabled", "ceph-mon@%s.service" % n.name).stdout \
             .strip() == "enabled"
     osd_id = listing[0]["id"]
@@ -140,7 +125,7 @@ PROBE = "probe-object-written-from-compute"
 
 
 def test_keys_are_limited_to_their_pools(ceph_rack):
-    comp, c1 = compute(ceph_rack), controllers(ceph_rack)[0]
+    comp, c1 = harack.compute(ceph_rack), harack.controllers(ceph_rack)[0]
     comp.run("sh", "-c", "echo %s > /tmp/probe" % PROBE)
     comp.run("rados", "--id", "nova", "-p", "vms", "put", "probe", "/tmp/probe")
     got = c1.run("rados", "-p", "vms", "get", "probe", "-").stdout
@@ -166,7 +151,7 @@ def test_keys_are_limited_to_their_pools(ceph_rack):
 
 
 def test_a_storage_node_power_cut_degrades_and_heals(ceph_rack):
-    comp, c1 = compute(ceph_rack), controllers(ceph_rack)[0]
+    comp, c1 = harack.compute(ceph_rack), harack.controllers(ceph_rack)[0]
     comp.power_cut()
 
     def degraded():
@@ -182,7 +167,7 @@ def test_a_storage_node_power_cut_degrades_and_heals(ceph_rack):
 
 
 def test_a_controller_power_cut_keeps_the_monitor_quorum(ceph_rack):
-    ctrl = controllers(ceph_rack)
+    ctrl = harack.controllers(ceph_rack)
     victim, other = ctrl[-1], ctrl[0]
     victim.power_cut()
 
@@ -199,7 +184,7 @@ def test_a_controller_power_cut_keeps_the_monitor_quorum(ceph_rack):
 
 
 def test_a_disk_is_replaced_in_place_with_one_command(ceph_rack):
-    comp, c1 = compute(ceph_rack), controllers(ceph_rack)[0]
+    comp, c1 = harack.compute(ceph_rack), harack.controllers(ceph_rack)[0]
     rec = json.loads(c1.run("rackforge", "node", "disk", "list", comp.name,
                             "--json").stdout)["osds"][0]
     osd_id = rec["id"]
@@ -221,7 +206,7 @@ def test_a_disk_is_replaced_in_place_with_one_command(ceph_rack):
 
 def test_the_whole_rack_comes_back_healthy_by_itself(ceph_rack):
     nodes = list(ceph_rack.values())
-    c1 = controllers(ceph_rack)[0]       # the registry does not answer once they are off
+    c1 = harack.controllers(ceph_rack)[0]       # the registry does not answer once they are off
     epoch = ceph(c1, "osd", "dump")["epoch"]
     for n in nodes:
         n.power_cut()

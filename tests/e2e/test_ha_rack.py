@@ -40,23 +40,9 @@ def ha(hci_root, tmp_path_factory):
         yield {n.name: n for n in nodes}
 
 
-def roles(ha):
-    asked = next(n for n in ha.values() if n.leader() is not None)  # node1 may be powered off
-    listing = json.loads(asked.run("rackforge", "node", "list", "--json").stdout)
-    return {n["name"]: n["role"].split(",")[0] for n in listing}
-
-
-def controllers(ha):
-    return [ha[name] for name, role in sorted(roles(ha).items()) if role == "controller"]
-
-
-def compute(ha):
-    return next(ha[name] for name, role in sorted(roles(ha).items()) if role == "compute")
-
-
 def write_rows(ha, through, count, start=0):
     for i in range(start, start + count):
-        harack.sql(compute(ha), "INSERT INTO probe.t (v) VALUES (%d)" % i, host=through,
+        harack.sql(harack.compute(ha), "INSERT INTO probe.t (v) VALUES (%d)" % i, host=through,
                    user=PROBE_USER, password=PROBE_PASSWORD)
 
 
@@ -66,7 +52,7 @@ def test_the_rack_converges_with_every_foundation_service_ok(ha):
     rc, data = harack.status(ha["node1"])
     assert rc == 0 and data["problems"] == []
     foundation = ("mariadb", "rabbitmq", "memcached", "haproxy", "keepalived", "etcd", "join")
-    for n in controllers(ha):
+    for n in harack.controllers(ha):
         services = data["services"][n.name]
         assert {s: services[s]["state"] for s in foundation} == {s: "ok" for s in foundation}
         assert harack.wsrep(n, "wsrep_cluster_size") == "3"
@@ -75,16 +61,16 @@ def test_the_rack_converges_with_every_foundation_service_ok(ha):
         version = n.run("bash", "-c", "exec 3<>/dev/tcp/%s/11211; printf 'version\\r\\n' >&3;"
                         " head -1 <&3" % harack.address(int(n.name[4:]))).stdout
         assert version.startswith("VERSION ")
-    assert len(harack.vip_holders(controllers(ha))) == 1
-    assert data["vip"]["holders"] == harack.vip_holders(controllers(ha))
-    assert "mariadb" not in data["services"][compute(ha).name]
+    assert len(harack.vip_holders(harack.controllers(ha))) == 1
+    assert data["vip"]["holders"] == harack.vip_holders(harack.controllers(ha))
+    assert "mariadb" not in data["services"][harack.compute(ha).name]
     # a write through the VIP, from the compute node
     harack.sql(ha["node1"], "CREATE DATABASE IF NOT EXISTS probe; CREATE TABLE IF NOT EXISTS "
                "probe.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT); CREATE USER IF NOT EXISTS "
                "'%s'@'%%' IDENTIFIED BY '%s'; GRANT ALL ON probe.* TO '%s'@'%%'"
                % (PROBE_USER, PROBE_PASSWORD, PROBE_USER))
     write_rows(ha, harack.VIP, 5)
-    for n in controllers(ha):
+    for n in harack.controllers(ha):
         assert harack.sql(n, "SELECT COUNT(*) FROM probe.t") == [["5"]]
 
 
@@ -94,7 +80,7 @@ def started_at(node, unit):
 
 
 def test_rotated_secrets_reach_every_controller_and_their_services(ha):
-    ctrl = controllers(ha)
+    ctrl = harack.controllers(ha)
     cnf = "/etc/mysql/mariadb.conf.d/99-rackforge.cnf"
     before = {n.name: (n.path(cnf).read_text(), started_at(n, "mariadb.service")) for n in ctrl}
     out = ha["node4"].run("rackforge", "cluster", "secret", "rotate", "mariadb-sst").stdout
@@ -163,7 +149,7 @@ def test_no_secret_in_etcd_journals_or_argv(ha):
 
 
 def test_mariadb_killed_is_restarted_by_its_agent_and_reported_once(ha):
-    victim = controllers(ha)[-1]
+    victim = harack.controllers(ha)[-1]
     victim.run("systemctl", "kill", "--signal=KILL", "mariadb.service")
     wait_until(lambda: harack.galera_synced(victim, 3), 600,
                "%s's MariaDB back in the cluster" % victim.name, interval=2)
@@ -176,9 +162,9 @@ def test_mariadb_killed_is_restarted_by_its_agent_and_reported_once(ha):
 
 
 def test_the_vip_moves_when_its_holder_loses_power_and_the_holder_catches_up(ha):
-    holder_name, = harack.vip_holders(controllers(ha))
+    holder_name, = harack.vip_holders(harack.controllers(ha))
     holder = ha[holder_name]
-    others = [n for n in controllers(ha) if n is not holder]
+    others = [n for n in harack.controllers(ha) if n is not holder]
     cut = time.monotonic()
     holder.power_cut()
     wait_until(lambda: len(harack.vip_holders(others)) == 1, 60, "the VIP to move",
@@ -206,7 +192,7 @@ def test_the_vip_moves_when_its_holder_loses_power_and_the_holder_catches_up(ha)
 
 def test_a_whole_rack_power_loss_reforms_galera_by_itself_with_nothing_lost(ha):
     expected = harack.sql(ha["node1"], "SELECT COUNT(*), SUM(v) FROM probe.t")
-    ctrl = controllers(ha)          # asked while the registry answers
+    ctrl = harack.controllers(ha)          # asked while the registry answers
     for n in ctrl:
         n.power_cut()
     order = list(ctrl)

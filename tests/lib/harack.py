@@ -134,6 +134,23 @@ def form(node_factory, count, controllers=3, vip=VIP, disks="file"):
     return nodes
 
 
+def roles(nodes):
+    """{name: first role} of ``nodes`` ({name: node}), asked of a node that is powered on
+    (node1 may not be)."""
+    asked = next(n for n in nodes.values() if n.leader() is not None)
+    listing = json.loads(asked.run("rackforge", "node", "list", "--json").stdout)
+    return {n["name"]: n["role"].split(",")[0] for n in listing}
+
+
+def controllers(nodes):
+    return [nodes[name] for name, role in sorted(roles(nodes).items()) if role == "controller"]
+
+
+def compute(nodes):
+    return next(nodes[name] for name, role in sorted(roles(nodes).items())
+                if role == "compute")
+
+
 def sql(node, query, host=None, user=None, password=None):
     """Rows of ``query`` run on ``node`` (root over its socket, or USER@HOST)."""
     argv = ["mariadb", "-N", "-B", "-e", query]
