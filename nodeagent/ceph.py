@@ -144,15 +144,23 @@ def daemon_units(systemd, ctx, units, daemon):
     return actions
 
 
-def osd_hosts(kv):
-    """The nodes that carry at least one OSD (from the OSD records)."""
-    hosts = set()
+def osd_records(kv, node_id=None):
+    """The OSD records in etcd (of node ``node_id``: all when None), by id."""
+    out = []
     for entry in kv.get_prefix(keys.CEPH_OSDS):
         try:
-            hosts.add(json.loads(entry.value)["node"])
-        except (ValueError, KeyError):
+            rec = json.loads(entry.value)
+            rec["id"] = int(rec["id"])
+        except (ValueError, KeyError, TypeError):
             continue
-    return hosts
+        if node_id is None or rec.get("node") == node_id:
+            out.append(rec)
+    return sorted(out, key=lambda r: r["id"])
+
+
+def osd_hosts(kv):
+    """The nodes that carry at least one OSD (from the OSD records)."""
+    return {rec["node"] for rec in osd_records(kv) if rec.get("node")}
 
 
 def client_keyring(secrets):

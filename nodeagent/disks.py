@@ -22,7 +22,7 @@ import json
 import time
 
 from rackforge import errors, keys
-from rackforge.nodeagent.ceph import Ceph
+from rackforge.nodeagent.ceph import Ceph, osd_records
 
 ACTIONS = ("replace", "remove")
 
@@ -35,18 +35,6 @@ class Refused(errors.RackforgeError):
 class NoSuchDisk(errors.ConfigError):
     message = ("node {node} has no OSD on {disk}; 'rackforge node disk list {node}' shows "
                "its disks")
-
-
-def osd_records(kv, node_id=None):
-    out = []
-    for entry in kv.get_prefix(keys.CEPH_OSDS):
-        try:
-            rec = json.loads(entry.value)
-        except ValueError:
-            continue
-        if node_id is None or rec.get("node") == node_id:
-            out.append(rec)
-    return sorted(out, key=lambda r: r["id"])
 
 
 def find(kv, node, ref):

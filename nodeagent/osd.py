@@ -46,7 +46,8 @@ from rackforge import errors, keys
 from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.firstboot import storage
 from rackforge.nodeagent import health, keyring
-from rackforge.nodeagent.ceph import RUN_DIR, Ceph, CephFailed, asok, daemon_units
+from rackforge.nodeagent.ceph import (RUN_DIR, Ceph, CephFailed, asok, daemon_units,
+                                      osd_records)
 from rackforge.nodeagent.reconcile import Action
 
 LOG = logging.getLogger(__name__)
@@ -146,16 +147,6 @@ class Osds:
 
     def forget(self, osd_id):
         self.path(RECORDS).joinpath("%d.json" % osd_id).unlink(missing_ok=True)
-
-    def cluster_records(self):
-        out = {}
-        for entry in self.kv.get_prefix(keys.CEPH_OSDS):
-            try:
-                rec = json.loads(entry.value)
-                out[int(rec["id"])] = rec
-            except (ValueError, KeyError):
-                continue
-        return out
 
     # -- disks --------------------------------------------------------------------------------
     def _cmd(self, argv, what, stdin=None, env=None, timeout=600):
@@ -263,7 +254,7 @@ class Osds:
     def make(self, disk, fsid, view, osd_id=None):
         """An OSD on ``disk`` (with ``osd_id``: reusing a destroyed one's); its record."""
         device = device_of(disk)
-        known = {r["uuid"] for r in self.cluster_records().values()}
+        known = {r.get("uuid") for r in osd_records(self.kv)}
         what, why = self.check_disk(disk, device, fsid, known)
         if what == "adopt" and osd_id is None:
             new_id, osd_uuid = int(why["whoami"]), why["osd_uuid"]
