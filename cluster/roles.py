@@ -2,8 +2,10 @@
 
 The policy comes from the profile: the first ``cluster.controllers`` nodes
 (N, 3 by default, odd so that etcd and Galera keep a quorum) to ask become
-``controller``, the rest ``compute``; every node with eligible data disks
-(:mod:`rackforge.firstboot.storage`) also gets ``storage``.
+``controller``, the rest ``compute``; with ``cluster.converged`` (hci) the
+controllers are compute nodes too, so three nodes (or one, aio) are a whole
+cloud; every node with eligible data disks (:mod:`rackforge.firstboot.storage`)
+also gets ``storage``.
 
 The decision is an etcd transaction, not a lock (PITFALLS.md, Cluster)::
 
@@ -78,6 +80,7 @@ class ElectionContended(RoleError):
 class RolePolicy:
     """How roles are given; ``controllers`` must be odd."""
     controllers: int = DEFAULT_CONTROLLERS
+    converged: bool = False         # controllers run compute too
 
     def __post_init__(self):
         n = self.controllers
@@ -88,7 +91,8 @@ class RolePolicy:
     @classmethod
     def from_profile(cls, profile):
         cluster = getattr(profile, "cluster", None) or {}
-        return cls(controllers=cluster.get("controllers", DEFAULT_CONTROLLERS))
+        return cls(controllers=cluster.get("controllers", DEFAULT_CONTROLLERS),
+                   converged=bool(cluster.get("converged", False)))
 
 
 @dataclass
@@ -99,10 +103,12 @@ class Decision(JsonRecord):
     pinned: str = None
     slot: int = None            # a controller's place in the members list, from 0
     decided: float = 0.0
+    compute: bool = False       # a controller of a converged rack runs compute too
 
     @property
     def roles(self):
-        return [self.role] + (["storage"] if self.storage else [])
+        return [self.role] + (["compute"] if self.compute and self.role != "compute"
+                              else []) + (["storage"] if self.storage else [])
 
 
 def _members(entry):
@@ -154,6 +160,7 @@ class RoleElection:
         puts = []
         if pin != "compute" and len(members) < self.policy.controllers:
             decision.role, decision.slot = "controller", len(members)
+            decision.compute = self.policy.converged
             puts.append((CONTROLLERS_KEY, json.dumps({"members": members + [node]}).encode()))
         elif pin == "controller":
             raise ControllerPinRefused(node=node, count=len(members),

@@ -29,6 +29,7 @@ class Status:
     galera: dict = field(default_factory=dict)
     rabbitmq: dict = field(default_factory=dict)
     ceph: dict = field(default_factory=dict)       # as the freshest controller saw it
+    openstack: dict = field(default_factory=dict)  # likewise: APIs, services, agents
     nodes: dict = field(default_factory=dict)      # state -> count
     roles: dict = field(default_factory=dict)      # role -> count
     problems: list = field(default_factory=list)
@@ -37,7 +38,8 @@ class Status:
         return {"etcd": {"members": self.members, "alarms": self.alarms},
                 "nodes": {"by_state": self.nodes, "by_role": self.roles},
                 "services": self.services, "vip": self.vip, "galera": self.galera,
-                "rabbitmq": self.rabbitmq, "ceph": self.ceph, "problems": self.problems}
+                "rabbitmq": self.rabbitmq, "ceph": self.ceph, "openstack": self.openstack,
+                "problems": self.problems}
 
 
 def collect(registry, quota):
@@ -161,6 +163,26 @@ def _services(status, kv, nodes, cluster):
     seen = [rec for rec in seen if rec.get("detail")]
     if seen:        # every controller's 'ceph status' says the same; take the newest
         status.ceph = dict(max(seen, key=lambda rec: rec.get("since", 0))["detail"])
+    seen = [rec for rec in ((record(n, "openstack") or {}) for n in controllers)
+            if rec.get("detail")]
+    if seen:
+        status.openstack = dict(max(seen, key=lambda rec: rec.get("since", 0))["detail"])
+
+
+def openstack_lines(cloud):
+    """``openstack ...`` lines: the APIs through the VIP, then each kind of service up of
+    those OpenStack lists, with the ones that are not."""
+    apis = cloud.get("apis") or {}
+    bad = sorted(n for n, s in apis.items() if not (isinstance(s, int) and s < 500))
+    lines = ["openstack APIs through the VIP: %d of %d answer%s" % (
+        len(apis) - len(bad), len(apis), " (not: %s)" % ", ".join(bad) if bad else "")]
+    for kind, label in (("compute", "compute services"), ("agents", "network agents"),
+                        ("volume", "volume services")):
+        group = cloud.get(kind) or {}
+        down = sorted(k.replace("@", " on ") for k, v in group.items() if v != "up")
+        lines.append("  %s up: %d of %d%s" % (label, len(group) - len(down), len(group),
+                                              " (down: %s)" % ", ".join(down) if down else ""))
+    return lines
 
 
 def render(status):
@@ -184,6 +206,8 @@ def render(status):
             osds.get("total", 0)))
         if ceph.get("note"):
             lines.append("  note: %s" % ceph["note"])
+    if status.openstack:
+        lines += openstack_lines(status.openstack)
     for name, services in sorted(status.services.items()):
         ok = sum(1 for rec in services.values() if rec.get("state") == "ok")
         lines.append("node %-14s %d/%d services ok" % (name, ok, len(services)))

@@ -49,7 +49,7 @@ HEALTH_KEYS = {"builtin": {"type", "name", "timeout", "interval"},
                "http": {"type", "port", "path", "status", "timeout", "interval"},
                "command": {"type", "argv", "timeout", "interval"}}
 SECRET_KEYS = {"name", "kind", "length", "readers", "description", "applied_by", "fixed"}
-SECRET_KINDS = ("password", "cookie", "hex", "uuid", "cephx")
+SECRET_KINDS = ("password", "cookie", "hex", "uuid", "cephx", "fernet")
 
 
 class CatalogueError(errors.ConfigError):

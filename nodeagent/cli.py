@@ -12,12 +12,16 @@
   replaced in place, or a disk taken out for good (:mod:`.disks`);
 - ``cluster secret list [--json]`` and ``cluster secret rotate NAME``: the
   cluster's service secrets (never their values) and a new value for one
-  (:func:`.keyring.rotate`).
+  (:func:`.keyring.rotate`);
+- ``cloud credentials [--clouds-yaml]``: the cloud's admin credentials, as the
+  agent wrote them on this controller (an openrc, or clouds.yaml).
 """
 
 import json
 import sys
 import time
+
+from rackforge import errors
 
 
 def add_commands(sub):
@@ -36,6 +40,32 @@ def add_commands(sub):
                         "rackforge-ceph-osd@N.service)")
     q.add_argument("osd", metavar="ID", type=int, help="the OSD's id")
     q.set_defaults(func=cmd_osd_activate)
+    p = sub.add_parser("cloud", help="the OpenStack cloud the rack runs")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = csub.add_parser("credentials", help="the admin credentials (an openrc to source, "
+                        "or clouds.yaml); on a controller, as root")
+    q.add_argument("--clouds-yaml", action="store_true",
+                   help="print /etc/openstack/clouds.yaml (cloud 'rackforge') instead")
+    q.set_defaults(func=cmd_cloud_credentials)
+
+
+class NoCredentials(errors.ConfigError):
+    message = ("no cloud credentials on this node ({path}: {reason}): run it as root on a "
+               "controller once 'rackforge cluster status' shows keystone-users ok")
+
+
+def cmd_cloud_credentials(args, root="/"):
+    from pathlib import Path
+
+    path = Path(root, "etc/openstack", "clouds.yaml" if args.clouds_yaml else "admin-openrc")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise NoCredentials(path=path, reason="not written here") from None
+    except PermissionError:
+        raise NoCredentials(path=path, reason="readable by root only") from None
+    sys.stdout.write(text)
+    return 0
 
 
 def cmd_osd_activate(args):

@@ -63,8 +63,10 @@ def journal_logging():
 
 def facts(address, run=None):
     """What the templates need to know of this machine: the management interface and its
-    prefix, CPUs, memory."""
+    prefix, CPUs, memory, whether KVM works and the container it runs in (:mod:`.kvm`)."""
     import subprocess
+
+    from rackforge.nodeagent import kvm
 
     run = run or subprocess.run
     out = {"cpus": os.cpu_count() or 1}
@@ -77,6 +79,7 @@ def facts(address, run=None):
     for interface, found, prefix in hooks_mod.ipv4_addresses(run):
         if found == address:
             out["interface"], out["prefix"] = interface, prefix
+    out.update(kvm.facts(run))
     return out
 
 
@@ -173,8 +176,9 @@ class Agent:
                 continue
             tracker.next_check = now + svc.health.interval
             if tracker.state == health_mod.PENDING and self.last_outcome \
-                    and name in self.last_outcome.pending:
-                continue        # not up yet: nothing to check.  Once up, a service that
+                    and (name in self.last_outcome.pending or name in self.last_outcome.errors):
+                continue        # not up yet (waiting, or its task failed and is retried):
+                # nothing to check, nothing to restart.  Once up, a service that
                 # waits again (a restart in turn) is still checked: its peers act on
                 # what it publishes, and a stale "ok" would send them to a Primary
                 # component that is gone
@@ -226,9 +230,35 @@ class LeaseKeeper(threading.Thread):
                 LOG.warning("renewing the lease: %s; trying again", exc)
 
 
+class HealthStates:
+    """Which watch events call for a pass: anything but heartbeats, and of the health
+    records only a service's state changing (a service some other waits for came up, or
+    went down; on this node or another), not a check's detail or its time."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def matters(self, event):
+        key = getattr(event, "key", "") if not isinstance(event, bool) else ""
+        if not key:
+            return True
+        if key.startswith(keys.HEARTBEATS):
+            return False
+        if not key.startswith(keys.HEALTH):
+            return True
+        try:
+            state = json.loads(event.value).get("state") if event.value else None
+        except (ValueError, AttributeError):
+            state = None
+        changed = self.seen.get(key, "unseen") != state
+        self.seen[key] = state
+        return changed
+
+
 def run_forever(agent, stop):
     """The loop: pass, checks, watch; until ``stop`` is set."""
     revision, next_pass, ready = 0, 0.0, False
+    states = HealthStates()
     while not stop.is_set():
         try:
             agent.keep_lease()
@@ -252,9 +282,7 @@ def run_forever(agent, stop):
                 events, revision = agent.kv.watch(keys.ROOT, revision, timeout=TICK)
             except WatchCompacted:
                 events = [True]
-            if events and any(not getattr(e, "key", "").startswith((keys.HEALTH,
-                                                                    keys.HEARTBEATS))
-                              for e in events):
+            if events and any([states.matters(e) for e in events]):
                 next_pass = 0.0       # something the desired state depends on changed
         except (RegistryUnavailable, RegistryRejected) as exc:
             LOG.warning("the registry does not answer (%s); trying again", exc)
@@ -302,4 +330,35 @@ def settings():
     return {"memcached_mib": int(agent.get("memcached_mib", 64)),
             "innodb_buffer_pool_mib": int(agent.get("innodb_buffer_pool_mib", 256)),
             "rabbitmq_memory": float(agent.get("rabbitmq_memory", 0.2)),
-            "ceph": dict(getattr(profile, "ceph", None) or {})}
+            "ceph": dict(getattr(profile, "ceph", None) or {}),
+            "openstack": openstack_settings(profile),
+            "provider": provider_settings(profile)}
+
+
+#: the control plane is in this image (HAProxy then fronts its APIs)
+CONTROL_PLANE = "/usr/bin/keystone-manage"
+
+
+def openstack_settings(profile, present=None):
+    """Worker counts and Keystone's token settings from the profile's ``openstack``
+    section ({} on an image without the control plane)."""
+    present = os.path.exists(CONTROL_PLANE) if present is None else present
+    if not present:
+        return {}
+    given = dict(getattr(profile, "openstack", None) or {})
+    return {"api_processes": int(given.get("api_processes", 1)),
+            "api_threads": int(given.get("api_threads", 4)),
+            "workers": int(given.get("workers", 1)),
+            "token_expiration": int(given.get("token_expiration", 86400)),
+            # keys kept: expiry + expired window over the rotation interval, plus staged
+            # and primary (kolla-ansible's formula)
+            "fernet_keys": int(given.get("fernet_keys", 5)),
+            "fernet_rotation": int(given.get("fernet_rotation", 86400))}
+
+
+def provider_settings(profile):
+    """``{interface, physnet}`` of the profile's provider network ({} without one)."""
+    provider = dict(((getattr(profile, "network", None) or {}).get("provider")) or {})
+    if not provider.get("interface"):
+        return {}
+    return {"interface": provider["interface"], "physnet": provider.get("physnet", "physnet1")}

@@ -11,14 +11,21 @@ and RabbitMQ keep what they saw between passes).
 import subprocess
 from pathlib import Path
 
-from rackforge.nodeagent import ceph, galera, health, osd, rabbit
+from rackforge.nodeagent import ceph, galera, health, openstack, osd, rabbit
+from rackforge.nodeagent import compute, ovn
 from rackforge.nodeagent.reconcile import Action
 
-STEP_NAMES = ("galera", "rabbitmq", "sysctl", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph")
+STEP_NAMES = ("galera", "rabbitmq", "sysctl", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph",
+              "keystone", "cinder", "nova-cells")
 TASK_NAMES = ("galera-bootstrap", "galera-users", "rabbitmq-users", "ceph-bootstrap",
-              "ceph-clients")
+              "ceph-clients", "openstack-databases", "keystone-bootstrap", "keystone-users",
+              ) + tuple(openstack.DB_SYNC)
 CONDITION_NAMES = ("galera-primary", "ceph-quorum")
-CHECK_NAMES = ("galera", "rabbitmq", "keepalived", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph")
+CHECK_NAMES = ("galera", "rabbitmq", "keepalived", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph",
+               "openstack")
+# the network and compute side: OVN (nodeagent/ovn.py), libvirt and nova (compute.py)
+STEP_NAMES += ("ovn-central", "ovn-controller", "nova-compute")
+CHECK_NAMES += ("ovn-central", "ovn-controller", "nova-compute")
 SYSCTL_FILE = "/etc/sysctl.d/60-rackforge.conf"
 
 
@@ -48,21 +55,37 @@ class Hooks:
         self.rabbit = rabbit.Rabbit(node_id, run=run)
         self.ceph = ceph.CephHooks(node_id, kv, run=run, root=root)
         self.osds = osd.Osds(node_id, kv, run=run, root=root)
+        self.openstack = openstack.OpenStack(node_id, kv, run=run, root=root)
         self.STEPS = {"galera": self.galera.step, "rabbitmq": self.rabbit.step,
                       "sysctl": self.sysctl, "ceph-mon": self.ceph.mon_step,
                       "ceph-mgr": self.ceph.mgr_step, "ceph-osd": self.osds.step,
-                      "ceph": self.ceph.cluster_step}
+                      "ceph": self.ceph.cluster_step,
+                      "keystone": self.openstack.keystone_step,
+                      "cinder": self.openstack.cinder_step,
+                      "nova-cells": self.openstack.cells_step}
         self.TASKS = {"galera-bootstrap": self.galera.bootstrap,
                       "galera-users": self.galera.users,
                       "rabbitmq-users": self.rabbit.users,
                       "ceph-bootstrap": self.ceph.bootstrap,
-                      "ceph-clients": self.ceph.clients}
+                      "ceph-clients": self.ceph.clients,
+                      "openstack-databases": self.openstack.databases,
+                      "keystone-bootstrap": self.openstack.keystone_bootstrap,
+                      "keystone-users": self.openstack.keystone_users}
+        self.TASKS.update({name: self.openstack.db_sync(name) for name in openstack.DB_SYNC})
         self.CONDITIONS = {"galera-primary": self.galera_primary,
                            "ceph-quorum": self.ceph_quorum}
         self.CHECKS = {"galera": self.galera.check, "rabbitmq": self.rabbit.check,
                        "keepalived": self.keepalived, "ceph-mon": self.ceph.mon_check,
                        "ceph-mgr": self.ceph.mgr_check, "ceph-osd": self.osds.check,
-                       "ceph": self.ceph.cluster_check}
+                       "ceph": self.ceph.cluster_check,
+                       "openstack": self.openstack.cloud_check}
+        self.ovn_central = ovn.Central(node_id, run=run, root=root)
+        self.chassis = ovn.Chassis(run=run, root=root)
+        self.compute = compute.Compute(run=run, root=root)
+        for name, hooks in (("ovn-central", self.ovn_central),
+                            ("ovn-controller", self.chassis),
+                            ("nova-compute", self.compute)):
+            self.STEPS[name], self.CHECKS[name] = hooks.step, hooks.check
 
     # -- step "sysctl": the file for later boots, the values now ---------------------------
     def sysctl(self, ctx):

@@ -18,6 +18,7 @@ marked ``fixed`` (the Erlang cookie) is refused with the reason.
 """
 
 import base64
+import json
 import logging
 import secrets as rand
 import string
@@ -57,7 +58,34 @@ def generate(secret):
         return rand.token_hex(secret.length).encode()
     if secret.kind == "cephx":
         return cephx_key()
+    if secret.kind == "fernet":
+        return fernet_keys(secret.length)
     return str(uuid.uuid4()).encode()
+
+
+def fernet_key():
+    """One Fernet key: urlsafe base64 of 32 random bytes, padded (what keystone-manage
+    fernet_setup writes)."""
+    return base64.urlsafe_b64encode(rand.token_bytes(32))
+
+
+def fernet_keys(count):
+    """A Fernet key repository as JSON ``{"0": staged, "1": ..., "N": primary}``: index 0
+    is the staged key every node already holds before it becomes the primary."""
+    return json.dumps({str(i): fernet_key().decode() for i in range(count)},
+                      sort_keys=True).encode()
+
+
+def fernet_rotated(value, max_keys):
+    """The key set after one rotation, as keystone-manage fernet_rotate does it: the
+    staged key 0 (every node holds it already) becomes the primary (the next index), a
+    new staged key 0, and the oldest secondaries go beyond ``max_keys``."""
+    keys = {int(k): v for k, v in json.loads(value).items()}
+    keys[max(keys) + 1] = keys[0]
+    keys[0] = fernet_key().decode()
+    while len(keys) > max_keys:
+        del keys[min(k for k in keys if k != 0)]
+    return json.dumps({str(k): v for k, v in keys.items()}, sort_keys=True).encode()
 
 
 def cephx_key(now=None):
@@ -148,20 +176,22 @@ class Keyring:
         return values, versions
 
 
-def rotate(kv, secrets, name, clock=None):
+def rotate(kv, secrets, name, clock=None, value=None):
     """Give secret ``name`` (of ``secrets``: {name: Secret}) a new value, sealed for the
-    nodes of its reader roles; returns its :meth:`SecretStore.info` after the change."""
+    nodes of its reader roles; returns its :meth:`SecretStore.info` after the change.
+    ``value``: the next value of a secret that rotates by itself (Keystone's key set,
+    derived from the last one), which no operator may replace at random."""
     secret = secrets.get(name)
     if secret is None:
         raise UnknownSecret(name=name, known=", ".join(sorted(secrets)))
-    if secret.fixed:
+    if secret.fixed and value is None:
         raise CannotRotate(name=name, why=secret.fixed)
     store = store_mod.SecretStore(kv, **({"clock": clock} if clock else {}))
     if store.info(name) is None:
         raise NotCreated(name=name)
     public, role_of = node_keys(kv), node_roles(kv)
     readers = reader_keys(secret, public, role_of)
-    store.put(name, generate(secret), readers)
+    store.put(name, generate(secret) if value is None else value, readers)
     LOG.info("secret %s rotated for %d nodes", name, len(readers))
     return store.info(name)
 

@@ -7,6 +7,7 @@ line naming the template and the name, and nothing is written.
 """
 
 import grp
+import json
 import os
 import pwd
 from pathlib import Path
@@ -24,9 +25,11 @@ class RenderFailed(errors.RackforgeError):
 def environment(templates=TEMPLATES_DIR):
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["from_json"] = json.loads      # a secret that is a key set (Keystone's)
+    return env
 
 
 def render(env, config, context):

@@ -27,6 +27,7 @@ GALERA                /rackforge/galera/                           recovery: pos
 CEPH_MONS             /rackforge/ceph/mons/<name>                  each monitor once made
 CEPH_OSDS             /rackforge/ceph/osds/<id>                    the OSD's node, on creation
 CEPH_REQUESTS         /rackforge/ceph/requests/<osd id>            ``node disk replace|remove``
+FERNET_APPLIED        /rackforge/keystone/fernet/<node id>         digest of the token keys on disk
 ====================  ===========================================  ==========================
 """
 
@@ -50,6 +51,7 @@ GALERA = ROOT + "galera/"
 CEPH_MONS = ROOT + "ceph/mons/"
 CEPH_OSDS = ROOT + "ceph/osds/"
 CEPH_REQUESTS = ROOT + "ceph/requests/"
+FERNET_APPLIED = ROOT + "keystone/fernet/"
 
 #: every name above, for the layout test (no two overlap, all under ROOT)
 LAYOUT = {name: value for name, value in dict(globals()).items()

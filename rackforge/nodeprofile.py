@@ -23,7 +23,7 @@ def path():
 
 
 def load():
-    """``SimpleNamespace(name, cluster, storage, ceph, agent, network)`` of this node's
+    """``SimpleNamespace(name, cluster, storage, ceph, agent, openstack, network)`` of this node's
     image."""
     where = path()
     try:
@@ -39,4 +39,5 @@ def load():
         storage=dict(DEFAULTS["storage"], **(data.get("storage") or {})),
         ceph=dict(data.get("ceph") or {}),
         agent=dict(data.get("agent") or {}),
+        openstack=dict(data.get("openstack") or {}),
         network=data.get("network") or DEFAULTS["network"])

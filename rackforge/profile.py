@@ -69,6 +69,7 @@ DEFAULTS = {
     "network": {"management": {"interface": "auto", "mode": "dhcp"}},
     "storage": {"wipe": "never", "min_disk_gib": 20},
     "ceph": {},
+    "openstack": {},
     "disk": dataclasses.asdict(DiskSettings()),
     "build": dataclasses.asdict(BuildSettings()),
 }
@@ -91,6 +92,7 @@ class Profile:
     network: Mapping
     storage: Mapping
     ceph: Mapping = dataclasses.field(default_factory=dict)
+    openstack: Mapping = dataclasses.field(default_factory=dict)
     disk: DiskSettings = DiskSettings()
     build: BuildSettings = BuildSettings()
 
@@ -107,6 +109,7 @@ class Profile:
             "network": _thaw(self.network),
             "storage": _thaw(self.storage),
             "ceph": _thaw(self.ceph),
+            "openstack": _thaw(self.openstack),
             "outputs": list(self.outputs),
             "disk": dataclasses.asdict(self.disk),
             "build": dataclasses.asdict(self.build),
@@ -324,7 +327,8 @@ def _profile(path, layers, data):
         outputs=tuple(data["outputs"]),
         cluster=_freeze(data["cluster"]), roles=_freeze(data["roles"]),
         network=_freeze(data["network"]), storage=_freeze(data["storage"]),
-        ceph=_freeze(data["ceph"]), disk=DiskSettings(**data["disk"]),
+        ceph=_freeze(data["ceph"]), openstack=_freeze(data["openstack"]),
+        disk=DiskSettings(**data["disk"]),
         build=BuildSettings(**data["build"]))
 
 

@@ -118,6 +118,14 @@ class Int(Checker):
             report(node, key, "must be odd (a quorum needs a majority), got %d" % value)
 
 
+class Bool(Checker):
+    """true or false (YAML's bool)."""
+
+    def check(self, node, key, report):
+        if not is_scalar(node, "bool"):
+            report(node, key, "must be true or false, got %s" % describe(node))
+
+
 class Enum(Checker):
     def __init__(self, *values):
         self.values = values
@@ -200,12 +208,17 @@ PROFILE = Map({
     "distro": Map({"name": Enum("debian"), "release": Enum("bookworm", "trixie")}),
     "elements": ListOrDelta(Str(NAME, "an element name")),
     "packages": ListOrDelta(Str(DEB_PACKAGE, "a Debian package name")),
-    "cluster": Map({"controllers": Int(1, 7, odd=True)}),
+    # converged: the controllers are compute nodes too (hci: a three-node rack is a cloud)
+    "cluster": Map({"controllers": Int(1, 7, odd=True), "converged": Bool()}),
     "roles": Map({role: Map({"services": List(Str())}) for role in ROLES}),
     "network": Map({
         "management": Map({"interface": Str(), "mode": Enum("dhcp", "static")}),
         "bond": Map({"mode": Enum("active-backup", "802.3ad", "balance-alb")}),
         "vlan": Int(1, 4094),
+        # the flat external network's interface on nodes that have one (OVS bridge
+        # br-provider), and the physical network name Neutron knows it by
+        "provider": Map({"interface": Str(r"[A-Za-z0-9_.:-]{1,15}", "an interface name"),
+                         "physnet": Str(r"[A-Za-z0-9_-]{1,64}", "a physical network name")}),
     }),
     "storage": Map({"wipe": Enum("never", "force"), "min_disk_gib": Int(1),
                     # a test bed's: data disks as files in the node's data directory,
@@ -215,6 +228,9 @@ PROFILE = Map({
     "ceph": Map({"osd_memory_target_mib": Int(896, 65536),
                  "mon_memory_target_mib": Int(256, 16384),
                  "mon_data_avail_warn": Int(1, 50)}),
+    "openstack": Map({"api_processes": Int(1, 64), "api_threads": Int(1, 64),
+                      "workers": Int(1, 64), "token_expiration": Int(600, 604800),
+                      "fernet_keys": Int(3, 20), "fernet_rotation": Int(60, 2592000)}),
     "outputs": List(Enum(*OUTPUTS), non_empty=True),
     "disk": Map({"esp_mib": Int(64, 1024), "root_free_mib": Int(0, 65536)}),
     "build": Map({"min_free_gib": Int(1, 1000)}),

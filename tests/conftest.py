@@ -58,11 +58,16 @@ def hci_build(images_dir, build_env):
 
 
 @pytest.fixture(scope="session")
-def hci_root(hci_build, tmp_path_factory):
-    """The hci image's root file system, unpacked once (read it, never write)."""
+def hci_root(request, tmp_path_factory):
+    """The hci image's root file system, unpacked once (read it, never write).
+    ``$RACKFORGE_TEST_HCI_ROOT``: a root unpacked before (a developer's loop: the
+    tests then run whatever code that root holds)."""
     from nspawn import unpack
 
-    out, _ = hci_build
+    given = os.environ.get("RACKFORGE_TEST_HCI_ROOT")
+    if given:
+        return Path(given)
+    out, _ = request.getfixturevalue("hci_build")
     return unpack(out / "pxe" / "rootfs.squashfs", tmp_path_factory.mktemp("hci-root"))
 
 

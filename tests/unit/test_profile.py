@@ -419,10 +419,10 @@ def test_shipped_profiles(monkeypatch, tmp_path):
     hci, aio, minimal = (load_profile(n) for n in ("hci", "aio", "minimal"))
     assert DEFAULT_PROFILE == "hci" and isinstance(hci, Profile)
     assert [name for name, _ in list_profiles()][:3] == ["aio", "hci", "minimal"]
-    assert hci.cluster == {"controllers": 3}
+    assert hci.cluster == {"controllers": 3, "converged": True}
     assert set(hci.roles) == {"controller", "compute", "storage"}
     assert hci.outputs == ("qcow2", "raw", "iso", "pxe")
-    assert aio.chain == ("aio", "hci") and aio.cluster == {"controllers": 1}
+    assert aio.chain == ("aio", "hci") and aio.cluster == {"controllers": 1, "converged": True}
     assert (aio.elements, aio.roles, aio.outputs) == (hci.elements, hci.roles, hci.outputs)
     assert "rackforge-controlplane" not in minimal.elements and minimal.roles == {}
     assert (minimal.disk.esp_mib, minimal.build.min_free_gib) == (64, 6)

@@ -154,3 +154,12 @@ def test_record_role_in_the_registry():
     roles.record_role(reg, node.id, decision)
     assert reg.get_node(node.id).role == "controller,storage"
     assert json.loads(reg.kv.get(roles.NODE_ROLES + node.id).value)["role"] == "controller"
+
+
+def test_a_converged_rack_makes_its_controllers_compute_nodes_too(kv):
+    election = RoleElection(kv, RolePolicy(controllers=1, converged=True))
+    first, second = election.decide("a"), election.decide("b")
+    assert first.roles == ["controller", "compute"] and second.roles == ["compute"]
+    assert RoleElection(kv).current("a").roles == ["controller", "compute"]   # stored
+    plain = RoleElection(registry.MemoryRegistry().kv, RolePolicy(controllers=1)).decide("a")
+    assert plain.roles == ["controller"]

@@ -37,6 +37,7 @@ build:
 """
 
 TOP_KEYS = ("build, ceph, cluster, description, disk, distro, elements, extends, network, "
+            "openstack, "
             "outputs, packages, roles, storage")
 
 
