@@ -3,6 +3,7 @@ many units, and the actions, each through :func:`rackforge.systemd.systemctl` (a
 is one line naming the unit)."""
 
 import subprocess
+import time
 from dataclasses import dataclass
 
 from rackforge import systemd
@@ -54,8 +55,12 @@ class Systemd:
     """The real one.  Tests use ``tests/lib/fakesystemd.py``, which keeps the same
     interface over states in memory."""
 
-    def __init__(self, run=subprocess.run):
+    settle = 20.0
+
+    def __init__(self, run=subprocess.run, clock=time.monotonic, sleep=time.sleep):
         self._run = run
+        self._clock = clock
+        self._sleep = sleep
 
     def states(self, units):
         if not units:
@@ -68,11 +73,29 @@ class Systemd:
     def act(self, verb, unit):
         """``enable``, ``disable``, ``start``, ``stop``, ``restart``, ``reset-failed``, and
         ``start-nowait`` (queue the start and return: a Galera join's state transfer can
-        take longer than the agent may block)."""
-        args = [verb, unit]
+        take longer than the agent may block).
+
+        ``start`` and ``restart`` queue the job and wait at most :attr:`settle` seconds
+        for the unit to be up: one that failed by then is an error line, as a blocking
+        ``systemctl start`` would say; one still starting (nova-compute waiting for a
+        conductor, a slow Type=notify service) is left to its health check, so one unit
+        never holds the whole pass up for systemd's start timeout."""
         if verb == "start-nowait":
-            args = ["start", "--no-block", unit]
-        systemd.systemctl(*args, run=self._run)
+            systemd.systemctl("start", "--no-block", unit, run=self._run)
+            return
+        if verb not in ("start", "restart"):
+            systemd.systemctl(verb, unit, run=self._run)
+            return
+        systemd.systemctl(verb, "--no-block", unit, run=self._run)
+        deadline = self._clock() + self.settle
+        while True:
+            state = self.states([unit])[unit]
+            if state.is_failed:
+                raise systemd.SystemctlFailed(args="%s %s" % (verb, unit), unit=unit,
+                                              detail="it failed as it started")
+            if state.is_active or self._clock() >= deadline:
+                return
+            self._sleep(0.5)
 
     def daemon_reload(self):
         systemd.systemctl("daemon-reload", run=self._run)
