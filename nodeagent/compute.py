@@ -13,10 +13,12 @@ nova-compute, as the node agent runs them (start step ``nova-compute``).
   from a file of mode 0600 removed at once (``virsh secret-set-value --file``),
   so a key never reaches a command line.  A secret already defined with the
   right usage and holding the right value is left alone.
-- **nova-compute**: Debian's unit reads ``/etc/nova/nova.conf`` then
-  ``/etc/nova/nova-compute.conf`` (the init script adds the second when it
-  exists): the driver, ``virt_type`` (``kvm`` only where a guest kernel was
-  seen running under KVM, :mod:`.kvm`), RBD ephemeral disks in pool ``vms``.
+- **nova-compute**: its unit's drop-in runs it on
+  ``/etc/nova/nova-compute-node.conf`` (nova.conf's compute half, no database
+  credentials; a converged node's controller services keep /etc/nova/nova.conf)
+  then ``/etc/nova/nova-compute.conf``: the driver, ``virt_type`` (``kvm`` only
+  where a guest kernel was seen running under KVM, :mod:`.kvm`), RBD ephemeral
+  disks in pool ``vms``.
   A changed file restarts libvirtd and nova-compute (guests keep running
   across a libvirtd restart).
 

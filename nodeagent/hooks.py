@@ -20,7 +20,7 @@ STEP_NAMES = ("galera", "rabbitmq", "sysctl", "ceph-mon", "ceph-mgr", "ceph-osd"
 TASK_NAMES = ("galera-bootstrap", "galera-users", "rabbitmq-users", "ceph-bootstrap",
               "ceph-clients", "openstack-databases", "keystone-bootstrap", "keystone-users",
               ) + tuple(openstack.DB_SYNC)
-CONDITION_NAMES = ("galera-primary", "ceph-quorum")
+CONDITION_NAMES = ("galera-primary", "ceph-quorum", "nova-conductor")
 CHECK_NAMES = ("galera", "rabbitmq", "keepalived", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph",
                "openstack")
 # the network and compute side: OVN (nodeagent/ovn.py), libvirt and nova (compute.py)
@@ -73,7 +73,8 @@ class Hooks:
                       "keystone-users": self.openstack.keystone_users}
         self.TASKS.update({name: self.openstack.db_sync(name) for name in openstack.DB_SYNC})
         self.CONDITIONS = {"galera-primary": self.galera_primary,
-                           "ceph-quorum": self.ceph_quorum}
+                           "ceph-quorum": self.ceph_quorum,
+                           "nova-conductor": self.nova_conductor}
         self.CHECKS = {"galera": self.galera.check, "rabbitmq": self.rabbit.check,
                        "keepalived": self.keepalived, "ceph-mon": self.ceph.mon_check,
                        "ceph-mgr": self.ceph.mgr_check, "ceph-osd": self.osds.check,
@@ -115,6 +116,13 @@ class Hooks:
         if ok_somewhere(kv or self.kv, "ceph-mon"):
             return True, ""
         return False, "no Ceph monitor is in a quorum yet"
+
+    def nova_conductor(self, view, kv):
+        """Some controller runs Nova (its conductor answers nova-compute, which otherwise
+        blocks its start waiting for one until systemd gives up on it)."""
+        if ok_somewhere(kv or self.kv, "nova"):
+            return True, ""
+        return False, "no controller reports Nova ok yet"
 
     # -- builtin check "keepalived": running, and whether it holds the VIP ------------------
     def keepalived(self, view, systemd):

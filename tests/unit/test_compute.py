@@ -145,10 +145,10 @@ def test_nova_compute_uses_rbd_in_vms_and_kvm_only_where_it_works():
     assert conf["os_vif_ovs"]["ovsdb_connection"] == "tcp:127.0.0.1:6640"
     assert ini(rendered(view())["/etc/nova/nova-compute.conf"])["libvirt"]["virt_type"] == "qemu"
     # the chassis' hostname (ovn.py: the node's name) is nova's host, for port binding
-    assert ini(files["/etc/nova/nova.conf"])["DEFAULT"]["host"] == "node4"
+    assert ini(files["/etc/nova/nova-compute-node.conf"])["DEFAULT"]["host"] == "node4"
     cat = catalogue.load(**hooks.names())
     modes = {c.path: (c.mode, c.group) for c in cat.by_name["nova-compute"].configs}
-    assert modes["/etc/nova/nova.conf"] == (0o640, "nova")
+    assert modes["/etc/nova/nova-compute-node.conf"] == (0o640, "nova")
     assert modes["/etc/libvirt/qemu.conf"] == (0o600, "root")
 
 

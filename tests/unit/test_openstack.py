@@ -38,10 +38,14 @@ def view(node="n2", roles=("controller",), vip="10.0.0.100"):
 
 
 def rendered(service, v=None, values=None):
+    """The files of record ``service``, rendered with the secrets it declares only (what
+    the agent gives its templates)."""
     cat = catalogue.load(**hooks.names())
     env = render.environment()
-    context = (v or view()).context(values or secrets())
-    return {c.path: render.render(env, c, context) for c in cat.by_name[service].configs}
+    values = values or secrets()
+    svc = cat.by_name[service]
+    context = (v or view()).context({k: values[k] for k in svc.secrets})
+    return {c.path: render.render(env, c, context) for c in svc.configs}
 
 
 def ini(text):
@@ -96,6 +100,15 @@ def test_a_compute_node_gets_no_database_credentials_in_nova_conf():
     conf = ini(text)
     assert not conf.has_section("database") and not conf.has_section("api_database")
     assert conf["DEFAULT"]["host"] == "node4" and conf["DEFAULT"]["my_ip"] == "10.0.0.14"
+
+
+def test_a_converged_node_keeps_nova_computes_file_apart_from_the_controllers():
+    values = secrets()
+    v = view(roles=("controller", "compute"))
+    nova = rendered("nova", v, values)["/etc/nova/nova.conf"]
+    compute = rendered("nova-compute", v, values)["/etc/nova/nova-compute-node.conf"]
+    assert values["nova-db"] in nova and values["nova-db"] not in compute
+    assert ini(compute)["DEFAULT"]["host"] == ini(nova)["DEFAULT"]["host"] == "node2"
 
 
 def test_neutron_uses_ovn_with_every_controllers_databases_and_the_provider_physnet():
