@@ -6,7 +6,7 @@ PYTHON  ?= $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 PYTEST  ?= $(PYTHON) -m pytest
 
-.PHONY: all setup setup-test image iso test unit security integration e2e bench lint clean
+.PHONY: all setup setup-test setup-e2e image iso test unit security integration e2e bench lint clean
 
 all: test
 
@@ -17,6 +17,9 @@ setup:
 # The default profile: disk (raw, qcow2), ISO/USB and PXE bundle in images/$(PROFILE)/.
 setup-test:
 	./tools/setup-host --test
+
+setup-e2e:
+	./tools/setup-host --e2e
 
 image: setup
 	$(PYTHON) -m rackforge build $(PROFILE)
@@ -42,12 +45,12 @@ security:
 	$(PYTEST) -q -m "not e2e" tests/security
 
 # Every boot path, every error case: slow.
-e2e: setup-test
+e2e: setup-e2e
 	$(PYTEST) -q -m "integration or e2e" tests/integration tests/e2e
 
 # Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
 # against a baseline measured in the same run.
-BENCHES ?= build_cache pxe_tftp pxe_http pxe_hostile bmc_power cluster_join nodeagent_ha ceph_rack
+BENCHES ?= build_cache pxe_tftp pxe_http pxe_hostile bmc_power cluster_join nodeagent_ha ceph_rack cloud
 bench: setup-test
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 

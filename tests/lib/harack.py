@@ -28,6 +28,17 @@ FILE_DISK_GIB = 8
 OSD_MEMORY_MIB = 1024
 
 
+def artifacts_dir():
+    """Where the end-to-end tests keep what a person should look at afterwards
+    (``$RACKFORGE_TEST_ARTIFACTS``, or /tmp/rackforge-artifacts)."""
+    import os
+    from pathlib import Path
+
+    where = Path(os.environ.get("RACKFORGE_TEST_ARTIFACTS", "/tmp/rackforge-artifacts"))
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
 def loop_device(node, gib=FILE_DISK_GIB):
     """A loop device of the host over a sparse file in the node's directory, handed to the
     node (the test bed's stand-in for a real disk: ``ceph-volume raw`` on a block
@@ -43,7 +54,36 @@ def loop_device(node, gib=FILE_DISK_GIB):
     return dev
 
 
-def prepare(node, i, bootstrap, profile=None, disks="file"):
+#: the provider (external) network of the test bed: a bridge in the rack's namespace, each
+#: node's second link on it (``prov0`` inside), the namespace's side its gateway
+PROVIDER_BRIDGE = "brprov"
+PROVIDER_GATEWAY = "203.0.113.1"
+PROVIDER_CIDR = "203.0.113.0/24"
+
+
+def provider_link(node):
+    """Give ``node`` a second link, ``prov0``, for the provider network (before it boots)."""
+    node.veths.append(("pv-" + node.name[-12:], "prov0"))
+
+
+def attach_provider(netns, nodes):
+    """The provider bridge in the rack's namespace with the gateway address, and each
+    node's provider link on it (once the node runs: nspawn makes the link)."""
+    from netns import ip
+
+    if ip("-n", netns, "link", "show", PROVIDER_BRIDGE, check=False).returncode != 0:
+        ip("-n", netns, "link", "add", PROVIDER_BRIDGE, "type", "bridge")
+        ip("-n", netns, "addr", "add", PROVIDER_GATEWAY + "/24", "dev", PROVIDER_BRIDGE)
+        ip("-n", netns, "link", "set", PROVIDER_BRIDGE, "up")
+    for node in nodes:
+        for outside, _ in node.veths:
+            wait_until(lambda: ip("-n", netns, "link", "show", outside,
+                                  check=False).returncode == 0, 60,
+                       "%s's provider link" % node.name, interval=0.5)
+            ip("-n", netns, "link", "set", outside, "master", PROVIDER_BRIDGE, "up")
+
+
+def prepare(node, i, bootstrap, profile=None, disks="file", provider=False, openstack=None):
     node.mount()
     node.write("/etc/hostname", "node%d\n" % i, mode=0o644)
     node.write("/etc/rackforge/bootstrap.yaml", bootstrap + management(i))
@@ -59,6 +99,13 @@ def prepare(node, i, bootstrap, profile=None, disks="file"):
     # (Ceph's 30 % is about a disk of their own; MON_DISK_CRIT at 5 % stays)
     profile["ceph"] = dict(profile.get("ceph") or {}, osd_memory_target_mib=OSD_MEMORY_MIB,
                            mon_data_avail_warn=10)
+    if openstack:
+        profile["openstack"] = dict(profile.get("openstack") or {}, **openstack)
+    if provider:
+        provider_link(node)
+        network = dict(profile.get("network") or {})
+        network["provider"] = {"interface": "prov0", "physnet": "physnet1"}
+        profile["network"] = network
     node.write(PROFILE, json.dumps(profile), mode=0o644)
 
 
@@ -104,18 +151,22 @@ def wait_converged(node, timeout=CONVERGE_TIMEOUT, want_nodes=None):
     return time.monotonic() - start
 
 
-def form(node_factory, count, controllers=3, vip=VIP, disks="file"):
+def form(node_factory, count, controllers=3, vip=VIP, disks="file", provider=(),
+         openstack=None):
     """Seed node1 and join the others; returns the nodes (booted, first boot done).
     ``disks``: each node's data disk, a file (``storage.file_disks``) or a loop device of
-    the host (``storage.test_devices``)."""
+    the host (``storage.test_devices``).  ``provider``: the numbers of the nodes with a
+    link on the provider network (attached to its bridge once they boot)."""
     seed = node_factory("node1")
     profile = None
     if controllers == 1:
-        profile = {"name": "aio", "cluster": {"controllers": 1},
+        profile = {"name": "aio", "cluster": {"controllers": 1, "converged": True},
                    "storage": {"wipe": "never", "min_disk_gib": 20}}
     prepare(seed, 1, "seed: true\ncluster: rack1\n" + ("vip: %s\n" % vip if vip else ""),
-            profile, disks)
+            profile, disks, provider=1 in provider, openstack=openstack)
     seed.boot()
+    if 1 in provider:
+        attach_provider(node_factory.netns, [seed])
     wait_firstboot(seed)
     nodes = [seed]
     if count > 1:
@@ -125,10 +176,13 @@ def form(node_factory, count, controllers=3, vip=VIP, disks="file"):
                 % (json.dumps(bundle["endpoints"]), bundle["token"], bundle["ca_sha256"]))
         for i in range(2, count + 1):
             n = node_factory("node%d" % i)
-            prepare(n, i, join, profile, disks)
+            prepare(n, i, join, profile, disks, provider=i in provider, openstack=openstack)
             nodes.append(n)
         for n in nodes[1:]:
             n.boot()
+        if provider:
+            attach_provider(node_factory.netns, [n for i, n in enumerate(nodes, 1)
+                                                 if i > 1 and i in provider])
         for n in nodes[1:]:
             wait_firstboot(n)
     return nodes

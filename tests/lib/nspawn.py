@@ -103,6 +103,7 @@ class Node:
             d.mkdir(parents=True, exist_ok=True)
         self.console = self.dir / "console.log"
         self.devices = []           # host block devices handed to this node (loop devices)
+        self.veths = []             # extra links: (name in the rack's namespace, inside)
         self.cleanups = []          # run when the rack is torn down (detach them)
         self.proc = None
         self.mounted = False
@@ -145,6 +146,7 @@ class Node:
                  str(self.root), "-b", "--register=no", "--keep-unit", "-M", self.name,
                  "--network-bridge=%s" % self.bridge, "--console=pipe",
                  "--setenv=SYSTEMD_COLORS=0"]
+                + ["--network-veth-extra=%s:%s" % pair for pair in self.veths]
                 + ["--bind=%s" % d for d in self.devices]
                 + ["--property=DeviceAllow=%s rwm" % d for d in self.devices],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -1,0 +1,136 @@
+"""The cloud: OpenStack on the rack, used the operator's way.  One node of the built hci
+image with the aio profile, a loop device for Ceph and a link on the test bed's
+provider network: token and catalogue, the tiny guest uploaded, a tenant network routed
+to the provider network, a server ACTIVE whose console shows the address OVN's DHCP
+gave it, a volume attached, a floating IP that answers ping from the provider side."""
+
+import json
+import time
+
+import cloud
+import guestimage
+import harack
+import pytest
+from netns import wait_until
+from nspawn import rack
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    return guestimage.build(tmp_path_factory.mktemp("guest"))
+
+
+def test_aio_boots_a_vm_with_a_volume_and_a_floating_ip(hci_root, tmp_path, guest):
+    with rack(hci_root, tmp_path / "aio") as node:
+        aio, = harack.form(node, 1, controllers=1, disks="loop", provider=(1,))
+        seconds = harack.wait_converged(aio, want_nodes=1)
+        print("aio converged %.0f s after its first boot" % seconds)
+        assert aio.path("/etc/openstack/clouds.yaml").exists()
+        c = cloud.Cloud(aio)
+        token = c.osc("token", "issue", "-f", "json")
+        assert token["project_id"] and token["expires"]
+        catalog = {s["Type"] if "Type" in s else s["type"]
+                   for s in c.osc("catalog", "list", "-f", "json")}
+        assert {"identity", "image", "placement", "compute", "network",
+                "volumev3"} <= catalog
+        timings = {}
+        vm = cloud.boot_vm(c, guest, guestimage.MARKER, timings=timings)
+        print("aio: %s" % {k: round(v) for k, v in timings.items()})
+        assert vm["address"].startswith(cloud.TENANT_CIDR.rsplit(".", 1)[0])
+        cloud.ping_from_provider(node.netns, vm["floating_ip"])
+
+
+# -- 3 controllers + 1 compute: the same through the VIP, and a controller's power cut ----
+@pytest.fixture(scope="module")
+def cloud_rack(hci_root, tmp_path_factory):
+    with rack(hci_root, tmp_path_factory.mktemp("cloud")) as node:
+        nodes = harack.form(node, 4, provider=(1, 2, 3, 4),
+                            openstack={"fernet_rotation": 300})
+        seconds = harack.wait_converged(nodes[0], want_nodes=4)
+        print("3+1 converged %.0f s after the joins" % seconds)
+        yield {"nodes": {n.name: n for n in nodes}, "netns": node.netns}
+
+
+def test_the_rack_boots_a_vm_through_the_vip(cloud_rack, guest):
+    ctrl = harack.controllers(cloud_rack["nodes"])
+    for n in ctrl:                  # the operator finds clouds.yaml on every controller
+        assert "auth_url: http://%s:5000/v3" % harack.VIP in n.path(
+            "/etc/openstack/clouds.yaml").read_text()
+    c = cloud.Cloud(ctrl[-1])
+    assert c.osc("server", "list", "-f", "json") == []
+    hosts = {s["Host"] for s in c.osc("compute", "service", "list", "--service",
+                                      "nova-compute", "-f", "json")}
+    assert hosts == {harack.compute(cloud_rack["nodes"]).name}
+    timings = {}
+    vm = cloud.boot_vm(c, guest, guestimage.MARKER, timings=timings)
+    print("3+1: %s" % {k: round(v) for k, v in timings.items()})
+    cloud.ping_from_provider(cloud_rack["netns"], vm["floating_ip"])
+
+
+def test_the_api_answers_through_the_vip_while_a_controller_loses_power(cloud_rack, tmp_path):
+    import apiloop
+
+    nodes = cloud_rack["nodes"]
+    ctrl = harack.controllers(nodes)
+    holder_name, = harack.vip_holders(ctrl)
+    victim = nodes[holder_name]                       # the worst case: the VIP's holder
+    runner = harack.compute(nodes)
+    password = cloud.admin_password(ctrl[0])
+    stop = "/tmp/apiloop.stop"
+    proc = apiloop.start(runner, "http://" + harack.VIP, stop, password)
+    try:
+        before = time.monotonic()
+        wait_until(lambda: time.monotonic() - before > 20, 30, "20 s of requests", interval=1)
+        victim.power_cut()
+        cut = time.time()
+        wait_until(lambda: time.time() - cut > 120, 150, "two minutes after the cut",
+                   interval=5)
+    finally:
+        runner.write(stop, "", mode=0o644)
+        proc.wait(timeout=60)
+    lines = apiloop.results(proc)
+    after = [r for r in lines if r["at"] >= cut]
+    failed = [r for r in after if not r["ok"]]
+    print("power cut of %s (the VIP's holder): %d requests before, %d after, %d failed "
+          "(%s)" % (victim.name, len(lines) - len(after), len(after), len(failed),
+                    ", ".join("%s %s" % (r["kind"], r["status"]) for r in failed[:20])))
+    assert len(lines) - len(after) > 10 and all(r["ok"] for r in lines if r["at"] < cut)
+    tail = after[-20:]
+    assert len(tail) == 20 and all(r["ok"] for r in tail), tail
+    victim.boot()
+    harack.wait_converged(ctrl[0] if ctrl[0] is not victim else ctrl[1], want_nodes=4)
+
+
+def test_fernet_keys_are_identical_on_every_controller_after_a_rotation(cloud_rack):
+    ctrl = harack.controllers(cloud_rack["nodes"])
+    node = ctrl[0]
+
+    def rotated():
+        out = json.loads(node.run("rackforge", "cluster", "secret", "list", "--json").stdout)
+        version = {s["name"]: s for s in out["secrets"]}["keystone-fernet"]["version"]
+        return (version or 0) >= 2
+    wait_until(rotated, 900, "a rotation of Keystone's token keys", interval=10)
+
+    def same():
+        sets = [{p.name: p.read_text() for p in n.path("/etc/keystone/fernet-keys").iterdir()}
+                for n in ctrl]
+        return all(s == sets[0] for s in sets) and len(sets[0]) >= 3
+    wait_until(same, 120, "every controller to hold the same token keys", interval=3)
+    c = cloud.Cloud(ctrl[1])
+    assert c.osc("token", "issue", "-f", "json")["id"]
+
+
+def test_horizon_logs_the_admin_in_from_a_real_browser_through_the_vip(cloud_rack):
+    import horizon_login
+
+    ctrl = harack.controllers(cloud_rack["nodes"])
+    artifacts = harack.artifacts_dir()
+    shot = artifacts / "horizon-admin.png"
+    got = horizon_login.login(cloud_rack["netns"], "http://%s/horizon/" % harack.VIP,
+                              cloud.admin_password(ctrl[0]), shot)
+    print("horizon: %s; screenshot %s" % (got, shot))
+    assert "OpenStack" in got["title"] or "Login" in got["title"]
+    assert got["logged_in"] and "/horizon/" in got["landed"]
+    assert shot.stat().st_size > 10000
