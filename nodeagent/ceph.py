@@ -195,6 +195,10 @@ def pool_commands(hosts, existing):
         cmds.append(["osd", "pool", "set", pool, "min_size", str(least)])
     for pool in cephconf.POOLS:
         cmds.append(["osd", "pool", "application", "enable", pool, "rbd"])
+    if cephconf.MGR_POOL in existing:
+        # the manager makes .mgr and tags it; under load the tag can be lost (its second
+        # command timed out) and Ceph then warns POOL_APP_NOT_ENABLED for good
+        cmds.append(["osd", "pool", "application", "enable", cephconf.MGR_POOL, "mgr"])
     return cmds
 
 

@@ -66,6 +66,7 @@ def test_pool_commands_size_every_pool_and_allow_one_copy_only_for_one_host():
     one = pool_cmds = ceph.pool_commands(1, [".mgr"])
     assert ["config", "set", "global", "mon_allow_pool_size_one", "true"] in one
     assert ["osd", "pool", "set", ".mgr", "size", "1", "--yes-i-really-mean-it"] in one
+    assert ["osd", "pool", "application", "enable", ".mgr", "mgr"] in one     # tagged again
     assert ["osd", "pool", "set", "vms", "crush_rule", "replicated_osd"] in one
     three = ceph.pool_commands(3, ["images", "volumes", "vms", "backups"])
     assert ["config", "set", "global", "mon_allow_pool_size_one", "false"] in three
