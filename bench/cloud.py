@@ -101,21 +101,17 @@ def latencies(runner, base, password, requests):
     """p50/p95 (ms) of token issues and server lists against ``base``."""
     stop = "/tmp/bench-api.stop"
     runner.run("rm", "-f", stop)
-    proc = apiloop.start(runner, base, stop, password)
-    lines = []
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(json.loads(line))
-            if sum(1 for r in lines if r["kind"] == "servers") >= requests:
-                break
-    finally:
-        runner.write(stop, "", mode=0o644)
-        lines += apiloop.results(proc)
-        proc.wait(timeout=60)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as out:
+        proc = apiloop.start(runner, base, stop, password, out.name)
+        try:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline and proc.poll() is None and sum(
+                    1 for r in apiloop.results(out.name) if r["kind"] == "servers") < requests:
+                time.sleep(1)
+        finally:
+            runner.write(stop, "", mode=0o644)
+            proc.wait(timeout=60)
+        lines = apiloop.results(out.name)
     out = {}
     for kind in ("token", "servers"):
         ms = [r["ms"] for r in lines if r["kind"] == kind and r["ok"]]

@@ -60,9 +60,12 @@ def test_the_rack_boots_a_vm_through_the_vip(cloud_rack, guest):
             "/etc/openstack/clouds.yaml").read_text()
     c = cloud.Cloud(ctrl[-1])
     assert c.osc("server", "list", "-f", "json") == []
-    hosts = {s["Host"] for s in c.osc("compute", "service", "list", "--service",
-                                      "nova-compute", "-f", "json")}
-    assert hosts == {harack.compute(cloud_rack["nodes"]).name}
+
+    def every_node_computes():          # converged: every node is a compute node
+        listed = c.osc("compute", "service", "list", "--service", "nova-compute", "-f",
+                       "json")
+        return {s["Host"] for s in listed if s["State"] == "up"} == set(cloud_rack["nodes"])
+    wait_until(every_node_computes, 600, "every node's nova-compute to be up", interval=10)
     timings = {}
     vm = cloud.boot_vm(c, guest, guestimage.MARKER, timings=timings)
     print("3+1: %s" % {k: round(v) for k, v in timings.items()})
@@ -78,8 +81,8 @@ def test_the_api_answers_through_the_vip_while_a_controller_loses_power(cloud_ra
     victim = nodes[holder_name]                       # the worst case: the VIP's holder
     runner = harack.compute(nodes)
     password = cloud.admin_password(ctrl[0])
-    stop = "/tmp/apiloop.stop"
-    proc = apiloop.start(runner, "http://" + harack.VIP, stop, password)
+    stop, out = "/tmp/apiloop.stop", tmp_path / "apiloop.jsonl"
+    proc = apiloop.start(runner, "http://" + harack.VIP, stop, password, out)
     try:
         before = time.monotonic()
         wait_until(lambda: time.monotonic() - before > 20, 30, "20 s of requests", interval=1)
@@ -90,7 +93,7 @@ def test_the_api_answers_through_the_vip_while_a_controller_loses_power(cloud_ra
     finally:
         runner.write(stop, "", mode=0o644)
         proc.wait(timeout=60)
-    lines = apiloop.results(proc)
+    lines = apiloop.results(out)
     after = [r for r in lines if r["at"] >= cut]
     failed = [r for r in after if not r["ok"]]
     print("power cut of %s (the VIP's holder): %d requests before, %d after, %d failed "
@@ -128,6 +131,7 @@ def test_horizon_logs_the_admin_in_from_a_real_browser_through_the_vip(cloud_rac
     ctrl = harack.controllers(cloud_rack["nodes"])
     artifacts = harack.artifacts_dir()
     shot = artifacts / "horizon-admin.png"
+    harack.operator_address(cloud_rack["netns"])        # the browser's seat on the network
     got = horizon_login.login(cloud_rack["netns"], "http://%s/horizon/" % harack.VIP,
                               cloud.admin_password(ctrl[0]), shot)
     print("horizon: %s; screenshot %s" % (got, shot))

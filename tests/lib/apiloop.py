@@ -35,23 +35,31 @@ while not os.path.exists(stop):
 '''
 
 
-def start(node, base, stop_file, password):
-    """The loop on ``node`` against ``base`` (``http://VIP``); returns the Popen."""
+def start(node, base, stop_file, password, out):
+    """The loop on ``node`` against ``base`` (``http://VIP``), its lines into the host's
+    file ``out`` (not a pipe: nobody reads a pipe while the loop runs, and a full one
+    would stop it); returns the Popen."""
     import subprocess
 
     leader = node.leader()
-    proc = subprocess.Popen(
-        ["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
-         "python3", "-", base, stop_file],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env={"OS_PASSWORD": password, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(
+            ["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
+             "python3", "-", base, stop_file],
+            stdin=subprocess.PIPE, stdout=sink, text=True,
+            env={"OS_PASSWORD": password, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     proc.stdin.write(SCRIPT)
     proc.stdin.close()
     return proc
 
 
-def results(proc):
-    return [__import__("json").loads(line) for line in proc.stdout if line.startswith("{")]
+def results(out):
+    """The loop's requests so far, from its file."""
+    import json
+
+    with open(out) as f:
+        return [json.loads(line) for line in f if line.startswith("{") and
+                line.endswith("}\n")]
 
 
 def percentile(values, p):

@@ -61,6 +61,19 @@ PROVIDER_GATEWAY = "203.0.113.1"
 PROVIDER_CIDR = "203.0.113.0/24"
 
 
+OPERATOR = SUBNET + ".250"
+
+
+def operator_address(netns, bridge="br0"):
+    """An address on the management network in the rack's namespace: where an operator's
+    browser sits (idempotent)."""
+    from netns import ip
+
+    have = ip("-n", netns, "-4", "addr", "show", "dev", bridge).stdout
+    if OPERATOR + "/" not in have:
+        ip("-n", netns, "addr", "add", OPERATOR + "/24", "dev", bridge)
+
+
 def provider_link(node):
     """Give ``node`` a second link, ``prov0``, for the provider network (before it boots)."""
     node.veths.append(("pv-" + node.name[-12:], "prov0"))
