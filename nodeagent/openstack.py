@@ -276,6 +276,11 @@ class OpenStack:
         return actions
 
     # -- Keystone's token keys rotated on a schedule, by one controller ---------------------
+    def applied(self, node_id):
+        """The digest of the key set controller ``node_id`` last wrote ("" if none)."""
+        entry = self.kv.get(keys.FERNET_APPLIED + node_id)
+        return entry.value.decode() if entry is not None else ""
+
     def publish_applied(self, kv, value):
         """Record which key set this controller has on disk (its digest, not the keys)."""
         digest = _digest(value)
@@ -293,8 +298,7 @@ class OpenStack:
             return "not due"
         digest = _digest(value)
         behind = [p.name for p in view.controllers
-                  if (self.kv.get(keys.FERNET_APPLIED + p.id) or _NONE).value.decode()
-                  != digest]
+                  if self.applied(p.id) != digest]
         if behind:
             return "waiting for %s to write the current keys" % ", ".join(behind)
         return ""
@@ -486,9 +490,6 @@ def summarize(apis, compute, agents, volume):
     if down:
         return health.Result(health.DEGRADED, "down: %s" % ", ".join(down), detail)
     return health.Result(health.OK, "", detail)
-
-
-_NONE = type("Missing", (), {"value": b""})()
 
 
 def _digest(value):
