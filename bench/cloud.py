@@ -99,7 +99,7 @@ def rss(node):
 
 def latencies(runner, base, password, requests):
     """p50/p95 (ms) of token issues and server lists against ``base``."""
-    stop = "/tmp/bench-api.stop"
+    stop = "/var/tmp/bench-api.stop"  # not /tmp: a tmpfs inside the node hides it
     runner.run("rm", "-f", stop)
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as out:
         proc = apiloop.start(runner, base, stop, password, out.name)

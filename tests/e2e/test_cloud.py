@@ -81,7 +81,8 @@ def test_the_api_answers_through_the_vip_while_a_controller_loses_power(cloud_ra
     victim = nodes[holder_name]                       # the worst case: the VIP's holder
     runner = harack.compute(nodes)
     password = cloud.admin_password(ctrl[0])
-    stop, out = "/tmp/apiloop.stop", tmp_path / "apiloop.jsonl"
+    # the stop file where the host's write shows inside the node (its /tmp is a tmpfs)
+    stop, out = "/var/tmp/apiloop.stop", tmp_path / "apiloop.jsonl"
     proc = apiloop.start(runner, "http://" + harack.VIP, stop, password, out)
     try:
         before = time.monotonic()
