@@ -85,17 +85,33 @@ def _credentials(bmc):
     return bmc.username.encode("utf-8"), bmc.password.encode("utf-8")
 
 
+def _open(bmc):
+    """A pyghmi command object for ``bmc``, logged in.
+
+    pyghmi 1.6 can mark a session broken while it logs in without saying why (a
+    logout from its own thread races the login), then fails on the reason it never
+    set: ``AttributeError: 'Session' object has no attribute 'errormsg'`` (seen with a
+    wrong password while another BMC was reached in parallel).  The login is tried once
+    more, and that one says why (a wrong password is then one clear line)."""
+    from pyghmi.ipmi import command
+
+    for attempt in (1, 2):
+        try:
+            return command.Command(bmc.address, *_credentials(bmc),
+                                   port=bmc.port or DEFAULT_PORT)
+        except AttributeError as e:
+            if "errormsg" not in str(e) or attempt == 2:
+                raise
+
+
 class _IPMIBase:
     """Opens a pyghmi command object per call and translates its errors."""
 
     def _call(self, bmc, action, fn):
         from pyghmi import exceptions as pyghmi_exc
-        from pyghmi.ipmi import command
 
         try:
-            cmd = command.Command(bmc.address, *_credentials(bmc),
-                                  port=bmc.port or DEFAULT_PORT)
-            return fn(cmd)
+            return fn(_open(bmc))
         except (pyghmi_exc.PyghmiException, OSError) as e:
             raise translate(e, bmc, action) from None
 

@@ -37,3 +37,33 @@ def test_boot_device_names_map_both_ways():
 def test_unknown_boot_device_never_touches_the_bmc():
     with pytest.raises(errors.InvalidSetting):
         ipmi.IPMIManagement().set_boot_device(BMC, "floppy")
+
+
+def test_a_login_broken_without_its_reason_is_tried_once_more(monkeypatch):
+    from pyghmi.ipmi import command
+
+    tries = []
+
+    def login(*args, **kw):
+        tries.append(args)
+        if len(tries) == 1:     # pyghmi's race: broken, and no reason kept
+            raise AttributeError("'Session' object has no attribute 'errormsg'")
+        raise pyghmi_exc.IpmiException("Incorrect password provided")
+    monkeypatch.setattr(command, "Command", login)
+    with pytest.raises(errors.BMCAuthFailed):
+        ipmi.IPMIPower().get_power_state(BMC)
+    assert len(tries) == 2
+
+
+def test_any_other_attribute_error_is_not_retried(monkeypatch):
+    from pyghmi.ipmi import command
+
+    tries = []
+
+    def login(*args, **kw):
+        tries.append(args)
+        raise AttributeError("'NoneType' object has no attribute 'sendto'")
+    monkeypatch.setattr(command, "Command", login)
+    with pytest.raises(AttributeError):
+        ipmi.IPMIPower().get_power_state(BMC)
+    assert len(tries) == 1
