@@ -52,28 +52,23 @@ UNITS = ("keystone", "glance-api", "placement-api", "nova-api", "nova-api-metada
          "ovn-ovsdb-server-nb", "ovn-ovsdb-server-sb", "ovn-northd", "ovn-controller",
          "openvswitch-switch", "libvirtd", "rackforge-nodeagent", "rackforge-etcd")
 RSS_SCRIPT = r'''
-import json, subprocess, sys
-out = {}
-for unit in sys.argv[1:]:
-    cg = subprocess.run(["systemctl", "show", "-P", "ControlGroup", unit + ".service"],
-                        capture_output=True, text=True).stdout.strip()
-    pids = set()
-    if cg:
-        import os
-        for root, _, files in os.walk("/sys/fs/cgroup" + cg):
-            if "cgroup.procs" in files:
-                pids |= set(open(os.path.join(root, "cgroup.procs")).read().split())
-    kib = 0
-    for pid in pids:
-        try:
-            for line in open("/proc/%s/status" % pid):
-                if line.startswith("VmRSS:"):
-                    kib += int(line.split()[1])
-        except OSError:
-            pass
-    if pids:
-        out[unit] = kib // 1024
-print(json.dumps(out))
+import json, os, sys
+want = {u + ".service": u for u in sys.argv[1:]}
+kib = {}
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        parts = open("/proc/%s/cgroup" % pid).read().strip().split("/")
+        unit = next((want[p] for p in parts if p in want), None)
+        if unit is None:
+            continue
+        for line in open("/proc/%s/status" % pid):
+            if line.startswith("VmRSS:"):
+                kib[unit] = kib.get(unit, 0) + int(line.split()[1])
+    except OSError:
+        pass
+print(json.dumps({u: k // 1024 for u, k in kib.items()}))
 '''
 
 
@@ -82,9 +77,11 @@ def fail(line):
     sys.exit(2)
 
 
-def monotonic_of(node, unit):
-    us = node.run("systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", unit).stdout
-    return int(us.strip() or 0) / 1e6
+def started_at(node, unit):
+    """When ``unit`` entered active, as wall-clock seconds (the host and the node share
+    the real-time clock; a container's monotonic timestamps count from its own start)."""
+    stamp = node.run("systemctl", "show", "-P", "ActiveEnterTimestamp", unit).stdout.strip()
+    return float(node.run("date", "+%s.%N", "-d", stamp).stdout.strip())
 
 
 def rss(node):
@@ -129,9 +126,9 @@ def one_rack(label, root, workdir, guest, requests):
         else:
             nodes = harack.form(node, 4, provider=(1, 2, 3, 4))
         named = {n.name: n for n in nodes}
-        start = min(monotonic_of(n, "rackforge-nodeagent.service") for n in nodes)
+        start = min(started_at(n, "rackforge-nodeagent.service") for n in nodes)
         harack.wait_converged(nodes[0], want_nodes=len(nodes))
-        converged = time.monotonic()
+        converged = time.time()
         ctrl = harack.controllers(named)
         c = cloud.Cloud(ctrl[0])
         timings = {}
