@@ -78,10 +78,12 @@ def fail(line):
 
 
 def started_at(node, unit):
-    """When ``unit`` entered active, as wall-clock seconds (the host and the node share
-    the real-time clock; a container's monotonic timestamps count from its own start)."""
-    stamp = node.run("systemctl", "show", "-P", "ActiveEnterTimestamp", unit).stdout.strip()
-    return float(node.run("date", "+%s.%N", "-d", stamp).stdout.strip())
+    """When ``unit`` entered active, on the host's monotonic clock (nspawn gives a node no
+    time namespace, so its monotonic stamps are the host's)."""
+    us = node.run("systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", unit).stdout
+    if not us.strip() or int(us) == 0:
+        fail("%s: %s has not entered active; no start to measure from" % (node.name, unit))
+    return int(us) / 1e6
 
 
 def rss(node):
@@ -128,7 +130,7 @@ def one_rack(label, root, workdir, guest, requests):
         named = {n.name: n for n in nodes}
         start = min(started_at(n, "rackforge-nodeagent.service") for n in nodes)
         harack.wait_converged(nodes[0], want_nodes=len(nodes))
-        converged = time.time()
+        converged = time.monotonic()
         ctrl = harack.controllers(named)
         c = cloud.Cloud(ctrl[0])
         timings = {}
