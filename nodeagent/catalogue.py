@@ -23,6 +23,8 @@ agent needs to run one service on the nodes of its roles::
             # or {type: builtin, name: galera}   (the agent's own check: nodeagent/hooks.py)
     restart: {limit: 5, window: 3600}   # automatic restarts of a failed unit
     vip: true                           # only where the cluster has a VIP (HAProxy, keepalived)
+    openstack: true                     # only where the node runs OpenStack (its packages are
+                                        # in the image and the profile does not turn it off)
 
 Adding a service means adding a record and its templates.  :func:`load`
 checks every record (unknown keys, missing templates, unknown secrets, steps,
@@ -42,7 +44,7 @@ TEMPLATES_DIR = HERE / "templates"
 SECRETS_FILE = HERE / "secrets.yaml"
 ROLES = ("controller", "compute", "storage", "all")
 KEYS = {"name", "description", "roles", "units", "configs", "secrets", "requires",
-        "waits_for", "tasks", "start", "health", "restart", "vip", "reload"}
+        "waits_for", "tasks", "start", "health", "restart", "vip", "reload", "openstack"}
 CONFIG_KEYS = {"template", "path", "mode", "owner", "group", "restart_free"}
 HEALTH_KEYS = {"builtin": {"type", "name", "timeout", "interval"},
                "tcp": {"type", "port", "timeout", "interval"},
@@ -97,6 +99,7 @@ class Service:
     restart_window: float = 3600.0
     vip: bool = False
     reload: bool = False        # apply a changed file with reload (a unit file: restart)
+    openstack: bool = False     # part of the cloud: run only where settings["openstack"] is set
 
     def runs_on(self, roles):
         """True if a node with ``roles`` (a set of role names) runs this service."""
@@ -204,7 +207,7 @@ def parse_service(data, where, templates=TEMPLATES_DIR):
     for key in ("name", "roles"):
         if not data.get(key):
             raise _bad(where, "'%s' is missing" % key)
-    for flag in ("vip", "reload"):
+    for flag in ("vip", "reload", "openstack"):
         if not isinstance(data.get(flag, False), bool):
             raise _bad(where, "'%s' is true or false" % flag)
     roles = _strings(data["roles"], where, "roles")
@@ -228,7 +231,8 @@ def parse_service(data, where, templates=TEMPLATES_DIR):
                    health=_health(data.get("health"), where),
                    restart_limit=int(restart.get("limit", 5)),
                    restart_window=float(restart.get("window", 3600)),
-                   vip=bool(data.get("vip", False)), reload=bool(data.get("reload", False)))
+                   vip=bool(data.get("vip", False)), reload=bool(data.get("reload", False)),
+                   openstack=bool(data.get("openstack", False)))
 
 
 def parse_secrets(data, where):

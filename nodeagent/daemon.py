@@ -341,11 +341,13 @@ CONTROL_PLANE = "/usr/bin/keystone-manage"
 
 def openstack_settings(profile, present=None):
     """Worker counts and Keystone's token settings from the profile's ``openstack``
-    section ({} on an image without the control plane)."""
+    section ({} on an image without the control plane, or with ``openstack.enabled``
+    false: a rack of the foundation and Ceph alone; the agent then runs no OpenStack
+    record and HAProxy fronts no API)."""
     present = os.path.exists(CONTROL_PLANE) if present is None else present
-    if not present:
-        return {}
     given = dict(getattr(profile, "openstack", None) or {})
+    if not present or given.get("enabled", True) is False:
+        return {}
     return {"api_processes": int(given.get("api_processes", 1)),
             "api_threads": int(given.get("api_threads", 4)),
             "workers": int(given.get("workers", 1)),

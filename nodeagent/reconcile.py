@@ -98,8 +98,11 @@ class Reconciler:
     def desired(self, view):
         """The services this node runs, in start order: those of its roles, whose units
         this image carries (a profile without the control plane has none of its
-        units), and that need a VIP only where the cluster has one."""
-        wanted = [s for s in self.catalogue.for_roles(view.roles) if view.vip or not s.vip]
+        units), that need a VIP only where the cluster has one, and OpenStack's only where
+        the node runs it (``settings["openstack"]``: its image has it, its profile wants it)."""
+        cloud = bool(view.settings.get("openstack"))
+        wanted = [s for s in self.catalogue.for_roles(view.roles)
+                  if (view.vip or not s.vip) and (cloud or not s.openstack)]
         units = sorted({u for s in wanted for u in s.units})
         states = self.systemd.states(units)
         out, names = [], set()

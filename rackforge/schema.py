@@ -228,7 +228,9 @@ PROFILE = Map({
     "ceph": Map({"osd_memory_target_mib": Int(896, 65536),
                  "mon_memory_target_mib": Int(256, 16384),
                  "mon_data_avail_warn": Int(1, 50)}),
-    "openstack": Map({"api_processes": Int(1, 64), "api_threads": Int(1, 64),
+    # enabled: false runs the foundation and Ceph alone (a storage rack; the foundation's
+    # own tests)
+    "openstack": Map({"enabled": Bool(), "api_processes": Int(1, 64), "api_threads": Int(1, 64),
                       "workers": Int(1, 64), "token_expiration": Int(600, 604800),
                       "fernet_keys": Int(3, 20), "fernet_rotation": Int(60, 2592000)}),
     "outputs": List(Enum(*OUTPUTS), non_empty=True),

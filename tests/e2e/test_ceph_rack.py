@@ -1,5 +1,6 @@
 """Ceph on a 3+1 rack of the built hci image (nspawn nodes on real systemd), each node with
-one data disk (a file in its data directory: the test profile says so).
+one data disk (a file in its data directory: the test profile says so) and
+``openstack.enabled: false`` (Ceph under the foundation alone; the cloud is test_cloud.py's).
 
 Checked, in order, on one rack:
 
@@ -34,7 +35,7 @@ HEALTHY_TIMEOUT = 900
 @pytest.fixture(scope="module")
 def ceph_rack(hci_root, tmp_path_factory):
     with rack(hci_root, tmp_path_factory.mktemp("ceph")) as node:
-        nodes = harack.form(node, 4)
+        nodes = harack.form(node, 4, openstack={"enabled": False})   # the foundation alone
         yield {n.name: n for n in nodes}
 
 

@@ -72,6 +72,46 @@ def test_the_rack_boots_a_vm_through_the_vip(cloud_rack, guest):
     cloud.ping_from_provider(cloud_rack["netns"], vm["floating_ip"])
 
 
+def test_no_openstack_secret_in_etcd_journals_or_argv(cloud_rack):
+    """The cloud's passwords and keys as a controller's files hold them, looked for in
+    etcd's raw values, every node's journal and every process's argv."""
+    import configparser
+
+    nodes = cloud_rack["nodes"]
+    node = harack.controllers(nodes)[0]
+
+    def ini(path):
+        parser = configparser.RawConfigParser(strict=False, interpolation=None)
+        parser.read_string(node.path(path).read_text())
+        return parser
+    nova, keystone = ini("/etc/nova/nova.conf"), ini("/etc/keystone/keystone.conf")
+    horizon = node.path("/etc/openstack-dashboard/local_settings.py").read_text()
+    fernet = node.path("/etc/keystone/fernet-keys/0").read_text().strip()
+    secrets = {
+        "admin": cloud.admin_password(node),
+        "keystone-db": keystone.get("database", "connection").split(":")[2].split("@")[0],
+        "nova-keystone": nova.get("keystone_authtoken", "password"),
+        "memcache": nova.get("keystone_authtoken", "memcache_secret_key"),
+        "metadata": nova.get("neutron", "metadata_proxy_shared_secret"),
+        "horizon": horizon.split('SECRET_KEY = "')[1].split('"')[0],
+        "fernet": fernet}
+    assert all(len(v) >= 16 for v in secrets.values()), sorted(
+        k for k, v in secrets.items() if len(v) < 16)
+    dump = node.run("python3", "-c", "import sys; sys.path.insert(0, '/usr/lib/rackforge')\n"
+                    "from rackforge import registry\n"
+                    "for e in registry.connect().kv.get_prefix('/'):\n"
+                    "    sys.stdout.buffer.write(e.key.encode() + b'=' + e.value + b'\\n')")
+    assert "/rackforge/secrets/" in dump.stdout
+    for n in nodes.values():
+        journal = n.run("journalctl", "-b", "--no-pager", "-o", "cat", check=False).stdout
+        argv = n.run("sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '",
+                     check=False).stdout
+        for name, secret in secrets.items():
+            assert secret not in dump.stdout, name
+            assert secret not in journal, (n.name, name)
+            assert secret not in argv, (n.name, name)
+
+
 def test_the_api_answers_through_the_vip_while_a_controller_loses_power(cloud_rack, tmp_path):
     import apiloop
 

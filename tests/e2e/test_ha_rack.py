@@ -1,6 +1,7 @@
 """The HA foundation on a 3+1 rack of the built hci image (nspawn nodes on real systemd).
 
-Node 1 seeds the cluster with a VIP; nodes 2-4 join with a token.  The node
+Node 1 seeds the cluster with a VIP; nodes 2-4 join with a token; the profile has
+``openstack.enabled: false`` (the foundation alone; the cloud is test_cloud.py's).  The node
 agents then bring up etcd, the join service, memcached, MariaDB Galera,
 RabbitMQ, HAProxy and keepalived on the three controllers, and the
 compute node runs what its role needs.  Checked, in order, on one rack:
@@ -36,7 +37,7 @@ PROBE_USER, PROBE_PASSWORD = "probe", "probe-password-not-a-secret"
 @pytest.fixture(scope="module")
 def ha(hci_root, tmp_path_factory):
     with rack(hci_root, tmp_path_factory.mktemp("ha")) as node:
-        nodes = harack.form(node, 4)
+        nodes = harack.form(node, 4, openstack={"enabled": False})   # the foundation alone
         yield {n.name: n for n in nodes}
 
 

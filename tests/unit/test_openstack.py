@@ -424,3 +424,30 @@ def test_a_pass_follows_a_service_state_change_not_a_heartbeat_or_a_detail():
     assert not states.matters(Event("PUT", keys.HEARTBEATS + "n1", b"{}", 2))
     assert states.matters(Event("PUT", keys.CLUSTER, b"{}", 3))
     assert states.matters(True)                                  # a compacted watch
+
+
+def test_a_rack_without_openstack_runs_none_of_its_records_and_haproxy_no_api():
+    from rackforge.nodeagent import reconcile
+    from rackforge.nodeagent.daemon import openstack_settings
+
+    cat = catalogue.load(**hooks.names())
+    cloud = {s.name for s in cat.services if s.openstack}
+    assert {"keystone", "nova", "nova-compute", "ovn-central", "horizon"} <= cloud
+    assert not cloud & {"mariadb", "haproxy", "ceph", "ceph-osd", "ceph-client"}
+
+    class AllUnits:
+        def states(self, units):
+            return {u: SimpleNamespace(exists=True) for u in units}
+
+    rec = reconcile.Reconciler(cat, AllUnits(), hooks=None)
+    on = {s.name for s in rec.desired(view(roles=("controller", "compute", "storage")))}
+    assert cloud <= on
+    profile = SimpleNamespace(openstack={"enabled": False, "workers": 2})
+    assert openstack_settings(profile, present=True) == {}
+    assert openstack_settings(SimpleNamespace(openstack={}), present=True)["workers"] == 1
+    off = view(roles=("controller", "compute", "storage"))
+    off.settings = dict(SETTINGS, openstack={})
+    left = {s.name for s in rec.desired(off)}
+    assert not left & cloud and {"mariadb", "haproxy", "ceph"} <= left
+    haproxy = rendered("haproxy", off)["/etc/haproxy/haproxy.cfg"]
+    assert ":5000" not in haproxy and ":3306" in haproxy
