@@ -9,6 +9,8 @@ reads it back.  Both go through this module, so the names are written once::
     rackforge.server=URL                    the boot server (http://SEED:PORT)
     rackforge.cluster=NAME                  the cluster's name
     rackforge.node=ID                       the node's registry id, once known
+    rackforge.answer=URL                    the installer's answer file (https only)
+    rackforge.answer_pin=SHA256             the certificate that URL must present
 
 Never a secret: the command line is readable by every user of the node and
 travels in clear over the boot network.  Values are single words (no blanks
@@ -28,6 +30,8 @@ FIELDS = {
     "server": "the boot server's URL",
     "cluster": "the cluster's name",
     "node": "the node's registry id",
+    "answer": "the installer's answer file (an https:// URL)",
+    "answer_pin": "the SHA-256 of that server's certificate",
 }
 _VALUE_RE = re.compile(r"^[^\s\"'\\]{1,512}\Z")
 
