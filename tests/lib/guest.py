@@ -33,7 +33,11 @@ PANIC = "Kernel panic - not syncing"
 class Guest:
     """One QEMU process.  ``firmware`` is "bios" (SeaBIOS) or "uefi" (OVMF)."""
 
-    def __init__(self, workdir, firmware="bios", memory_mib=2048, cpus=2, netns=None):
+    def __init__(self, workdir, firmware="bios", memory_mib=2048, cpus=2, netns=None,
+                 uefi_vars=None):
+        """``uefi_vars``: a file that keeps OVMF's variables (boot entries) from one
+        guest to the next (made from OVMF's template when missing); default: fresh."""
+        self.uefi_vars = Path(uefi_vars) if uefi_vars else None
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.firmware = firmware
@@ -56,6 +60,14 @@ class Guest:
         self.devices += ["-drive", "file=%s,media=cdrom,readonly=on,if=ide,index=2" % path,
                          "-boot", "order=d"]
 
+    def add_scsi_disk(self, path, serial, fmt="raw"):
+        """A disk written in place (no snapshot) with a serial number, as a server's are."""
+        if not any(d.startswith("virtio-scsi-pci") for d in self.devices):
+            self.devices += ["-device", "virtio-scsi-pci,id=scsi0"]
+        n = sum(1 for d in self.devices if d.startswith("scsi-hd"))
+        self.devices += ["-drive", "file=%s,if=none,id=sd%d,format=%s" % (path, n, fmt),
+                         "-device", "scsi-hd,bus=scsi0.0,drive=sd%d,serial=%s" % (n, serial)]
+
     def add_usb_stick(self, path):
         self.devices += ["-device", "qemu-xhci,id=xhci",
                          "-drive", "if=none,id=stick,format=raw,file=%s,snapshot=on" % path,
@@ -73,8 +85,9 @@ class Guest:
                "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
                "-serial", "stdio", "-no-reboot"]
         if self.firmware == "uefi":
-            vars_copy = self.workdir / "OVMF_VARS.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
+            vars_copy = self.uefi_vars or self.workdir / "OVMF_VARS.fd"
+            if self.uefi_vars is None or not vars_copy.exists():
+                shutil.copyfile(OVMF_VARS, vars_copy)
             cmd += ["-drive", "if=pflash,format=raw,readonly=on,file=%s" % OVMF_CODE,
                     "-drive", "if=pflash,format=raw,file=%s" % vars_copy]
         cmd += self.devices
@@ -130,6 +143,14 @@ class Guest:
                     raise GuestFailed("no %r within %ds; console: %s\n%s"
                                       % (pattern, timeout, self.console_log, self._tail()))
                 self._cond.wait(left)
+
+    def wait_exit(self, timeout):
+        """Block until QEMU exits (a guest reboot ends it: -no-reboot); its exit code."""
+        self.proc.wait(timeout=timeout)
+        with self._cond:
+            while not self._done:
+                self._cond.wait(5)
+        return self.proc.returncode
 
     def _tail(self, lines=25):
         return "\n".join("".join(self._buf).splitlines()[-lines:])
