@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "rackforge.bmc.cli",
     "rackforge.cluster.cli",
     "rackforge.firstboot.cli",
+    "rackforge.installer.cli",
     "rackforge.nodeagent.cli",
     "rackforge.virt.cli",
 )

@@ -1,0 +1,75 @@
+"""``rackforge installer ...``: the installer's commands.
+
+- ``installer validate FILE [--inventory JSON]``: check an answer file, then
+  show the plan it makes on this machine (or on a recorded inventory): the
+  disk it would pick and what it would do with it.  It writes nothing: the
+  disks are only probed (wipefs ``--no-act``, ``blkid -p``).  Every problem
+  is one line on stderr and the exit status is 2.
+
+Heavy imports stay inside the command functions so ``rackforge --help`` stays fast.
+"""
+
+from rackforge import errors
+
+#: an inventory file (``rackforge firstboot inventory --json``) is read up to this size
+MAX_INVENTORY_BYTES = 4 * 1024 * 1024
+
+
+class InventoryUnreadable(errors.ConfigError):
+    message = ("{path}: {problem}; give the output of 'rackforge firstboot inventory --json' "
+               "run on the target")
+
+
+def add_commands(sub):
+    """Register ``installer`` and its sub-commands on the top-level sub-parser."""
+    p = sub.add_parser("installer", help="the installer: check answer files")
+    isub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = isub.add_parser("validate", help="check an answer file and show the disk it would "
+                        "pick and what it would do (writes nothing)")
+    q.add_argument("file", metavar="FILE", help="the answer file (YAML, version: 1)")
+    q.add_argument("--inventory", metavar="JSON",
+                   help="a recorded inventory ('rackforge firstboot inventory --json' on the "
+                        "target) instead of this machine's; its disks are not probed")
+    q.set_defaults(func=cmd_installer_validate)
+    # 'installer run' (the install itself) is added here by the writer's module.
+
+
+def load_inventory(path):
+    """The :class:`Inventory` recorded in the JSON file ``path``."""
+    import json
+
+    from rackforge import fileutil
+    from rackforge.firstboot.inventory import Inventory
+
+    try:
+        data = json.loads(fileutil.read_limited(path, MAX_INVENTORY_BYTES))
+    except OSError as e:
+        raise InventoryUnreadable(path=path, problem="cannot read: %s" % (e.strerror or e))
+    except ValueError as e:
+        raise InventoryUnreadable(path=path, problem="not JSON (%s)" % e.__class__.__name__)
+    try:
+        return Inventory.from_dict(data)
+    except (KeyError, TypeError, AttributeError):
+        raise InventoryUnreadable(path=path, problem="not an inventory") from None
+
+
+def cmd_installer_validate(args):
+    from rackforge.firstboot import inventory, storage
+    from rackforge.installer import answer, plan
+
+    answers = answer.load(args.file)
+    if args.inventory:
+        machine, run = load_inventory(args.inventory), None
+        where = "the inventory in %s" % args.inventory
+    else:
+        machine, run = inventory.collect(), storage.run_probe
+        where = "this machine"
+    result = plan.make_plan(answers, machine, run=run)
+    print("%s: valid (version %d, %s)" % (errors.printable(args.file), answers.version,
+                                          "a new cluster" if answers.mode == "create"
+                                          else "joins a cluster"))
+    print("on %s the installer would:" % errors.printable(where))
+    for line in result.summary():
+        print("  " + errors.printable(line))
+    print("nothing was written.")
+    return 0
