@@ -32,6 +32,7 @@ ANSWER = """\
 version: 1
 disk:
   match: {serial: RFTARGET01}
+network: {interface: "mac:52:54:00:12:34:56", address: 10.0.2.15/24, gateway: 10.0.2.2}
 cluster:
   create: {name: rack1}
 hostname: installed1
@@ -105,6 +106,7 @@ def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
     guest.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
     guest.add_scsi_disk(decoy, "RFDECOY01")
     guest.add_scsi_disk(answers, "RFANSWER01")
+    guest.add_user_nic()
     with guest:
         guest.wait_for(r"rackforge installer: answer file from the partition labelled "
                        r"RF-ANSWER", INSTALL_TIMEOUT)
@@ -118,6 +120,7 @@ def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
 
     uefi = Guest(tmp_path / "uefi", firmware="uefi", uefi_vars=uefi_vars)
     uefi.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
+    uefi.add_user_nic()
     with uefi:
         uefi.wait_for(r"seeding cluster rack1", BOOT_TIMEOUT)
         uefi.wait_for(r"first boot complete: node \S+ is controller", BOOT_TIMEOUT)
@@ -126,6 +129,7 @@ def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
 
     bios = Guest(tmp_path / "bios", firmware="bios")
     bios.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
+    bios.add_user_nic()
     with bios:
         wait_for_login(bios, __version__, "minimal", BOOT_TIMEOUT)
     assert {p: sha256(p) for p in (decoy, answers)} == before

@@ -68,6 +68,11 @@ class Guest:
         self.devices += ["-drive", "file=%s,if=none,id=sd%d,format=%s" % (path, n, fmt),
                          "-device", "scsi-hd,bus=scsi0.0,drive=sd%d,serial=%s" % (n, serial)]
 
+    def add_user_nic(self, mac="52:54:00:12:34:56"):
+        """A NIC on QEMU's user network (10.0.2.0/24, gateway 10.0.2.2), no boot ROM."""
+        self.devices += ["-netdev", "user,id=u0",
+                         "-device", "virtio-net-pci,netdev=u0,mac=%s,romfile=" % mac]
+
     def add_usb_stick(self, path):
         self.devices += ["-device", "qemu-xhci,id=xhci",
                          "-drive", "if=none,id=stick,format=raw,file=%s,snapshot=on" % path,
