@@ -1,5 +1,8 @@
 """``rackforge installer ...``: the installer's commands.
 
+- ``installer run [--no-reboot]``: what ``rackforge-installer.service`` runs on an
+  install boot (``installer/run.py``): answer file found, install unattended and
+  reboot; none, start the TUI on each console.
 - ``installer validate FILE [--inventory JSON]``: check an answer file, then
   show the plan it makes on this machine (or on a recorded inventory): the
   disk it would pick and what it would do with it.  It writes nothing: the
@@ -22,7 +25,7 @@ class InventoryUnreadable(errors.ConfigError):
 
 def add_commands(sub):
     """Register ``installer`` and its sub-commands on the top-level sub-parser."""
-    p = sub.add_parser("installer", help="the installer: check answer files")
+    p = sub.add_parser("installer", help="the installer: install, check answer files")
     isub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = isub.add_parser("validate", help="check an answer file and show the disk it would "
                         "pick and what it would do (writes nothing)")
@@ -31,7 +34,17 @@ def add_commands(sub):
                    help="a recorded inventory ('rackforge firstboot inventory --json' on the "
                         "target) instead of this machine's; its disks are not probed")
     q.set_defaults(func=cmd_installer_validate)
-    # 'installer run' (the install itself) is added here by the writer's module.
+    q = isub.add_parser("run", help="the install boot's installer (run by its unit): an "
+                        "answer file installs unattended, none starts the TUI")
+    q.add_argument("--no-reboot", action="store_true",
+                   help="stay up after a successful install (default: reboot into it)")
+    q.set_defaults(func=cmd_installer_run)
+
+
+def cmd_installer_run(args):
+    from rackforge.installer import run
+
+    return run.main(reboot=not args.no_reboot)
 
 
 def load_inventory(path):
