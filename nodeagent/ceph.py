@@ -54,6 +54,8 @@ MADE = "rackforge-made"             # in a monitor's directory: its mkfs succeed
 RUN_DIR = "/run/ceph"
 CONNECT_TIMEOUT = 15
 QUORUM_WAIT = 120
+STUCK_LOG_OP_S = 600            # a cluster-log forward older than this never completes
+UNSTICK_EVERY_S = 3600          # a monitor is restarted for it at most this often
 CLIENTS = {     # the OpenStack services' keys: rbd on their own pools, Glance's images read-only
     "glance": {"mon": "profile rbd", "osd": "profile rbd pool=images",
                "mgr": "profile rbd pool=images"},
@@ -242,6 +244,7 @@ class CephHooks:
         self.ceph = Ceph(run)
         self.clock, self.sleep = clock, sleep
         self.said_by_design = False
+        self.unstuck_at = -UNSTICK_EVERY_S
 
     def path(self, p):
         return self.root / p.lstrip("/")
@@ -334,9 +337,47 @@ class CephHooks:
         actions += daemon_units(ctx.systemd, ctx, ("ceph.target", "ceph-mon.target",
                                                    "ceph-mon@%s.service" % name),
                                 "ceph-mon@%s.service" % name)
+        if not ctx.dry_run:
+            actions += self.unstick_mon(ctx.systemd, name)
         if not ctx.dry_run and self._record_mon(view):
             actions.append(Action("step", "ceph-mon", "ceph-mon", "monitor %s recorded" % name))
         return actions
+
+    def stuck_log_op(self, name):
+        """Seconds the oldest ``log(...)`` op has been in flight on monitor ``name``, if it
+        is past :data:`STUCK_LOG_OP_S` while the monitor is in a full quorum, else None.
+
+        A peon forwards the cluster log to the leader; when that forward is lost (an
+        election, a loaded leader) the op never completes and Ceph warns SLOW_OPS for
+        good (seen here under load, as in rook/rook#14602; restarting the monitor is
+        the known cure, red-hat-storage/cephci#5747)."""
+        try:
+            sock = self.path(RUN_DIR) / ("ceph-mon.%s.asok" % name)
+            status = asok(sock, "mon_status")
+            ops = asok(sock, "ops").get("ops") or []
+        except (OSError, ValueError):
+            return None
+        mons = (status.get("monmap") or {}).get("mons") or []
+        if status.get("state") not in ("leader", "peon") or \
+                len(status.get("quorum") or []) < len(mons):
+            return None
+        ages = [float(op.get("age", 0)) for op in ops
+                if str(op.get("description", "")).startswith("log(")]
+        oldest = max(ages, default=0)
+        return oldest if oldest > STUCK_LOG_OP_S else None
+
+    def unstick_mon(self, systemd, name):
+        """Restart monitor ``name`` when a log op is stuck on it (at most once an hour)."""
+        age = self.stuck_log_op(name)
+        if age is None or self.clock() - self.unstuck_at < UNSTICK_EVERY_S:
+            return []
+        self.unstuck_at = self.clock()
+        unit = "ceph-mon@%s.service" % name
+        LOG.warning("ceph: monitor %s has a cluster-log message stuck for %.0f s (a known "
+                    "Ceph monitor fault: SLOW_OPS would never clear); restarting it, the "
+                    "other monitors keep the quorum", name, age)
+        systemd.act("restart", unit)
+        return [Action("restart", unit, "ceph-mon", "a log op stuck for %.0f s" % age)]
 
     def mon_check(self, view, systemd):
         state = self.mon_state(view.name)

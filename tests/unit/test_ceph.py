@@ -472,3 +472,28 @@ def test_a_failed_mkfs_retried_asks_ceph_for_the_same_osd_not_a_new_id(rack, tmp
     assert osds.make(file_disk(disk), FSID, v)["id"] == 2
     assert len(asked) == 2 and asked[0] == asked[1]       # the same uuid and key again
     assert list((tmp_path / "root/var/lib/rackforge/ceph/osds").glob("making-*.intent")) == []
+
+
+def test_a_monitor_with_a_cluster_log_message_stuck_is_restarted_once_an_hour(monkeypatch):
+    answers = {"mon_status": {"state": "peon", "quorum": [0, 1, 2],
+                              "monmap": {"mons": [{}, {}, {}]}},
+               "ops": {"ops": [{"description": "log(1 entries from seq 2 at ...)",
+                                "age": 942.4},
+                               {"description": "mon_command(status)", "age": 2000.0}]}}
+    monkeypatch.setattr(ceph, "asok", lambda path, prefix, **kw: answers[prefix])
+    now = [10000.0]
+    hooks = ceph.CephHooks("n1", kv=None, clock=lambda: now[0])
+    systemd = FakeSystemd(["ceph-mon@node1.service"])
+    assert hooks.stuck_log_op("node1") == 942.4
+    actions = hooks.unstick_mon(systemd, "node1")
+    assert [(a.kind, a.target) for a in actions] == [("restart", "ceph-mon@node1.service")]
+    assert systemd.calls == [("restart", "ceph-mon@node1.service")]
+    now[0] += 600
+    assert hooks.unstick_mon(systemd, "node1") == []            # not again within the hour
+    now[0] += 3600
+    answers["mon_status"]["quorum"] = [0, 1]                   # a monitor down: not now
+    assert hooks.unstick_mon(systemd, "node1") == []
+    answers["mon_status"]["quorum"] = [0, 1, 2]
+    answers["ops"]["ops"][0]["age"] = 100.0                   # young: Ceph may finish it
+    assert hooks.unstick_mon(systemd, "node1") == []
+    assert systemd.calls == [("restart", "ceph-mon@node1.service")]
