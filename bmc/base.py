@@ -3,7 +3,7 @@
 A driver (``Driver``) is a named bundle of four small interfaces:
 
 * :class:`PowerInterface`      on, off, soft off, cycle, reset, status
-* :class:`ManagementInterface` next boot device, identify LED
+* :class:`ManagementInterface` next boot device, identify LED, the user's password
 * :class:`InventoryInterface`  FRU (vendor, product, serial), GUID, MACs, sensors
 * :class:`ConsoleInterface`    serial console attach and capture
 
@@ -179,6 +179,15 @@ class ManagementInterface(BaseInterface):
     def set_identify(self, bmc, on=True):
         """Light (or clear) the chassis identify LED.  :raises: BMCError"""
         raise errors.BMCUnsupported(bmc=bmc.label, action="identify",
+                                    detail="not implemented by the %s driver" % bmc.driver)
+
+    def set_user_password(self, bmc, password):
+        """Give the user ``bmc`` logs in as the new ``password`` (``bmc.password`` is the
+        one in force).  The new password never appears in an error or a log line.
+
+        :raises: BMCError
+        """
+        raise errors.BMCUnsupported(bmc=bmc.label, action="set user password",
                                     detail="not implemented by the %s driver" % bmc.driver)
 
 

@@ -428,8 +428,44 @@ def _node_name(inv, given):
     return ""
 
 
-def cmd_enroll(args):
+def enroll_one(reg, key, existing, driver, bmc, name=None):
+    """Enroll one BMC: read its inventory, then create its node (state ``enrolled``) or
+    update the node already enrolled at that address and port.
+
+    The BMC part is slow (the caller runs many in parallel); every registry write is
+    a compare-and-set, so parallel writers are safe.  The password is stored as a
+    Fernet token under ``key``.
+
+    :param existing: ``{(address, port): Node}`` of the nodes enrolled before
+    :returns: ``(node, inventory, created)``
+    """
     from rackforge import registry
+    from rackforge.bmc import credentials
+
+    inv = driver.inventory.get_inventory(bmc)
+    record = {"driver": bmc.driver, "address": bmc.address,
+              "port": bmc.port or driver.default_port, "username": bmc.username,
+              "password": credentials.encrypt(bmc.password, key)}
+    if bmc.insecure:
+        record["insecure"] = True
+    old = existing.get((bmc.address, record["port"]))
+    if old is not None:
+        def change(node):
+            node.bmc = record
+            node.inventory = inv.as_dict()
+            node.macs = sorted(set(node.macs) | set(inv.macs))
+        return reg.update_node(old.id, change), inv, False
+    node = reg.create_node(registry.Node(name=_node_name(inv, name), state="enrolled",
+                                         macs=inv.macs, bmc=record, inventory=inv.as_dict()))
+    return node, inv, True
+
+
+def enrolled_bmcs(reg):
+    """``{(address, port): Node}`` of every node with a BMC in the registry."""
+    return {(n.bmc.get("address"), n.bmc.get("port")): n for n in reg.list_nodes() if n.bmc}
+
+
+def cmd_enroll(args):
     from rackforge.bmc import base, credentials, errors
 
     if args.name and len(args.name) != len(args.addresses):
@@ -445,32 +481,16 @@ def cmd_enroll(args):
     positions = {id(t.bmc): i for i, t in enumerate(targets)}
     reg = _connect_registry(args)
     key = credentials.load_key(create=True)
-    existing = {(n.bmc.get("address"), n.bmc.get("port")): n for n in reg.list_nodes()
-                if n.bmc}
+    existing = enrolled_bmcs(reg)
 
-    def enroll_one(driver, bmc):
-        # The BMC part (slow, parallel); the registry write follows in this thread too:
-        # every write is a compare-and-set, so parallel writers are safe.
-        inv = driver.inventory.get_inventory(bmc)
-        record = {"driver": bmc.driver, "address": bmc.address,
-                  "port": bmc.port or driver.default_port, "username": bmc.username,
-                  "password": credentials.encrypt(bmc.password, key)}
-        if bmc.insecure:
-            record["insecure"] = True
-        old = existing.get((bmc.address, record["port"]))
-        if old is not None:
-            def change(node):
-                node.bmc = record
-                node.inventory = inv.as_dict()
-                node.macs = sorted(set(node.macs) | set(inv.macs))
-            node = reg.update_node(old.id, change)
+    def act(driver, bmc):
+        name = args.name[positions[id(bmc)]] if args.name else None
+        node, inv, created = enroll_one(reg, key, existing, driver, bmc, name)
+        if not created:
             return "updated %s (state %s)" % (node.name, node.state)
-        name = _node_name(inv, args.name[positions[id(bmc)]] if args.name else None)
-        node = reg.create_node(registry.Node(name=name, state="enrolled", macs=inv.macs,
-                                             bmc=record, inventory=inv.as_dict()))
         return "enrolled %s serial=%s macs=%s" % (node.name, inv.serial or "?",
                                                   ",".join(node.macs) or "none")
-    return run_on_targets(args, targets, "enroll", enroll_one)
+    return run_on_targets(args, targets, "enroll", act)
 
 
 def cmd_console(args):

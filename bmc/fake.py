@@ -75,6 +75,11 @@ class FakeManagement(_FakeBase, base.ManagementInterface):
         self.rack.check(bmc, "identify")
         self.rack.identify[bmc.address] = on
 
+    def set_user_password(self, bmc, password):
+        self.rack.check(bmc, "set user password")
+        with self.rack.lock:
+            self.rack.passwords[bmc.address] = password
+
 
 class FakeInventory(_FakeBase, base.InventoryInterface):
     def get_inventory(self, bmc):
