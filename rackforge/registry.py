@@ -190,32 +190,50 @@ class NodeRegistry:
         touch the state: that is :meth:`transition`'s.
         """
         for _ in range(CAS_ATTEMPTS):
-            entry = self.kv.get(NODES + node_id)
-            if entry is None:
-                raise NodeNotFound(name=node_id)
-            old = Node.from_entry(entry)
-            new = copy.deepcopy(old)
-            change(new)
-            if _move is not None:
-                _move(old, new)
-            elif new.state != old.state:
-                raise states.InvalidTransition(
-                    node=old.name, frm=old.state, to=new.state, by="",
-                    why="a state changes only through NodeRegistry.transition")
-            new.id, new.created, new.updated = old.id, old.created, time.time()
-            new = Node(**{f.name: getattr(new, f.name) for f in dataclasses.fields(Node)})
-            old_keys, new_keys = set(self._index_keys(old)), set(self._index_keys(new))
-            added, removed = sorted(new_keys - old_keys), sorted(old_keys - new_keys)
-            compares = [Compare(NODES + node_id, entry.mod_revision)]
-            compares += [Compare(k, 0) for k in added]
-            puts = [(NODES + node_id, new.to_json())] + [(k, node_id.encode()) for k in added]
-            if self.kv.txn(compares, puts, removed):
+            new, compares, puts, deletes = self._plan_update(node_id, change, _move)
+            if self.kv.txn(compares, puts, deletes):
                 return self.get_node(node_id)
-            for key in added:
+            for key in (c.key for c in compares if c.mod_revision == 0):
                 taken = self.kv.get(key)
                 if taken is not None and taken.value.decode() != node_id:
                     self._raise_conflict(new, [key])
         raise ConcurrentUpdate(node=node_id, attempts=CAS_ATTEMPTS)
+
+    def _plan_update(self, node_id, change, move=None):
+        """``(new node, compares, puts, deletes)``: ``change`` (and ``move``) applied to
+        the node as it is now, as one compare-and-set on it and its indexes."""
+        entry = self.kv.get(NODES + node_id)
+        if entry is None:
+            raise NodeNotFound(name=node_id)
+        old = Node.from_entry(entry)
+        new = copy.deepcopy(old)
+        change(new)
+        if move is not None:
+            move(old, new)
+        elif new.state != old.state:
+            raise states.InvalidTransition(
+                node=old.name, frm=old.state, to=new.state, by="",
+                why="a state changes only through NodeRegistry.transition")
+        new.id, new.created, new.updated = old.id, old.created, time.time()
+        new = Node(**{f.name: getattr(new, f.name) for f in dataclasses.fields(Node)})
+        old_keys, new_keys = set(self._index_keys(old)), set(self._index_keys(new))
+        added, removed = sorted(new_keys - old_keys), sorted(old_keys - new_keys)
+        compares = [Compare(NODES + node_id, entry.mod_revision)]
+        compares += [Compare(k, 0) for k in added]
+        puts = [(NODES + node_id, new.to_json())] + [(k, node_id.encode()) for k in added]
+        return new, compares, puts, removed
+
+    @staticmethod
+    def _mover(to, by, frm):
+        def move(old, new):
+            expected = (frm,) if isinstance(frm, str) else frm
+            if expected is not None and old.state not in expected:
+                raise states.InvalidTransition(
+                    node=old.name, frm=old.state, to=to, by=" by %s" % by,
+                    why="it was expected in %s" % " or ".join(expected))
+            states.check(old.name, old.state, to, by)
+            new.state = to
+        return move
 
     def transition(self, node_id, to, by, frm=None, change=None):
         """Move node ``node_id`` to state ``to``, by compare-and-set from the state it is in.
@@ -226,16 +244,18 @@ class NodeRegistry:
         :param change: further changes to the record in the same write.
         :raises states.InvalidTransition: nothing written.
         """
-        def move(old, new):
-            expected = (frm,) if isinstance(frm, str) else frm
-            if expected is not None and old.state not in expected:
-                raise states.InvalidTransition(
-                    node=old.name, frm=old.state, to=to, by=" by %s" % by,
-                    why="it was expected in %s" % " or ".join(expected))
-            states.check(old.name, old.state, to, by)
-            new.state = to
+        return self.update_node(node_id, change or (lambda n: None),
+                                _move=self._mover(to, by, frm))
 
-        return self.update_node(node_id, change or (lambda n: None), _move=move)
+    def plan_transition(self, node_id, to, by, frm=None, change=None):
+        """:meth:`transition` as ``(node, compares, puts, deletes)``, for a caller that
+        writes more in the same transaction (the join service admitting an installed
+        node).  A lost race is the caller's to retry, planning again.
+
+        :raises states.InvalidTransition, NodeNotFound: nothing to write.
+        """
+        return self._plan_update(node_id, change or (lambda n: None),
+                                 self._mover(to, by, frm))
 
     def delete_node(self, node_id):
         for _ in range(CAS_ATTEMPTS):
