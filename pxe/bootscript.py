@@ -13,13 +13,17 @@ Each node state boots exactly one way (:data:`rackforge.states.BOOT`):
 
 The kernel command line carries what the node needs to find the seed and
 nothing secret: the seed's address, the boot server URL, the cluster id, the
-mode and the node id.
+mode and the node id; an install boot also the join service's URL and the
+cluster CA's pin (:func:`install_args`), with which the installer asks the
+install API for its answers and join token over pinned TLS.  Never the token.
 """
 
+import json
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from rackforge import bundle, kernelargs, states
+from rackforge import bundle, kernelargs, keys, states
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONSOLE_ARGS = "console=tty0 console=ttyS0,115200n8"
@@ -40,9 +44,28 @@ def decide(node):
     return Decision(states.boot(node.state), node.name, node.state)
 
 
-def kernel_args(decision, seed, base_url, cluster, node_id=None):
+def kernel_args(decision, seed, base_url, cluster, node_id=None, join=None, ca=None):
+    """The ``rackforge.*`` words; ``join`` and ``ca`` only on an install boot."""
+    install = decision.kind == states.INSTALL
     return kernelargs.format(mode=decision.kind, seed=seed, server=base_url, cluster=cluster,
-                             node=node_id or None)
+                             node=node_id or None, join=join if install else None,
+                             ca=ca if install else None)
+
+
+def install_args(kv, seed):
+    """``(join URL, CA pin)`` for an install boot, from the cluster record: the join
+    endpoint on the seed's address if there is one, else the first; None for what the
+    record does not hold (``rackforge rack up`` checks both before it installs)."""
+    entry = kv.get(keys.CLUSTER)
+    try:
+        record = json.loads(entry.value) if entry is not None else {}
+        urls = [u for u in record.get("join_endpoints") or [] if isinstance(u, str)]
+        pin = record.get("ca_sha256")
+    except (ValueError, AttributeError):
+        return None, None
+    here = [u for u in urls if urllib.parse.urlsplit(u).hostname == seed]
+    url = (here or urls or [None])[0]
+    return url, pin if isinstance(pin, str) else None
 
 
 class ScriptRenderer:
@@ -64,9 +87,11 @@ class ScriptRenderer:
         """A script that waits and starts over: the seed cannot decide right now."""
         return self._env.get_template("retry.ipxe.j2").render(base_url=base_url, reason=reason)
 
-    def for_node(self, decision, base_url, bundle_url, seed, cluster, node_id=None):
+    def for_node(self, decision, base_url, bundle_url, seed, cluster, node_id=None,
+                 join=None, ca=None):
         if decision.kind == "local":
             return self._env.get_template("local.ipxe.j2").render(node=decision.node,
                                                                   state=decision.state)
         return self._live.render(**bundle.template_context(
-            bundle_url, CONSOLE_ARGS, kernel_args(decision, seed, base_url, cluster, node_id)))
+            bundle_url, CONSOLE_ARGS, kernel_args(decision, seed, base_url, cluster, node_id,
+                                                  join, ca)))

@@ -112,9 +112,12 @@ class BootHttpServer:
 
     def node_script(self, mac, platform):
         """The script for ``mac`` (checked by ``check_boot``); records the boot."""
+        join = ca = None
         try:
             node = self.registry.node_by_mac(mac)
             decision = bootscript.decide(node)
+            if decision.kind == "install":
+                join, ca = bootscript.install_args(self.registry.kv, self.seed)
             recorded = self.recorder.record(mac, decision.kind, platform,
                                             node.name if node else None)
         except errors.RackforgeError as e:
@@ -129,7 +132,8 @@ class BootHttpServer:
         LOG.info("boot of %s (%s): %s%s", mac, platform or "?", decision.kind,
                  " for node %s (%s)" % (node.name, node.state) if node else " (unknown MAC)")
         return self.renderer.for_node(decision, self.base_url, self.base_url + "/bundle",
-                                      self.seed, self.cluster, node.id if node else None)
+                                      self.seed, self.cluster, node.id if node else None,
+                                      join, ca)
 
     def file_response(self, path, request):
         try:
