@@ -28,6 +28,10 @@ CEPH_MONS             /rackforge/ceph/mons/<name>                  each monitor 
 CEPH_OSDS             /rackforge/ceph/osds/<id>                    the OSD's node, on creation
 CEPH_REQUESTS         /rackforge/ceph/requests/<osd id>            ``node disk replace|remove``
 FERNET_APPLIED        /rackforge/keystone/fernet/<node id>         digest of the token keys on disk
+BRINGUP_NODES         /rackforge/bringup/nodes/<node id>           ``rack up``: the node's bring-up
+                                                                   steps, phase, last error
+BRINGUP_INSTALL       /rackforge/bringup/install/<node id>         the install API: the node's
+                                                                   token id, report secret's hash
 ====================  ===========================================  ==========================
 """
 
@@ -52,6 +56,8 @@ CEPH_MONS = ROOT + "ceph/mons/"
 CEPH_OSDS = ROOT + "ceph/osds/"
 CEPH_REQUESTS = ROOT + "ceph/requests/"
 FERNET_APPLIED = ROOT + "keystone/fernet/"
+BRINGUP_NODES = ROOT + "bringup/nodes/"
+BRINGUP_INSTALL = ROOT + "bringup/install/"
 
 #: every name above, for the layout test (no two overlap, all under ROOT)
 LAYOUT = {name: value for name, value in dict(globals()).items()
