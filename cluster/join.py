@@ -27,6 +27,14 @@ What it does, in this order, so that a refusal writes nothing:
    controller the cluster CA's key sealed for it (so it can serve joins
    too) -- all or nothing, retried on a lost race.
 
+A token *bound* to a node (the install API gives one to each node that
+``rackforge rack up`` installs, :func:`tokens.check_binding`) admits that
+registered node and nothing else: the request's name, NICs and serial must be
+the ones bound, and the node must be ``installed``; it then moves
+``installed -> joining`` (the join service's move in ``rackforge/states.py``)
+in the same single transaction, keeping its record, BMC and MACs.  Any other
+identity is refused like a wrong token.
+
 The answer: ``{node_id, name, role, roles, address, certificate, ca,
 etcd_endpoints, join_endpoints}``.  Never a private key.
 """
@@ -193,7 +201,9 @@ class JoinService:
         """
         public_key = ca_mod.check_csr(request.csr, request.name, [request.address])
         key_pin = ca_mod.public_key_pin(public_key)
-        self.tokens.check(request.token, request.name)
+        record, _ = self.tokens.check(request.token, request.name)
+        if record.bound:
+            return self._join_bound(request, record, public_key, key_pin)
         for _ in range(TXN_ATTEMPTS):
             existing = self._owner(request)
             if existing is not None:
@@ -206,6 +216,68 @@ class JoinService:
                          ",".join(answer["roles"]), request.address)
                 return answer
         raise JoinBusy(detail="the registry changed under %d attempts" % TXN_ATTEMPTS)
+
+    # -- a node installed by rack up, with the token bound to it ----------------------------
+    def _join_bound(self, request, record, public_key, key_pin):
+        """The node ``record`` is bound to: admitted once installed, resumed by its key."""
+        for _ in range(TXN_ATTEMPTS):
+            owner = self._owner(request)
+            inventory = request.inventory or {}
+            vendor = inventory.get("system_vendor")
+            serial = vendor.get("serial_number") if isinstance(vendor, dict) else None
+            tokens.check_binding(record, owner.id if owner else None, request.name,
+                                 _macs(inventory), serial)
+            for mac in _macs(inventory):          # no NIC of another node
+                other = self.registry.node_by_mac(mac)
+                if other is not None and other.id != owner.id:
+                    raise NodeTaken(what="a MAC of this machine", node=other.name)
+            for node in self.registry.list_nodes():
+                if node.id != owner.id and request.address in (node.boot or {}).get(
+                        "addresses", []):
+                    raise NodeTaken(what="the address %s" % request.address, node=node.name)
+            if owner.key is not None and owner.key == key_pin and owner.state != "installed":
+                return self._resume(owner, request)
+            if owner.state != "installed":
+                raise states.InvalidTransition(
+                    node=owner.name, frm=owner.state, to="joining", by=" by join",
+                    why="a bound token admits its node once its install is done")
+            answer = self._admit_installed(owner, request, public_key, key_pin)
+            if answer is not None:
+                LOG.info("node %s (%s) joined after its install as %s from %s", owner.name,
+                         owner.id, ",".join(answer["roles"]), request.address)
+                return answer
+        raise JoinBusy(detail="the registry changed under %d attempts" % TXN_ATTEMPTS)
+
+    def _admit_installed(self, node, request, public_key, key_pin):
+        """``installed -> joining`` with the token's use, role, certificate (and a
+        controller's sealed CA key) in one transaction; None if it lost a race."""
+        self._check_address(request)
+        _, t_compares, t_puts = self.tokens.plan_redeem(request.token, request.name)
+        decision, r_compares, r_puts = self.election.plan(node.id, pin=request.role,
+                                                          storage=request.storage)
+
+        def change(n):
+            n.key, n.role = key_pin, ",".join(decision.roles)
+            n.macs = sorted(set(n.macs) | set(_macs(request.inventory)))
+            n.inventory = dict(n.inventory, host=request.inventory)
+            n.boot = dict(n.boot, addresses=[request.address], joined=True)
+        new, n_compares, n_puts, n_deletes = self.registry.plan_transition(
+            node.id, "joining", states.JOIN, frm="installed", change=change)
+        cert = self.authority.issue(new.name, [request.address], request.csr,
+                                    usage=self._usage(decision)).cert_pem
+        c_puts = [(keys.NODE_CERTS + new.id, cert)]
+        s_compares, s_puts = [], []
+        if decision.role == "controller":
+            try:
+                s_compares, s_puts = self.secrets.grant_plan(secrets.CA_KEY,
+                                                             {new.id: public_key})
+            except secrets.SecretNotFound:
+                LOG.warning("no sealed CA key in the cluster: controller %s will not serve "
+                            "joins", new.name)
+        if not self.registry.kv.txn(t_compares + n_compares + r_compares + s_compares,
+                                    t_puts + n_puts + r_puts + c_puts + s_puts, n_deletes):
+            return None
+        return self._answer(new, decision, cert)
 
     def _owner(self, request):
         """The registered node that holds this request's name, a MAC or its address."""

@@ -5,7 +5,8 @@ In the manner of kubeadm's bootstrap tokens a token is ``ID.SECRET``: a
 registry keeps only the secret's SHA-256, never the secret::
 
     keys.TOKENS + <id>   {"id", "hash": "sha256:<hex>", "created", "expires",
-                          "uses": N, "used": n, "used_by": [node names], "description"}
+                          "uses": N, "used": n, "used_by": [node names], "description",
+                          "bound": null | {"node", "name", "macs", "serial"}}
     keys.CLUSTER         {"join_endpoints": [URL, ...], ...}   (the controllers')
 
 A token expires ``ttl`` seconds after it is created (one hour by default,
@@ -20,6 +21,12 @@ are compared exactly as given: nothing is stripped, folded or collapsed.
 The same node redeeming again (a join interrupted by a power cut: the join
 service has proved it by its key) spends nothing, as long as the token has
 not expired.
+
+A token may be *bound* to one registered node (``bound``: its id, name, the
+MACs its BMC enrolment recorded and its serial): the install API
+(``bringup/installapi.py``) gives each installing node such a token, and the
+join service admits with it that node only, once its install is done
+(:func:`check_binding`); any other identity is refused like a wrong secret.
 
 Time comes from an injectable clock so expiry is testable without waiting.
 """
@@ -75,6 +82,12 @@ class TokenExpired(TokenError):
 class TokenUsedUp(TokenError):
     message = ("join token {id} refused for node {node}: all {uses} of its uses are spent; "
                "create a new one with 'rackforge cluster token create --uses N'")
+
+
+class TokenBoundElsewhere(TokenError):
+    message = ("join token {id} refused for node {node}: it admits one other machine only; "
+               "a node installed by 'rackforge rack up' joins with the token its install "
+               "was given")
 
 
 class TokenNotFound(TokenError):
@@ -135,6 +148,7 @@ class TokenRecord(JsonRecord):
     used: int = 0
     used_by: list = field(default_factory=list)
     description: str = ""
+    bound: dict = None          # {"node", "name", "macs", "serial"}: admits that node only
 
     def state(self, now):
         if now >= self.expires:
@@ -147,7 +161,8 @@ class TokenRecord(JsonRecord):
         """For listings: everything but the hash, with the state and times readable."""
         return {"id": self.id, "state": self.state(now), "description": self.description,
                 "created": _when(self.created), "expires": _when(self.expires),
-                "uses": self.uses, "used": self.used, "used_by": list(self.used_by)}
+                "uses": self.uses, "used": self.used, "used_by": list(self.used_by),
+                "bound_to": (self.bound or {}).get("name")}
 
 
 class TokenStore:
@@ -157,24 +172,36 @@ class TokenStore:
         self.kv = kv
         self.clock = clock
 
-    def create(self, ttl=DEFAULT_TTL, uses=1, description=""):
-        """A new token; returns ``(token_text, TokenRecord)``.  The text is shown once."""
+    def create(self, ttl=DEFAULT_TTL, uses=1, description="", bound=None):
+        """A new token; returns ``(token_text, TokenRecord)``.  The text is shown once.
+
+        :param bound: ``{"node", "name", "macs", "serial"}``: the token admits that
+            registered node only (:func:`check_binding`).
+        """
+        for _ in range(CAS_ATTEMPTS):
+            token, record, compares, puts = self.plan_create(ttl, uses, description, bound)
+            if self.kv.txn(compares, puts):
+                return token, record
+        raise TokenError("could not find a free token id; delete old tokens "
+                         "with 'rackforge cluster token delete'")
+
+    def plan_create(self, ttl=DEFAULT_TTL, uses=1, description="", bound=None):
+        """``(token_text, record, compares, puts)`` creating a token, for a caller that
+        writes more in the same transaction (the install API: the new token, its node's
+        install record and the previous token's removal in one)."""
         check_uses(uses)
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise BadTokenOption(option="--ttl", value=ttl,
                                  why="a token lives from 1 minute to 24 hours")
-        for _ in range(CAS_ATTEMPTS):
-            token_id = "".join(secrets.choice(ALPHABET) for _ in range(ID_LEN))
-            secret = "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LEN))
-            now = self.clock()
-            record = TokenRecord(id=token_id, hash=hash_secret(secret), created=now,
-                                 expires=now + ttl, uses=uses,
-                                 description=" ".join(str(description).split()))
-            if self.kv.txn([Compare(PREFIX + token_id, 0)],
-                           [(PREFIX + token_id, record.to_json())]):
-                return "%s.%s" % (token_id, secret), record
-        raise TokenError("could not find a free token id; delete old tokens "
-                         "with 'rackforge cluster token delete'")
+        token_id = "".join(secrets.choice(ALPHABET) for _ in range(ID_LEN))
+        secret = "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LEN))
+        now = self.clock()
+        record = TokenRecord(id=token_id, hash=hash_secret(secret), created=now,
+                             expires=now + ttl, uses=uses,
+                             description=" ".join(str(description).split()),
+                             bound=dict(bound) if bound else None)
+        return ("%s.%s" % (token_id, secret), record, [Compare(PREFIX + token_id, 0)],
+                [(PREFIX + token_id, record.to_json())])
 
     def list(self):
         return [TokenRecord.from_value(e.value) for e in self.kv.get_prefix(PREFIX)]
@@ -246,6 +273,27 @@ class TokenStore:
                 return record
         raise TokenError("join token %s changed under %d attempts to redeem it for node %s; "
                          "try again" % (token.split(".")[0], CAS_ATTEMPTS, node_hint))
+
+
+def check_binding(record, node_id, name, macs, serial):
+    """Refuse a bound token (``record.bound``) for any identity but its node's.
+
+    :param node_id: the registered node the join resolves to (None: a new node)
+    :param name: the name the joining node gives
+    :param macs: its NICs' MACs (normalised), from its own inventory
+    :param serial: its serial number, from its own inventory (None if unknown)
+    :raises TokenBoundElsewhere: a bound token and another node, name, NIC set or
+        serial; an unbound token passes.
+    """
+    bound = record.bound
+    if not bound:
+        return
+    same = (node_id is not None and node_id == bound.get("node")
+            and name == bound.get("name")
+            and bool(bound.get("macs")) and set(bound["macs"]) <= set(macs)
+            and (not bound.get("serial") or serial == bound["serial"]))
+    if not same:
+        raise TokenBoundElsewhere(id=record.id, node=name)
 
 
 # -- the join bundle -----------------------------------------------------------------
