@@ -55,7 +55,7 @@ bench: setup-test
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 
 lint:
-	$(PYTHON) -m flake8 --max-line-length 100 rackforge images/*.py installer pxe bmc cluster firstboot nodeagent virt tests bench
+	$(PYTHON) -m flake8 --max-line-length 100 rackforge images/*.py installer pxe bmc bringup cluster firstboot nodeagent virt tests bench
 	bash -n elements/*/*.d/* tools/setup-host .ci/run
 
 clean:

@@ -50,8 +50,8 @@ def add_commands(sub):
     _etcd_option(q)
     q.set_defaults(func=cmd_token_delete)
 
-    q = csub.add_parser("join-server", help="serve joins over HTTPS (every controller's "
-                        "rackforge-join.service runs it)")
+    q = csub.add_parser("join-server", help="serve joins and the install API over HTTPS "
+                        "(every controller's rackforge-join.service runs it)")
     q.add_argument("--listen", metavar="ADDRESS",
                    help="address to listen on (default: this controller's, from "
                         "/etc/rackforge/join-server.json)")
@@ -148,6 +148,7 @@ def cmd_join_server(args):
     import threading
 
     from rackforge import errors, nodeprofile, paths, systemd
+    from rackforge.bringup import installapi
     from rackforge.cluster import ca, etcd, join, joinserver, roles
     from rackforge.kvstore import RegistryUnavailable
 
@@ -176,7 +177,9 @@ def cmd_join_server(args):
 
     policy = roles.RolePolicy.from_profile(nodeprofile.load())
     service = join.JoinService(reg, authority, endpoints, policy, identity=identity)
-    server = joinserver.JoinServer(service, host, port).start()
+    # the install API beside the joins: nodes that 'rack up' installs over PXE ask it
+    install = installapi.InstallService(reg, authority.pin, service.join_endpoints)
+    server = joinserver.JoinServer(service, host, port, install=install).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

@@ -13,6 +13,11 @@ and nothing it sends can exhaust the server:
   the body is at most :data:`MAX_BODY` bytes of JSON, nesting bounded;
 - a client address that keeps presenting refused tokens is turned away
   (429) for :data:`PENALTY` seconds: guessing tokens costs time.
+
+Given an ``install`` handler (``bringup/installapi.py``: ``PATHS``,
+``MAX_BODY``, ``BadRequest``, ``handle(path, body, peer)``, ``status_of(error)``), the same
+server answers the install API under the same limits: its 403s count as
+refused tokens, its bodies are capped at the handler's ``MAX_BODY``.
 """
 
 import collections
@@ -126,7 +131,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         srv = self.server
         peer = self.client_address[0]
-        if self.path != "/join":
+        install = srv.install is not None and self.path in srv.install.PATHS
+        if self.path != "/join" and not install:
             self._send(404, {"error": "no such path; use POST /join"}, close=True)
             return
         wait = srv.throttle.blocked_for(peer)
@@ -139,14 +145,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                          close=True)
             return
         try:
-            self._join(srv, peer)
+            if install:
+                self._install(srv, peer)
+            else:
+                self._join(srv, peer)
         except Exception as exc:    # noqa: BLE001 - every request gets an answer
-            LOG.exception("join from %s: unexpected error", peer)
+            LOG.exception("%s from %s: unexpected error", self.path[:40], peer)
             self._refuse(500, errors.RackforgeError("internal error (%s); the detail is in "
                                                     "the join service's journal"
                                                     % exc.__class__.__name__), close=True)
         finally:
             srv.slots.release()
+
+    def _body(self, limit, bad=join.BadJoinRequest):
+        """The request body: ``Content-Length`` bytes, 1 to ``limit``; else ``bad``."""
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise bad(detail="Content-Length must be a number of bytes")
+        if not 0 < int(length) <= limit:
+            raise bad(detail="the body must be 1 byte to %d KiB of JSON" % (limit >> 10))
+        return self.rfile.read(int(length))
 
     def _join(self, srv, peer):
         srv.posts += 1
@@ -155,13 +173,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if token is None:
                 raise tokens.TokenMalformed(node="(unnamed)")
             srv.service.check_token(token)          # before the body is read
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                raise join.BadJoinRequest(detail="Content-Length must be a number of bytes")
-            if not 0 < int(length) <= MAX_BODY:
-                raise join.BadJoinRequest(detail="the body must be 1 byte to %d KiB of JSON"
-                                          % (MAX_BODY >> 10))
-            body = decode_body(self.rfile.read(int(length)))
+            body = decode_body(self._body(MAX_BODY))
             request = join.parse_request(body, peer, token=token)
             answer = srv.service.join(request)
         except errors.RackforgeError as exc:
@@ -169,6 +181,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if isinstance(exc, tokens.TokenError):
                 srv.throttle.refused(peer)
                 LOG.warning("join refused from %s: %s", peer, exc)
+            self._refuse(status, exc, close=status != 503)
+        else:
+            self._send(200, answer)
+
+    def _install(self, srv, peer):
+        handler = srv.install
+        try:
+            answer = handler.handle(self.path, self._body(handler.MAX_BODY, handler.BadRequest),
+                                    peer)
+        except errors.RackforgeError as exc:
+            status = handler.status_of(exc)
+            if status == 403:
+                srv.throttle.refused(peer)
             self._refuse(status, exc, close=status != 503)
         else:
             self._send(200, answer)
@@ -199,9 +224,10 @@ class _TLSServer(http.server.ThreadingHTTPServer):
 
 
 class JoinServer:
-    """The join service over HTTPS on ``host:port`` (port 0: any free port)."""
+    """The join service over HTTPS on ``host:port`` (port 0: any free port); with
+    ``install``, the install API too."""
 
-    def __init__(self, service, host, port=join.DEFAULT_PORT, cert_dir=None):
+    def __init__(self, service, host, port=join.DEFAULT_PORT, cert_dir=None, install=None):
         cert_pem, key_pem = ca_mod.certify_here(service.authority, "rackforge-join", [host],
                                                 ca_mod.JOIN_SERVICE)
         self._tmp = None
@@ -217,6 +243,7 @@ class JoinServer:
         context.load_cert_chain(cert_dir / "join.crt", cert_dir / "join.key")
         self.httpd = _TLSServer((host, port), _Handler, context)
         self.httpd.service = service
+        self.httpd.install = install
         self.httpd.posts = 0
         self.httpd.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         self.httpd.throttle = Throttle()

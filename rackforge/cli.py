@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "rackforge.images.cli",
     "rackforge.pxe.cli",
     "rackforge.bmc.cli",
+    "rackforge.bringup.cli",
     "rackforge.cluster.cli",
     "rackforge.firstboot.cli",
     "rackforge.installer.cli",

@@ -14,7 +14,7 @@ import pytest
 from rackforge.images import rootfs
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_SIDE = ("rackforge", "bmc", "cluster", "firstboot", "installer", "nodeagent", "pxe")
+NODE_SIDE = ("rackforge", "bmc", "bringup", "cluster", "firstboot", "installer", "nodeagent", "pxe")
 BUILD_SIDE = tuple("rackforge.%s" % room for room in rootfs.BUILD_SIDE)
 
 
