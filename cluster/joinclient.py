@@ -55,8 +55,9 @@ def fetch_ca(endpoint, timeout=10, source=None):
     return data
 
 
-def _connect_checked(endpoint, ca_pem, timeout, source):
-    """A connection verified against ``ca_pem`` to a join service's certificate."""
+def connect_checked(endpoint, ca_pem, timeout, source=None):
+    """A connection verified against ``ca_pem`` to a join service's certificate (the
+    installer's requests to the install API go through it too)."""
     host, port = _split(endpoint)
     context = ssl.create_default_context(cadata=ca_pem.decode())
     conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context,
@@ -92,7 +93,7 @@ def join_one(endpoint, token, pin, name, csr_pem, inventory=None, storage=False,
     if role:
         body["role"] = role
     data = json.dumps(body).encode()
-    conn = _connect_checked(endpoint, ca_pem, timeout, source)
+    conn = connect_checked(endpoint, ca_pem, timeout, source)
     try:
         conn.request("POST", "/join", body=data,
                      headers={"Content-Type": "application/json",

@@ -188,7 +188,7 @@ def main(cmdline=None, reboot=True, run=subprocess.run):
             console.line("no answer file: the installer is on tty1 and the serial console")
             start_tuis(run)
             return 0
-        seed_report = getattr(found, "report", None)
+        seed_report = found.report
         run_unattended(found, console, cmdline, seed_report)
     except errors.RackforgeError as exc:
         console.line("FAILED: %s" % exc)

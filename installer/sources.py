@@ -54,6 +54,7 @@ class Found:
     text: str
     source: str                     # where, for the log and the summary
     device: Optional[str] = None    # the block device it was read from, if any
+    report: Optional[object] = None     # the seed's: report(result, reason) after the write
 
 
 def cmdline_args(text=None):
