@@ -8,6 +8,7 @@ BMC is to be enrolled: a second ``rack up`` over the same BMCs asks nothing.
 
 import json
 import logging
+import os
 import re
 import sys
 
@@ -16,6 +17,8 @@ from rackforge import errors
 DISK_GLOBS = ("serial", "model", "vendor", "wwn", "by_path")
 DISK_SIZES = ("min_gib", "max_gib")
 DEFAULT_DEADLINE = "60m"
+#: the seed's PXE bundle, made by the installer from its medium (installer/write.py)
+DEFAULT_BUNDLE = "/var/lib/rackforge/bundle"
 
 
 class BringupOptionError(errors.ConfigError):
@@ -46,7 +49,9 @@ def add_commands(sub):
     g = q.add_argument_group("boot services (rackforge-pxe.service, 'pxe serve')")
     g.add_argument("--interface", metavar="IF", help="the provisioning interface (default: "
                    "what an earlier 'rack up' configured)")
-    g.add_argument("--bundle", metavar="DIR", help="the PXE bundle to serve")
+    g.add_argument("--bundle", metavar="DIR", default=None,
+                   help="the PXE bundle to serve (default: %s, which the installer made on "
+                        "the seed from its installation medium)" % DEFAULT_BUNDLE)
     g.add_argument("--mode", choices=("proxy", "full"), default="proxy",
                    help="proxy-DHCP beside the site's server (default), or full DHCP")
     g.add_argument("--range", dest="range_", metavar="FIRST,LAST",
@@ -161,6 +166,8 @@ def _boot_services(args, cluster):
     if args.no_pxe:
         return
     words = None
+    if args.interface and not args.bundle and os.path.isdir(DEFAULT_BUNDLE):
+        args.bundle = DEFAULT_BUNDLE
     if args.interface or args.bundle:
         if not (args.interface and args.bundle):
             raise BringupOptionError(option="--interface", why="the boot services need both "

@@ -48,6 +48,8 @@ def make_iso(out, kernel, initrd, squashfs, workdir, release, run=subprocess.run
     _link_or_copy(kernel, tree / "live" / "vmlinuz")
     _link_or_copy(initrd, tree / "live" / "initrd.img")
     _link_or_copy(squashfs, tree / "live" / "filesystem.squashfs")
+    # with the three above, the seed's installer makes the PXE bundle for the rack from it
+    shutil.copyfile(TEMPLATES / bundle.TEMPLATE, tree / "live" / bundle.TEMPLATE)
     (tree / "boot" / "grub" / "grub.cfg").write_text(
         render("iso-grub.cfg.j2", console=CONSOLE_ARGS, **release))
     run(["grub-mkrescue", "-o", str(out), str(tree), "--", "-volid", ISO_VOLUME_ID],

@@ -132,9 +132,12 @@ def install(plan, console, cmdline, source=None, report=None, run=subprocess.run
         raise write.InstallError(disk=plan.disk.path, step="source",
                                  reason="no live root is mounted (/run/live/rootfs); "
                                         "boot the ISO, USB stick or PXE install entry")
+    medium_live = sources.MEDIUM / "live"
     target = write.Target(disk=plan.disk.path, hostname=plan.hostname,
                           bootstrap=plan.bootstrap_yaml(), ssh_keys=plan.ssh_authorized_keys,
-                          console=console_args(cmdline))
+                          console=console_args(cmdline),
+                          bundle_from=str(medium_live) if plan.mode == "create" and
+                          (medium_live / "filesystem.squashfs").is_file() else None)
     with install_lock():
         warnings = write.Writer(target, root, progress=console.progress, run=run).write()
     for w in warnings:

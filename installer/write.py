@@ -26,13 +26,14 @@ half-written disk never boots; the error is one line, the detail in the log.
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rackforge import errors
+from rackforge import bundle, errors
 from rackforge.fileutil import atomic_write
 
 LOG = logging.getLogger(__name__)
@@ -45,7 +46,11 @@ NVRAM_LABEL = "rackforge"
 TARGET = Path("/run/rackforge/target")
 #: written on the installed system: left out of the comparison with the live root
 NODE_FILES = ("etc/fstab", "etc/hostname", "etc/machine-id", "etc/rackforge/bootstrap.yaml",
-              "root/.ssh", "boot/grub", "boot/efi")
+              "root/.ssh", "boot/grub", "boot/efi", "var/lib/rackforge/bundle")
+#: the seed's PXE bundle for the rack, made from the installation medium's live files
+BUNDLE_DIR = "var/lib/rackforge/bundle"
+MEDIUM_FILES = {"vmlinuz": bundle.KERNEL, "initrd.img": bundle.INITRD,
+                "filesystem.squashfs": bundle.SQUASHFS, bundle.TEMPLATE: bundle.TEMPLATE}
 
 
 class InstallError(errors.RackforgeError):
@@ -71,6 +76,7 @@ class Target:
     ssh_keys: list = field(default_factory=list)
     console: str = "console=tty0 console=ttyS0,115200n8"
     esp_mib: int = ESP_MIB
+    bundle_from: str = None                 # the medium's live/ (the seed: PXE for the rack)
 
 
 def _run(argv, run=subprocess.run, timeout=600):
@@ -120,7 +126,7 @@ def check_exclusive(disk, sys_root="/sys", proc_root="/proc"):
 
 
 # -- the steps ----------------------------------------------------------------------------
-STEPS = ("partition", "file systems", "copy", "configure", "bootloader", "verify")
+STEPS = ("partition", "file systems", "copy", "configure", "pxe bundle", "bootloader", "verify")
 
 
 class Writer:
@@ -233,6 +239,24 @@ class Writer:
         (r / "boot" / "grub").mkdir(parents=True, exist_ok=True)
         menu = grub_cfg(r, self.root_uuid, self.t.console)
         atomic_write(r / "boot" / "grub" / "grub.cfg", menu)
+
+    def _pxe_bundle(self):
+        """The seed serves the rack the appliance it was installed from: the medium's
+        kernel, initrd, root squashfs and iPXE template, under BUNDLE_DIR."""
+        if not self.t.bundle_from:
+            return
+        src, dst = Path(self.t.bundle_from), self.root / BUNDLE_DIR
+        missing = [name for name in MEDIUM_FILES if not (src / name).is_file()]
+        if missing:
+            raise RuntimeError("the installation medium has no live/%s for the rack's PXE "
+                               "bundle" % missing[0])
+        dst.mkdir(parents=True, exist_ok=True)
+        for name, target in MEDIUM_FILES.items():
+            tmp = dst / (".%s.part" % target)
+            shutil.copyfile(src / name, tmp)
+            if tmp.stat().st_size != (src / name).stat().st_size:
+                raise RuntimeError("live/%s was copied short" % name)
+            os.replace(tmp, dst / target)
 
     def _bootloader(self):
         r = str(self.root)

@@ -149,3 +149,25 @@ def test_the_uefi_entry_replaces_older_rackforge_entries_and_goes_first():
     assert run.calls[1] == ["efibootmgr", "--quiet", "--bootnum", "0003", "--delete-bootnum"]
     assert run.calls[2][:4] == ["efibootmgr", "--quiet", "--create", "--disk"]
     assert run.calls[2][-1] == "\\EFI\\BOOT\\BOOTX64.EFI"
+
+
+def test_the_seed_gets_the_racks_pxe_bundle_from_the_installation_medium(tmp_path):
+    live = tmp_path / "medium" / "live"
+    live.mkdir(parents=True)
+    for name in ("vmlinuz", "initrd.img", "filesystem.squashfs", "boot.ipxe.j2"):
+        (live / name).write_bytes(name.encode() * 100)
+    t = write.Target(disk="/dev/sdb", hostname="n1", bootstrap="seed: true\n",
+                     bundle_from=str(live))
+    w = write.Writer(t, tmp_path / "src", mount_root=tmp_path / "target")
+    w._pxe_bundle()
+    from rackforge import bundle
+    made = tmp_path / "target" / write.BUNDLE_DIR
+    assert bundle.missing(made) == []
+    assert (made / bundle.SQUASHFS).read_bytes() == b"filesystem.squashfs" * 100
+    (live / "boot.ipxe.j2").unlink()
+    with pytest.raises(RuntimeError, match="no live/boot.ipxe.j2"):
+        w._pxe_bundle()
+    w.t.bundle_from = None                  # a joining node: no bundle
+    w.root = tmp_path / "elsewhere"
+    w._pxe_bundle()
+    assert not (tmp_path / "elsewhere").exists()
