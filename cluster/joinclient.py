@@ -15,16 +15,29 @@ same key, which is how the service knows it is the same node.
 Every controller serves joins: :func:`join` tries each endpoint it was
 given in turn while they fail in ways another controller might not (no
 answer, a 5xx); a refusal (a 4xx: bad token, name taken) is final.
+
+The same discipline serves the seed's other APIs a booting machine calls
+without a token (the install API, discovery: ``bringup/``): :func:`post_pinned`
+is one POST after the pin and the usage are checked, :func:`ask_pinned` asks
+again while the seed does not answer or is busy, and stops at a refusal.
 """
 
 import http.client
 import json
+import logging
 import socket
 import ssl
+import time
 import urllib.parse
 
 from rackforge.cluster import ca as ca_mod
 from rackforge.cluster.join import DEFAULT_PORT, JoinError, JoinRefused
+
+LOG = logging.getLogger(__name__)
+#: the largest answer :func:`post_pinned` reads
+MAX_ANSWER = 64 * 1024
+#: the statuses that are a refusal (final); anything else but 200 is asked again
+REFUSED = (400, 403, 404, 409)
 
 
 def _split(endpoint):
@@ -132,3 +145,65 @@ def join(endpoints, token, pin, name, csr_pem, **kw):
             failures.append(str(exc))
     raise JoinError(endpoint=", ".join(endpoints) or "(none)",
                     detail="no endpoint took the join: " + " | ".join(failures)[:600])
+
+
+def post_pinned(endpoint, pin, path, body, timeout, max_answer=MAX_ANSWER, source=None):
+    """``(status, JSON answer)`` of one ``POST path`` with ``body`` to the join service at
+    ``endpoint``, sent only after its CA matched ``pin`` and its certificate carried the
+    join-service usage.
+
+    :raises ca.CAPinMismatch: the CA is not the pinned one (nothing sent).
+    :raises JoinError: no answer, a certificate that is not a join service's (nothing
+        sent), or an answer that is not JSON (retryable).
+    """
+    ca_pem = fetch_ca(endpoint, timeout=timeout, source=source)
+    ca_mod.check_pin(ca_pem, pin, endpoint=endpoint)
+    conn = connect_checked(endpoint, ca_pem, timeout, source)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read(max_answer + 1)
+    except (OSError, http.client.HTTPException, socket.timeout) as exc:
+        raise JoinError(endpoint=endpoint, detail=str(exc) or exc.__class__.__name__) \
+            from None
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        raise JoinError(endpoint=endpoint, detail="answer %d is not JSON" % resp.status) \
+            from None
+
+
+def ask_pinned(endpoint, pin, path, body, patience, refused, unavailable, timeout=30,
+               clock=time.monotonic, sleep=time.sleep, on_retry=None, max_answer=MAX_ANSWER):
+    """The 200 answer of :func:`post_pinned`, asked again (2 s doubling to 30 s) while the
+    seed does not answer or answers anything but a refusal, for ``patience`` seconds.
+
+    :param refused: ``detail -> exception`` raised at once for a refusal (:data:`REFUSED`)
+    :param unavailable: ``detail -> exception`` raised when ``patience`` is spent
+    :param on_retry: ``(detail, pause)`` before each pause (default: a log line)
+    :raises ca.CAPinMismatch: at once, nothing sent.
+    """
+    deadline, pause, last = clock() + patience, 2.0, ""
+    while True:
+        try:
+            status, answer = post_pinned(endpoint, pin, path, body, timeout, max_answer)
+            if status == 200:
+                return answer
+            detail = (answer.get("error") if isinstance(answer, dict) else None) or \
+                "HTTP %d" % status
+            if status in REFUSED:
+                raise refused(detail)
+            last = detail
+        except JoinError as exc:
+            last = str(exc)
+        if clock() + pause > deadline:
+            raise unavailable(last[:300])
+        if on_retry is None:
+            LOG.info("%s: %s; asking again in %.0f s", endpoint, last, pause)
+        else:
+            on_retry(last, pause)
+        sleep(pause)
+        pause = min(pause * 2, 30.0)

@@ -23,18 +23,13 @@ again for :data:`PATIENCE` seconds; a refusal (403: not a node waiting for
 its install here) is final and said in one line.
 """
 
-import http.client
-import json
 import logging
-import socket
 import time
 
 import yaml
 
 from rackforge import errors
-from rackforge.cluster import ca as ca_mod
 from rackforge.cluster import joinclient
-from rackforge.cluster.join import JoinError
 from rackforge.installer.sources import Found
 
 LOG = logging.getLogger(__name__)
@@ -62,50 +57,18 @@ def identity(inventory):
     return macs, (inventory.system_vendor.serial_number or None)
 
 
-def _post(endpoint, pin, path, body, timeout):
-    """``(status, JSON answer)`` of one POST to the pinned join service."""
-    ca_pem = joinclient.fetch_ca(endpoint, timeout=timeout)
-    ca_mod.check_pin(ca_pem, pin, endpoint=endpoint)
-    conn = joinclient.connect_checked(endpoint, ca_pem, timeout)
-    try:
-        conn.request("POST", path, body=json.dumps(body).encode(),
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read(MAX_ANSWER + 1)
-    except (OSError, http.client.HTTPException, socket.timeout) as exc:
-        raise JoinError(endpoint=endpoint, detail=str(exc) or exc.__class__.__name__) \
-            from None
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(raw)
-    except ValueError:
-        raise JoinError(endpoint=endpoint, detail="answer %d is not JSON" % resp.status) \
-            from None
-
-
 def _ask(endpoint, pin, path, body, patience, timeout=30, clock=time.monotonic,
          sleep=time.sleep):
-    deadline, pause, last = clock() + patience, 2.0, ""
-    while True:
-        try:
-            status, answer = _post(endpoint, pin, path, body, timeout)
-            if status == 200:
-                return answer
-            detail = (answer.get("error") if isinstance(answer, dict) else None) or \
-                "HTTP %d" % status
-            if status in (400, 403, 404, 409):
-                raise SeedRefused(endpoint=endpoint, detail=detail)
-            last = detail
-        except ca_mod.CAPinMismatch:
-            raise
-        except JoinError as exc:
-            last = str(exc)
-        if clock() + pause > deadline:
-            raise SeedUnavailable(endpoint=endpoint, seconds=patience, detail=last[:300])
-        LOG.info("the seed %s: %s; asking again in %.0f s", endpoint, last, pause)
-        sleep(pause)
-        pause = min(pause * 2, 30.0)
+    """The seed's 200 answer (``cluster/joinclient.py``'s pinned POST, asked again while
+    the seed is busy or silent); a refusal is :class:`SeedRefused` at once."""
+    return joinclient.ask_pinned(
+        endpoint, pin, path, body, patience, timeout=timeout, clock=clock, sleep=sleep,
+        max_answer=MAX_ANSWER,
+        refused=lambda detail: SeedRefused(endpoint=endpoint, detail=detail),
+        unavailable=lambda detail: SeedUnavailable(endpoint=endpoint, seconds=patience,
+                                                   detail=detail),
+        on_retry=lambda detail, pause: LOG.info("the seed %s: %s; asking again in %.0f s",
+                                                endpoint, detail, pause))
 
 
 def fetch(args, inventory=None, patience=PATIENCE, **kw):
