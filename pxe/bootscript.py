@@ -13,9 +13,11 @@ Each node state boots exactly one way (:data:`rackforge.states.BOOT`):
 
 The kernel command line carries what the node needs to find the seed and
 nothing secret: the seed's address, the boot server URL, the cluster id, the
-mode and the node id; an install boot also the join service's URL and the
-cluster CA's pin (:func:`install_args`), with which the installer asks the
-install API for its answers and join token over pinned TLS.  Never the token.
+mode and the node id; an install or a discovery boot also the join service's
+URL and the cluster CA's pin (:func:`install_args`), with which the installer
+asks the install API for its answers and join token, and the live appliance
+reports the machine to the discovery API (``bringup/discoverapi.py``), both
+over pinned TLS.  Never the token.
 """
 
 import json
@@ -44,18 +46,24 @@ def decide(node):
     return Decision(states.boot(node.state), node.name, node.state)
 
 
+#: the boots whose command line carries the join service's URL and the CA pin
+ASKS_THE_SEED = (states.INSTALL, states.DISCOVER)
+
+
 def kernel_args(decision, seed, base_url, cluster, node_id=None, join=None, ca=None):
-    """The ``rackforge.*`` words; ``join`` and ``ca`` only on an install boot."""
-    install = decision.kind == states.INSTALL
+    """The ``rackforge.*`` words; ``join`` and ``ca`` only on an install or a discovery
+    boot (:data:`ASKS_THE_SEED`), never on a local one."""
+    asks = decision.kind in ASKS_THE_SEED
     return kernelargs.format(mode=decision.kind, seed=seed, server=base_url, cluster=cluster,
-                             node=node_id or None, join=join if install else None,
-                             ca=ca if install else None)
+                             node=node_id or None, join=join if asks else None,
+                             ca=ca if asks else None)
 
 
 def install_args(kv, seed):
-    """``(join URL, CA pin)`` for an install boot, from the cluster record: the join
-    endpoint on the seed's address if there is one, else the first; None for what the
-    record does not hold (``rackforge rack up`` checks both before it installs)."""
+    """``(join URL, CA pin)`` for an install or a discovery boot, from the cluster
+    record: the join endpoint on the seed's address if there is one, else the first;
+    None for what the record does not hold (``rackforge rack up`` checks both before it
+    installs; a discovery boot without them records nothing)."""
     entry = kv.get(keys.CLUSTER)
     try:
         record = json.loads(entry.value) if entry is not None else {}

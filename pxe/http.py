@@ -116,7 +116,7 @@ class BootHttpServer:
         try:
             node = self.registry.node_by_mac(mac)
             decision = bootscript.decide(node)
-            if decision.kind == "install":
+            if decision.kind in bootscript.ASKS_THE_SEED:
                 join, ca = bootscript.install_args(self.registry.kv, self.seed)
             recorded = self.recorder.record(mac, decision.kind, platform,
                                             node.name if node else None)

@@ -11,17 +11,20 @@ reads it back.  Both go through this module, so the names are written once::
     rackforge.node=ID                       the node's registry id, once known
     rackforge.answer=URL                    the installer's answer file (https only)
     rackforge.answer_pin=SHA256             the certificate that URL must present
-    rackforge.join=URL                      a PXE install boot: the join service that
-                                            answers the install API (https://SEED:PORT)
-    rackforge.ca=PIN                        a PXE install boot: the cluster CA's pin
-                                            (sha256:...), checked before anything is sent
+    rackforge.join=URL                      a PXE install or discovery boot: the join
+                                            service that answers the install and discovery
+                                            APIs (https://SEED:PORT)
+    rackforge.ca=PIN                        a PXE install or discovery boot: the cluster
+                                            CA's pin (sha256:...), checked before anything
+                                            is sent
 
 Never a secret: the command line is readable by every user of the node and
 travels in clear over the boot network.  Values are single words (no blanks
 and no quotes, which the kernel's own splitting would mangle).  A node
 installing over PXE proves who it is to the install API
 (``bringup/installapi.py``) with its MACs and serial and gets its join token
-there, over TLS pinned by ``rackforge.ca``: never on the command line.
+there, over TLS pinned by ``rackforge.ca``: never on the command line.  A
+discovery boot reports the machine (``bringup/discoverapi.py``) the same way.
 """
 
 import re
@@ -39,8 +42,9 @@ FIELDS = {
     "node": "the node's registry id",
     "answer": "the installer's answer file (an https:// URL)",
     "answer_pin": "the SHA-256 of that server's certificate",
-    "join": "the join service's URL, for the install API (PXE install boots)",
-    "ca": "the cluster CA's sha256 pin (PXE install boots)",
+    "join": "the join service's URL, for the install and discovery APIs (PXE install and "
+            "discovery boots)",
+    "ca": "the cluster CA's sha256 pin (PXE install and discovery boots)",
 }
 _VALUE_RE = re.compile(r"^[^\s\"'\\]{1,512}\Z")
 

@@ -65,11 +65,25 @@ def test_an_install_boot_carries_mode_node_join_and_ca_and_never_the_token(serve
     assert not tokens.TOKEN_RE.search(line.replace(" ", "\n")) and "token" not in line
 
 
-@pytest.mark.parametrize("state", ["enrolled", "discovered", "failed"])
-def test_other_network_boots_carry_no_join_or_ca(server, state):
-    lifecycle.create(server.registry, state, name="n2", macs=["52:54:00:00:00:06"])
-    args = kernelargs.parse(script(server, "52:54:00:00:00:06"))
-    assert args["mode"] == "discover" and "join" not in args and "ca" not in args
+@pytest.mark.parametrize("state", [None, "enrolled", "discovered", "failed"])
+def test_a_discovery_boot_carries_join_and_ca_and_never_a_token(server, state):
+    """The live appliance reports the machine to the discovery API with them."""
+    if state is not None:
+        lifecycle.create(server.registry, state, name="n2", macs=["52:54:00:00:00:06"])
+    tokens.TokenStore(server.registry.kv).create()
+    line = next(w for w in script(server, "52:54:00:00:00:06").splitlines()
+                if w.startswith("kernel"))
+    args = kernelargs.parse(line)
+    assert args["mode"] == "discover" and args["join"] == "https://10.0.0.1:9443"
+    assert args["ca"] == PIN and ("node" in args) == (state is not None)
+    assert not tokens.TOKEN_RE.search(line.replace(" ", "\n")) and "token" not in line
+
+
+@pytest.mark.parametrize("state", ["installed", "active"])
+def test_a_local_boot_carries_no_kernel_arguments(server, state):
+    lifecycle.create(server.registry, state, name="n3", macs=["52:54:00:00:00:07"])
+    body = script(server, "52:54:00:00:00:07")
+    assert "rackforge." not in body and "kernel " not in body
 
 
 def test_without_a_cluster_record_the_install_boot_has_no_join_or_ca():
