@@ -428,18 +428,36 @@ def _node_name(inv, given):
     return ""
 
 
+def discovered_with(reg, macs):
+    """The ``discovered`` node that holds one of ``macs`` (a machine the live appliance
+    recorded before anyone enrolled its BMC), or None."""
+    for mac in macs:
+        node = reg.node_by_mac(mac)
+        if node is not None and node.state == "discovered":
+            return node
+    return None
+
+
 def enroll_one(reg, key, existing, driver, bmc, name=None):
-    """Enroll one BMC: read its inventory, then create its node (state ``enrolled``) or
-    update the node already enrolled at that address and port.
+    """Enroll one BMC: read its inventory, then create its node (state ``enrolled``),
+    update the node already enrolled at that address and port, or adopt the
+    ``discovered`` node that holds one of the MACs the BMC reports.  The machine's own
+    inventory (``inventory.host``, from discovery or the join) is kept beside the BMC's.
+
+    Adopting is the operator's move ``discovered -> enrolled`` (compare-and-set from
+    ``discovered``): the record keeps its id, the live appliance's inventory and its
+    MACs, and gains the BMC, its inventory and the MACs it reports; it is renamed as
+    a new enrolment would be named (``name``, else from the BMC's serial; the
+    discovered name if neither).
 
     The BMC part is slow (the caller runs many in parallel); every registry write is
     a compare-and-set, so parallel writers are safe.  The password is stored as a
     Fernet token under ``key``.
 
     :param existing: ``{(address, port): Node}`` of the nodes enrolled before
-    :returns: ``(node, inventory, created)``
+    :returns: ``(node, inventory, created)``: ``created`` for a new or adopted node
     """
-    from rackforge import registry
+    from rackforge import registry, states
     from rackforge.bmc import credentials
 
     inv = driver.inventory.get_inventory(bmc)
@@ -448,13 +466,32 @@ def enroll_one(reg, key, existing, driver, bmc, name=None):
               "password": credentials.encrypt(bmc.password, key)}
     if bmc.insecure:
         record["insecure"] = True
+
+    def with_host(node):
+        """The BMC's inventory, and the machine's own (``host``: the live appliance's
+        or the join's) kept beside it."""
+        host = (node.inventory or {}).get("host")
+        return dict(inv.as_dict(), **({"host": host} if host else {}))
+
     old = existing.get((bmc.address, record["port"]))
     if old is not None:
         def change(node):
             node.bmc = record
-            node.inventory = inv.as_dict()
+            node.inventory = with_host(node)
             node.macs = sorted(set(node.macs) | set(inv.macs))
         return reg.update_node(old.id, change), inv, False
+    found = discovered_with(reg, inv.macs)
+    if found is not None:
+        new_name = _node_name(inv, name)
+
+        def adopt(node):
+            node.bmc = record
+            node.inventory = with_host(node)
+            node.macs = sorted(set(node.macs) | set(inv.macs))
+            node.name = new_name or node.name
+        node = reg.transition(found.id, "enrolled", states.OPERATOR, frm="discovered",
+                              change=adopt)
+        return node, inv, True
     node = reg.create_node(registry.Node(name=_node_name(inv, name), state="enrolled",
                                          macs=inv.macs, bmc=record, inventory=inv.as_dict()))
     return node, inv, True
@@ -488,8 +525,9 @@ def cmd_enroll(args):
         node, inv, created = enroll_one(reg, key, existing, driver, bmc, name)
         if not created:
             return "updated %s (state %s)" % (node.name, node.state)
-        return "enrolled %s serial=%s macs=%s" % (node.name, inv.serial or "?",
-                                                  ",".join(node.macs) or "none")
+        return "enrolled %s serial=%s macs=%s%s" % (
+            node.name, inv.serial or "?", ",".join(node.macs) or "none",
+            " (the machine discovered before)" if node.boot.get("discovered") else "")
     return run_on_targets(args, targets, "enroll", act)
 
 

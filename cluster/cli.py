@@ -50,8 +50,8 @@ def add_commands(sub):
     _etcd_option(q)
     q.set_defaults(func=cmd_token_delete)
 
-    q = csub.add_parser("join-server", help="serve joins and the install API over HTTPS "
-                        "(every controller's rackforge-join.service runs it)")
+    q = csub.add_parser("join-server", help="serve joins, the install and the discovery APIs "
+                        "over HTTPS (every controller's rackforge-join.service runs it)")
     q.add_argument("--listen", metavar="ADDRESS",
                    help="address to listen on (default: this controller's, from "
                         "/etc/rackforge/join-server.json)")
@@ -148,7 +148,7 @@ def cmd_join_server(args):
     import threading
 
     from rackforge import errors, nodeprofile, paths, systemd
-    from rackforge.bringup import installapi
+    from rackforge.bringup import discoverapi, installapi
     from rackforge.cluster import ca, etcd, join, joinserver, roles
     from rackforge.kvstore import RegistryUnavailable
 
@@ -177,9 +177,12 @@ def cmd_join_server(args):
 
     policy = roles.RolePolicy.from_profile(nodeprofile.load())
     service = join.JoinService(reg, authority, endpoints, policy, identity=identity)
-    # the install API beside the joins: nodes that 'rack up' installs over PXE ask it
+    # the install API beside the joins: nodes that 'rack up' installs over PXE ask it;
+    # the discovery API: machines nobody enrolled that PXE-boot the live appliance
     install = installapi.InstallService(reg, authority.pin, service.join_endpoints)
-    server = joinserver.JoinServer(service, host, port, install=install).start()
+    discover = discoverapi.DiscoverService(reg)
+    server = joinserver.JoinServer(service, host, port, install=install,
+                                   discover=discover).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

@@ -14,10 +14,13 @@ and nothing it sends can exhaust the server:
 - a client address that keeps presenting refused tokens is turned away
   (429) for :data:`PENALTY` seconds: guessing tokens costs time.
 
-Given an ``install`` handler (``bringup/installapi.py``: ``PATHS``,
-``MAX_BODY``, ``BadRequest``, ``handle(path, body, peer)``, ``status_of(error)``), the same
-server answers the install API under the same limits: its 403s count as
-refused tokens, its bodies are capped at the handler's ``MAX_BODY``.
+Given an ``install`` handler (``bringup/installapi.py``) and a ``discover`` one
+(``bringup/discoverapi.py``), each with ``PATHS``, ``MAX_BODY``, ``BadRequest``,
+``handle(path, body, peer)``, ``status_of(error)`` and optionally ``COUNTED``,
+the same server answers the install and discovery APIs under the same limits
+(the throttle, the concurrent requests): the statuses in the handler's
+``COUNTED`` (403 if it names none) count as refused tokens, its bodies are
+capped at the handler's ``MAX_BODY``.
 """
 
 import collections
@@ -131,8 +134,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         srv = self.server
         peer = self.client_address[0]
-        install = srv.install is not None and self.path in srv.install.PATHS
-        if self.path != "/join" and not install:
+        api = next((a for a in srv.apis if self.path in a.PATHS), None)
+        if self.path != "/join" and api is None:
             self._send(404, {"error": "no such path; use POST /join"}, close=True)
             return
         wait = srv.throttle.blocked_for(peer)
@@ -145,8 +148,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                          close=True)
             return
         try:
-            if install:
-                self._install(srv, peer)
+            if api is not None:
+                self._api(api, peer)
             else:
                 self._join(srv, peer)
         except Exception as exc:    # noqa: BLE001 - every request gets an answer
@@ -185,15 +188,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(200, answer)
 
-    def _install(self, srv, peer):
-        handler = srv.install
+    def _api(self, handler, peer):
+        """The install or discovery API's answer (``handler`` serves ``self.path``)."""
         try:
             answer = handler.handle(self.path, self._body(handler.MAX_BODY, handler.BadRequest),
                                     peer)
         except errors.RackforgeError as exc:
             status = handler.status_of(exc)
-            if status == 403:
-                srv.throttle.refused(peer)
+            if status in getattr(handler, "COUNTED", (403,)):
+                self.server.throttle.refused(peer)
             self._refuse(status, exc, close=status != 503)
         else:
             self._send(200, answer)
@@ -225,9 +228,10 @@ class _TLSServer(http.server.ThreadingHTTPServer):
 
 class JoinServer:
     """The join service over HTTPS on ``host:port`` (port 0: any free port); with
-    ``install``, the install API too."""
+    ``install`` and ``discover``, the install and discovery APIs too."""
 
-    def __init__(self, service, host, port=join.DEFAULT_PORT, cert_dir=None, install=None):
+    def __init__(self, service, host, port=join.DEFAULT_PORT, cert_dir=None, install=None,
+                 discover=None):
         cert_pem, key_pem = ca_mod.certify_here(service.authority, "rackforge-join", [host],
                                                 ca_mod.JOIN_SERVICE)
         self._tmp = None
@@ -243,7 +247,7 @@ class JoinServer:
         context.load_cert_chain(cert_dir / "join.crt", cert_dir / "join.key")
         self.httpd = _TLSServer((host, port), _Handler, context)
         self.httpd.service = service
-        self.httpd.install = install
+        self.httpd.apis = [api for api in (install, discover) if api is not None]
         self.httpd.posts = 0
         self.httpd.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         self.httpd.throttle = Throttle()

@@ -32,6 +32,9 @@ BRINGUP_NODES         /rackforge/bringup/nodes/<node id>           ``rack up``: 
                                                                    steps, phase, last error
 BRINGUP_INSTALL       /rackforge/bringup/install/<node id>         the install API: the node's
                                                                    token id, report secret's hash
+DISCOVERY             /rackforge/bringup/discovery                 the discovery API: one key
+                                                                   every new discovered record
+                                                                   rewrites (the cap's guard)
 ====================  ===========================================  ==========================
 """
 
@@ -58,6 +61,7 @@ CEPH_REQUESTS = ROOT + "ceph/requests/"
 FERNET_APPLIED = ROOT + "keystone/fernet/"
 BRINGUP_NODES = ROOT + "bringup/nodes/"
 BRINGUP_INSTALL = ROOT + "bringup/install/"
+DISCOVERY = ROOT + "bringup/discovery"
 
 #: every name above, for the layout test (no two overlap, all under ROOT)
 LAYOUT = {name: value for name, value in dict(globals()).items()

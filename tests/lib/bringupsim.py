@@ -10,7 +10,9 @@ the PXE service does (``pxe/bootscript.decide`` on its MAC's node):
   ``installed`` (or ``failed`` with a reason) to ``/v1/install/report``;
 - local boot: first boot joins with the token its install answer held (a real
   ``JoinService`` on the same registry), next tick hands over (``joining -> active``);
-- discovery boot: nothing (it never joins on its own).
+- discovery boot: the live appliance reports it to ``/v1/discover`` (a machine nobody
+  enrolled is recorded ``discovered``; a known one is answered, nothing written); it
+  never joins on its own.
 """
 
 import json
@@ -18,7 +20,7 @@ import json
 from rackforge import registry, states
 from rackforge.bmc import credentials
 from rackforge.bmc.fake import FakeDriver
-from rackforge.bringup import installapi
+from rackforge.bringup import discoverapi, installapi
 from rackforge.cluster import ca, join
 from rackforge.pxe import bootscript
 
@@ -36,7 +38,7 @@ class Machine:
         self.world, self.address = world, address
         self.mac, self.serial = fake_identity(address)
         self.fail, self.silent = fail, silent
-        self.answer = self.report = None
+        self.answer = self.report = self.discovered = None
         self.reported = False
         self.key = ca.new_key_pem()
         self.boots = []
@@ -62,6 +64,10 @@ class Machine:
                 w.install.report({"node": node.id, "report": self.report, "result": result,
                                   "reason": self.fail or ""})
                 self.reported = True
+        elif decision.kind == states.DISCOVER:
+            self.discovered = w.discover.discover({"macs": [self.mac], "serial": self.serial,
+                                                   "inventory": self.inventory()},
+                                                  "10.0.1.%s" % self.address.rsplit(".", 1)[1])
         elif decision.kind == states.LOCAL and node.state == "installed":
             self.join(node)
         elif node is not None and node.state == "joining":
@@ -92,6 +98,7 @@ class World:
         self.join = join.JoinService(self.registry, self.authority, ["https://10.0.0.1:2379"])
         self.install = installapi.InstallService(self.registry, self.authority.pin,
                                                  self.join.join_endpoints)
+        self.discover = discoverapi.DiscoverService(self.registry)
         self.fake = FakeDriver()
         self.machines = {}
         self.ticks = 0
