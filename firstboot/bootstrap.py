@@ -41,6 +41,7 @@ from rackforge import errors, kernelargs, yamlfile
 from rackforge.firstboot import netspec
 
 DEFAULT_PATH = "/etc/rackforge/bootstrap.yaml"
+CMDLINE = "/proc/cmdline"
 TOP_KEYS = {"seed", "cluster", "join", "management", "role", "boot", "vip"}
 JOIN_KEYS = {"endpoints", "endpoint", "token", "ca_sha256"}
 ENDPOINT_RE = re.compile(r"https://[A-Za-z0-9.:\[\]-]+/?")      # host or [v6], port
@@ -92,6 +93,19 @@ class Bootstrap:
 
 def path():
     return Path(os.environ.get("RACKFORGE_BOOTSTRAP", DEFAULT_PATH))
+
+
+def read_cmdline():
+    """This boot's kernel command line (:data:`CMDLINE`); empty if it cannot be read."""
+    try:
+        return Path(CMDLINE).read_text()
+    except OSError:
+        return ""
+
+
+def boot_mode(cmdline=None):
+    """What this boot is for (``rackforge.mode=``: discover, install, local), or None."""
+    return kernelargs.parse(read_cmdline() if cmdline is None else cmdline).get("mode")
 
 
 def _bad(where, field_, problem, fix, key=None):
@@ -252,7 +266,7 @@ def load(where=None, cmdline=None):
     Any other problem is a :class:`BootstrapError` (one line, no value from the
     file in it); nothing else is raised for what the file holds.
 
-    :param cmdline: kernel command line text (default: ``/proc/cmdline``), whose
+    :param cmdline: kernel command line text (default: :data:`CMDLINE`), whose
         ``rackforge.*`` arguments fill what the file leaves out.
     """
     where = Path(where) if where else path()
@@ -266,10 +280,7 @@ def load(where=None, cmdline=None):
     if data is None:
         data = {}
     if cmdline is None:
-        try:
-            cmdline = Path("/proc/cmdline").read_text()
-        except OSError:
-            cmdline = ""
+        cmdline = read_cmdline()
     if isinstance(data, dict):
         data = merge(from_cmdline(cmdline), data)
     try:

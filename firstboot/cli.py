@@ -1,6 +1,8 @@
 """``rackforge firstboot ...``: the first-boot agent's commands.
 
 - ``firstboot run``: the agent its systemd unit starts (:mod:`.agent`);
+- ``firstboot discover``: a discovery boot reports this machine to the seed
+  (:mod:`.discover`; ``rackforge-discover.service``);
 - ``firstboot reset --yes``: forget the step journal;
 - ``firstboot inventory [--json]``: this machine's hardware inventory.
 
@@ -18,6 +20,9 @@ def add_commands(sub):
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     fsub.add_parser("run", help="run the agent").set_defaults(
         func=lambda args: cmd_firstboot_run(args))
+    fsub.add_parser("discover", help="on a discovery boot: report this machine to the seed "
+                    "(run by rackforge-discover.service)").set_defaults(
+        func=lambda args: cmd_firstboot_discover(args))
     q = fsub.add_parser("reset", help="forget every first-boot step so the agent runs again")
     q.add_argument("--yes", action="store_true", help="really remove the step records")
     q.set_defaults(func=cmd_firstboot_reset)
@@ -50,7 +55,7 @@ def banner(line):
 
 
 def cmd_firstboot_run(args, env=None):
-    from rackforge import errors
+    from rackforge import errors, states
     from rackforge.firstboot import agent, bootstrap, journal
 
     # tests/lib/boots.py and the image's console expect this line first
@@ -60,6 +65,12 @@ def cmd_firstboot_run(args, env=None):
     def say(line):
         print("rackforge-firstboot: " + errors.printable(line), flush=True)
 
+    if bootstrap.boot_mode() == states.DISCOVER:
+        # the machine is nobody's node yet: it never joins on its own, bootstrap file or not
+        say("a discovery boot (rackforge.mode=discover) never joins: "
+            "rackforge-discover.service reports this machine to the seed; first boot runs "
+            "from the disk 'rackforge rack up' installs")
+        return 0
     if journal.done_marker().exists():
         say("first boot already completed (%s); 'rackforge firstboot reset --yes' to run "
             "it again" % journal.done_marker())
@@ -100,6 +111,45 @@ def cmd_firstboot_run(args, env=None):
     say("first boot complete: node %s is %s; handed over to the node agent"
         % (member["name"], role))
     banner("node %s joined as %s" % (member["name"], role))
+    return 0
+
+
+def cmd_firstboot_discover(args, **kw):
+    """Report this machine to the seed on a discovery boot (``kw``: :func:`.discover.run`'s).
+
+    One line on the console and the banner: recorded as which node, or why not.
+    Exit 0 when recorded (or not a discovery boot, or nothing to send to), 2 for a
+    refusal, 1 when the seed did not answer (its unit starts it again).
+    """
+    from rackforge import errors
+    from rackforge.cluster import ca
+    from rackforge.firstboot import discover
+
+    def say(line):
+        print("rackforge-discover: " + errors.printable(line), flush=True)
+
+    def on_retry(detail, pause):
+        say("the seed does not record this machine yet (%s); asking again in %ds"
+            % (detail, pause))
+        banner("discovery: retrying (%s; next try in %ds)" % (detail, pause))
+
+    kw.setdefault("on_retry", on_retry)
+    try:
+        found = discover.run(**kw)
+    except discover.NotRecorded as exc:
+        say(str(exc))
+        banner(str(exc))
+        return 0
+    except (discover.DiscoverRefused, discover.DiscoverUnavailable, ca.CAPinMismatch) as exc:
+        say("not recorded: " + str(exc))
+        banner("not recorded: " + str(exc))
+        return exc.exit_code
+    if found is None:
+        say("not a discovery boot (no rackforge.mode=discover): nothing to report")
+        return 0
+    line = discover.line_for(*found)
+    say(line)
+    banner(line)
     return 0
 
 
