@@ -7,10 +7,17 @@ off stops it, soft off presses the ACPI power button, reset and cycle start it
 afresh (so a new boot device takes effect).  The boot device is kept in the
 node's folder so that ``virt rack status`` can show it.
 
+Its FRU 0 (Get FRU Inventory Area Info, Read FRU Data) holds a product area
+as a server's BMC does: vendor, product, the node's serial (the guest's SMBIOS
+serial too) and the NIC's MAC as a custom field, which is how ``bmc enroll``
+and ``rack up`` learn the machine's identity before it ever boots.
+
 Each BMC runs as its own process (``python -m rackforge.virt.bmc NODE_JSON``)
 so that a test can stop one without touching the others.  It binds to the
-loopback address in the host's namespace; the password is read from the
-rack's password file, never from the command line.
+loopback address in the host's namespace, or (``virt rack up --bmc-network``)
+to the rack bridge's address inside the rack's namespace, where the guests
+reach it; the password is read from the rack's password file, never from the
+command line.
 """
 
 import logging
@@ -21,7 +28,8 @@ import sys
 import pyghmi.ipmi.bmc as ipmi_bmc
 import pyghmi.ipmi.private.session as ipmisession
 
-from rackforge.virt.guest import BOOT_DEVICES, Guest, GuestSpec, GuestStartFailed
+from rackforge.virt.guest import (BOOT_DEVICES, PRODUCT, VENDOR, Guest, GuestSpec,
+                                  GuestStartFailed)
 
 LOG = logging.getLogger("rackforge.virt.bmc")
 
@@ -31,6 +39,12 @@ CC_OK = 0
 CC_INVALID_DATA = 0xCC
 CC_UNSPECIFIED = 0xFF
 CC_NOT_SUPPORTED_IN_STATE = 0xD5
+CC_NOT_PRESENT = 0xCB
+CC_BAD_LENGTH = 0xC7
+# IPMI storage commands (IPMI 2.0 section 34)
+NETFN_STORAGE = 0x0A
+CMD_FRU_AREA_INFO = 0x10
+CMD_READ_FRU = 0x11
 # RMCP+ (IPMI 2.0 section 13.17 to 13.28)
 PAYLOAD_OPEN_SESSION_REQUEST = 0x10
 PAYLOAD_OPEN_SESSION_RESPONSE = 0x11
@@ -58,6 +72,54 @@ def open_session_refusal(request):
             + bytes(8) + struct.pack("<H", len(payload)) + payload)
 
 
+def _fru_field(text):
+    """A type/length byte (8-bit ASCII, at most 63 bytes) and the text."""
+    data = text.encode("ascii")
+    if len(data) > 63:
+        raise ValueError("a FRU field holds at most 63 bytes: %r" % text)
+    return bytes([0xC0 | len(data)]) + data
+
+
+def fru_image(serial, macs, vendor=VENDOR, product=PRODUCT):
+    """FRU 0 of a node (IPMI Platform Management FRU Information Storage Definition
+    v1.0): the common header and a product info area with ``vendor``, ``product``,
+    ``serial`` and each MAC as a custom field, padded to 8 bytes, with checksums."""
+    area = bytes([1, 0, 0])     # format version, length (set below), language: English
+    for text in (vendor, product, "", "", serial, "", ""):
+        # manufacturer, product, part/model, version, serial, asset tag, FRU file id
+        area += _fru_field(text)
+    for mac in macs:
+        area += _fru_field(mac)
+    area += b"\xC1"             # no more fields
+    while (len(area) + 1) % 8:
+        area += b"\x00"
+    area = area[:1] + bytes([(len(area) + 1) // 8]) + area[2:]
+    area += bytes([-sum(area) & 0xFF])
+    header = bytes([1, 0, 0, 0, 1, 0, 0])      # the product area at offset 1 (x 8)
+    return header + bytes([-sum(header) & 0xFF]) + area
+
+
+def fru_response(image, command, data):
+    """``(completion code, response data)`` of a FRU command on FRU 0 = ``image``.
+
+    Get FRU Inventory Area Info: the size, byte access.  Read FRU Data: the count
+    read and the bytes, as much as asked within the image (none past its end).
+    Any other FRU id is not present.
+    """
+    data = list(data or ())
+    if not data:
+        return CC_BAD_LENGTH, []
+    if data[0] != 0:
+        return CC_NOT_PRESENT, []
+    if command == CMD_FRU_AREA_INFO:
+        return CC_OK, [len(image) & 0xFF, len(image) >> 8, 0]
+    if len(data) < 4:
+        return CC_BAD_LENGTH, []
+    offset, count = data[1] | (data[2] << 8), data[3]
+    chunk = image[offset:offset + count]
+    return CC_OK, [len(chunk)] + list(chunk)
+
+
 def read_boot_device(spec):
     try:
         dev = spec.boot_file.read_text().strip()
@@ -72,6 +134,7 @@ class VirtBmc(ipmi_bmc.Bmc):
         super().__init__({USER: password}, port=spec.bmc_port, address=spec.bmc_address)
         self.spec = spec
         self.guest = guest or Guest(spec)
+        self.fru = fru_image(spec.serial, [spec.mac])
 
     def sessionless_data(self, data, sockaddr):
         refusal = open_session_refusal(bytes(data))
@@ -79,6 +142,13 @@ class VirtBmc(ipmi_bmc.Bmc):
             ipmisession._io_sendto(self.serversocket, refusal, sockaddr)
             return
         super().sessionless_data(data, sockaddr)
+
+    def handle_raw_request(self, request, session):
+        if request.get("netfn") == NETFN_STORAGE and \
+                request.get("command") in (CMD_FRU_AREA_INFO, CMD_READ_FRU):
+            code, data = fru_response(self.fru, request["command"], request.get("data"))
+            return session.send_ipmi_response(data=data, code=code)
+        return super().handle_raw_request(request, session)
 
     # -- power ---------------------------------------------------------------
     def get_power_state(self):

@@ -1,8 +1,10 @@
 """``rackforge virt rack up N | down | status``: the virtual rack.
 
 ``up`` starts the rack's daemon (:mod:`rackforge.virt.rack`) detached and
-returns once every BMC answers an authenticated IPMI power status; ``down``
-stops it and checks that nothing is left; ``status`` prints one line per node.
+returns once every BMC answers an authenticated IPMI power status (asked from
+inside the rack's namespace when the BMCs are there, ``--bmc-network``);
+``down`` stops it and checks that nothing is left; ``status`` prints one line
+per node.
 """
 
 import json
@@ -16,6 +18,8 @@ import time
 
 UP_TIMEOUT = 60.0
 DOWN_TIMEOUT = 90.0
+#: one round of asking the BMCs from inside the rack's namespace
+PROBE_TIMEOUT = 60.0
 # IPMI 1.5 "Get Channel Authentication Capabilities" (channel E, IPMI 2.0 bit, admin):
 # the first packet of every client's login, answered by a BMC before any password.
 AUTH_CAP_PING = bytes([0x06, 0x00, 0xFF, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09,
@@ -36,6 +40,14 @@ def add_commands(sub):
                    help="memory per guest in MiB (default: %(default)s)")
     q.add_argument("--timeout", type=float, default=UP_TIMEOUT, metavar="SECONDS",
                    help="how long to wait for every BMC to answer (default: %(default)s)")
+    q.add_argument("--bmc-network", action="store_true",
+                   help="run the BMCs inside the rack's namespace on the bridge's address "
+                        "(10.213.88.1), where the guests reach them (a seed's 'rack up'); "
+                        "from the host: ip netns exec NS rackforge power ...")
+    q.add_argument("--disk", action="append", default=[], metavar="NODE=IMAGE",
+                   help="boot NODE (node-01...) from a ready disk image, such as an "
+                        "installed seed's; the node writes to an overlay, never to IMAGE "
+                        "(repeatable)")
     q.set_defaults(func=cmd_up)
 
     q = rsub.add_parser("down", help="stop guests and BMCs, remove the namespace and state")
@@ -69,6 +81,68 @@ def bmc_answers(address, timeout=0.5):
     return data[:4] == AUTH_CAP_PING[:4] and len(data) > 20
 
 
+def answering(info, skip=()):
+    """Names of the nodes of ``info`` (rack.json) whose BMC answers the first login
+    packet and then an authenticated power status, from where this runs; the
+    nodes in ``skip`` are not asked.  A BMC refusing the login raises (one line)."""
+    from rackforge.bmc.base import BMC
+    from rackforge.bmc.drivers import get_driver
+
+    power = get_driver("ipmi").power
+    password = None
+    found = []
+    for node in info["nodes"]:
+        if node["name"] in skip or not bmc_answers(node["bmc"]):
+            continue
+        if password is None:
+            with open(info["password_file"]) as f:
+                password = f.readline().strip()
+        host, port = node["bmc"].rsplit(":", 1)
+        power.get_power_state(BMC(address=host, port=int(port), username=info["user"],
+                                  password=password, node=node["name"]))
+        found.append(node["name"])
+    return found
+
+
+def probe_command(info, skip=()):
+    """The probe of :func:`answering` run inside the namespace of the rack's BMCs (pure)."""
+    cmd = ["ip", "netns", "exec", info["bmc_netns"], sys.executable, "-m",
+           "rackforge.virt.rack", "probe"]
+    for name in sorted(skip):
+        cmd += ["--skip", name]
+    return cmd
+
+
+def _ask_bmcs(info, skip):
+    """:func:`answering`, here or (BMCs on the rack's bridge) inside the namespace."""
+    from rackforge.virt.rack import VirtError
+
+    if not info.get("bmc_netns"):
+        return answering(info, skip)
+    try:
+        res = subprocess.run(probe_command(info, skip), capture_output=True, text=True,
+                             timeout=PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return []                   # nothing new this round; the caller's deadline decides
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    if res.returncode or not lines:
+        errors = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        raise VirtError(detail="asking the BMCs inside namespace %s failed: %s"
+                               % (info["bmc_netns"], errors[-1] if errors else "no output"))
+    return json.loads(lines[-1])
+
+
+def daemon_command(count, firmware, memory, bmc_network=False, disks=None):
+    """The rack daemon's command line (pure); ``disks``: ``{node: image}``."""
+    cmd = [sys.executable, "-m", "rackforge.virt.rack", "run", str(count),
+           "--firmware", firmware, "--memory", str(memory)]
+    if bmc_network:
+        cmd.append("--bmc-network")
+    for name, image in sorted((disks or {}).items()):
+        cmd += ["--disk", "%s=%s" % (name, image)]
+    return cmd
+
+
 def _daemon_alive(info):
     from rackforge.virt.guest import pid_alive
     pid = info.get("pid")
@@ -86,7 +160,9 @@ def cmd_up(args):
     from rackforge.virt.rack import VirtError
 
     _checks()
-    specs = rack.plan(args.count, "check", rack.virt_dir(), args.firmware, args.memory)
+    disks = rack.parse_disks(args.disk)
+    specs = rack.plan(args.count, "check", rack.virt_dir(), args.firmware, args.memory,
+                      bmc_network=args.bmc_network, disks=disks)
     info = rack.load_info()
     if info and _daemon_alive(info):
         raise VirtError(detail="a rack is already up (namespace %s): run 'rackforge virt rack "
@@ -101,8 +177,7 @@ def cmd_up(args):
     # our own handle on the log: it stays readable even if the daemon removes the folder
     log = open(vdir / "rack.log", "w+b")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rackforge.virt.rack", "run", str(args.count),
-         "--firmware", args.firmware, "--memory", str(args.memory)],
+        daemon_command(args.count, args.firmware, args.memory, args.bmc_network, disks),
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         info = _wait_ready(proc, log, args.timeout)
@@ -119,6 +194,11 @@ def cmd_up(args):
     _print_table(info)
     print("\nBMC user admin, password in %s; guests and DHCP only inside namespace %s"
           % (info["password_file"], info["netns"]))
+    if info.get("bmc_netns"):
+        print("BMCs on the rack's bridge inside %s: ip netns exec %s rackforge power status "
+              "--bmc %s --user admin --password-file %s"
+              % (info["bmc_netns"], info["bmc_netns"], info["nodes"][0]["bmc"],
+                 info["password_file"]))
     return 0
 
 
@@ -133,30 +213,17 @@ def _daemon_error(log):
 
 
 def _wait_ready(proc, log, timeout):
-    from rackforge.bmc.base import BMC
-    from rackforge.bmc.drivers import get_driver
     from rackforge.virt import rack
     from rackforge.virt.rack import VirtError
 
     deadline = time.monotonic() + timeout
     answered = set()
-    password = None
-    power = get_driver("ipmi").power
     while True:
         if proc.poll() is not None:
             raise VirtError(detail="the rack's daemon exited: %s" % _daemon_error(log))
         info = rack.load_info()
         if info and info.get("ready") and info.get("pid") == proc.pid:
-            if password is None:
-                with open(info["password_file"]) as f:
-                    password = f.readline().strip()
-            for node in info["nodes"]:
-                if node["name"] in answered or not bmc_answers(node["bmc"]):
-                    continue
-                host, port = node["bmc"].rsplit(":", 1)
-                power.get_power_state(BMC(address=host, port=int(port), username=info["user"],
-                                          password=password, node=node["name"]))
-                answered.add(node["name"])
+            answered.update(_ask_bmcs(info, answered))
             if len(answered) == len(info["nodes"]):
                 return info
         if time.monotonic() >= deadline:
@@ -238,8 +305,9 @@ def format_table(info):
 
 def _print_table(info):
     info = live_status(info)
-    print("rack: namespace %s, bridge %s %s, daemon %s (pid %s)"
-          % (info["netns"], info["bridge"], info["address"], info["daemon"], info["pid"]))
+    print("rack: namespace %s, bridge %s %s, daemon %s (pid %s)%s"
+          % (info["netns"], info["bridge"], info["address"], info["daemon"], info["pid"],
+             ", BMCs inside the namespace" if info.get("bmc_netns") else ""))
     for line in format_table(info):
         print(line)
 

@@ -1,9 +1,11 @@
 """One QEMU guest of the virtual rack: its command line, start and stop.
 
-A guest is a q35 machine under TCG with an empty qcow2 disk and one
-virtio-net NIC on a tap of the rack bridge (inside the rack's network
-namespace).  Its serial console is appended to a log file; QEMU's own
-messages go to ``qemu.log``; a QMP socket allows a soft (ACPI) power-off.
+A guest is a q35 machine under TCG with a qcow2 disk (empty, or an overlay
+over a ready image that stays untouched) and one virtio-net NIC on a tap of
+the rack bridge (inside the rack's network namespace).  Its SMBIOS system
+serial is the one its BMC's FRU reports, as on a real server.  Its serial
+console is appended to a log file; QEMU's own messages go to ``qemu.log``; a
+QMP socket allows a soft (ACPI) power-off.
 
 The boot order comes from the BMC's boot device at each start: ``network``
 puts the NIC first (QEMU's iPXE ROM under BIOS, OVMF's network boot under
@@ -33,6 +35,9 @@ NETWORK_FIRST = ("network",)
 DISK_FIRST = ("hd", "default")
 BOOT_DEVICES = NETWORK_FIRST + DISK_FIRST
 DISK_SIZE = "8G"
+#: what the guest's SMBIOS and its BMC's FRU say it is
+VENDOR = "rackforge"
+PRODUCT = "virtual node"
 
 
 def node_name(index):
@@ -50,6 +55,11 @@ def tap_name(index):
     return "rfvtap%d" % index
 
 
+def serial_for(index):
+    """The system serial number of node ``index``: ``RFVIRT-NN`` (SMBIOS and FRU)."""
+    return "RFVIRT-%02d" % index
+
+
 @dataclass
 class GuestSpec:
     """Everything needed to start one node's QEMU; stored as ``node.json``."""
@@ -65,6 +75,9 @@ class GuestSpec:
     bmc_address: str = "127.0.0.1"
     bmc_port: int = 6230
     password_file: str = ""
+    serial: str = ""                # SMBIOS type 1 serial, and the BMC's FRU serial
+    base_disk: str = ""             # a ready image under the node's disk (never written)
+    bmc_netns: str = ""             # the BMC runs in this namespace ("": the host's)
 
     @property
     def dir(self):
@@ -122,6 +135,9 @@ def qemu_command(spec, boot_device="network"):
            "-serial", "chardev:console",
            "-qmp", "unix:%s,server=on,wait=off" % spec.qmp_socket,
            "-pidfile", str(spec.pidfile)]
+    if spec.serial:
+        cmd += ["-smbios", "type=1,manufacturer=%s,product=%s,serial=%s"
+                % (VENDOR, PRODUCT, spec.serial)]
     if spec.firmware == "uefi":
         cmd += ["-drive", "if=pflash,format=raw,readonly=on,file=%s" % OVMF_CODE,
                 "-drive", "if=pflash,format=raw,file=%s" % spec.ovmf_vars]
@@ -132,12 +148,44 @@ def qemu_command(spec, boot_device="network"):
     return ["ip", "netns", "exec", spec.netns] + cmd
 
 
+def disk_command(spec, base_format=None):
+    """``qemu-img`` making the node's disk: an empty qcow2, or a qcow2 overlay whose
+    backing file is ``spec.base_disk`` (format ``base_format``), opened read-only by
+    QEMU: whatever the node writes stays in the overlay (pure)."""
+    if spec.base_disk:
+        if not base_format:
+            raise ValueError("the format of %s is needed for its overlay" % spec.base_disk)
+        return ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(spec.base_disk),
+                "-F", base_format, str(spec.disk)]
+    return ["qemu-img", "create", "-q", "-f", "qcow2", str(spec.disk), DISK_SIZE]
+
+
+def image_format(path):
+    """The format of the image at ``path`` (``qcow2``, ``raw``...), from ``qemu-img info``."""
+    res = subprocess.run(["qemu-img", "info", "--output=json", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode:
+        raise GuestStartFailed("%s: not an image qemu-img can read (%s)"
+                               % (path, _last_line(res.stderr)))
+    return json.loads(res.stdout)["format"]
+
+
+def _last_line(text):
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
 def prepare(spec):
-    """Create the node's folder, its empty disk and (UEFI) its own variable store."""
+    """Create the node's folder, its disk (empty, or an overlay over its base image) and
+    (UEFI) its own variable store.  An existing disk is kept: a node's disk lives as long
+    as the rack."""
     spec.dir.mkdir(parents=True, exist_ok=True)
     if not spec.disk.exists():
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(spec.disk), DISK_SIZE],
-                       check=True, capture_output=True)
+        fmt = image_format(spec.base_disk) if spec.base_disk else None
+        res = subprocess.run(disk_command(spec, fmt), capture_output=True, text=True)
+        if res.returncode:
+            raise GuestStartFailed("%s: qemu-img could not make its disk: %s"
+                                   % (spec.name, _last_line(res.stderr)))
     if spec.firmware == "uefi" and not spec.ovmf_vars.exists():
         shutil.copyfile(OVMF_VARS, spec.ovmf_vars)
 
