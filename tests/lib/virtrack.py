@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,24 @@ class VirtRack:
         assert self.password not in res.stdout + res.stderr
         return res
 
+    def netns_cli(self, *args, timeout=120):
+        """The real command line inside the rack's namespace (where ``--bmc-network``
+        puts the BMCs, on the bridge's address)."""
+        res = subprocess.run(["ip", "netns", "exec", self.info["netns"], sys.executable, "-m",
+                              "rackforge", *map(str, args)], env=self.env, timeout=timeout,
+                             capture_output=True, text=True)
+        assert self.password not in res.stdout + res.stderr
+        return res
+
     def bmc(self, *args, bmcs=None, timeout=120):
-        """``rackforge ARGS --bmc ... --user admin --password-file F``."""
+        """``rackforge ARGS --bmc ... --user admin --password-file F``, from where the
+        BMCs are reached: the host, or the rack's namespace (``--bmc-network``)."""
         targets = []
         for b in bmcs or self.bmcs():
             targets += ["--bmc", b]
-        return self.cli(*args, *targets, "--user", "admin", "--password-file",
-                        self.password_file, timeout=timeout)
+        run = self.netns_cli if self.info.get("bmc_netns") else self.cli
+        return run(*args, *targets, "--user", "admin", "--password-file", self.password_file,
+                   timeout=timeout)
 
     def status(self):
         res = rackforge("virt", "rack", "status", "--json", env=self.env, timeout=60)

@@ -398,3 +398,46 @@ def test_the_daemon_refuses_a_bad_disk_before_building_anything(tmp_path, monkey
     monkeypatch.setattr(rack, "run", lambda *a, **k: pytest.fail("the rack was built"))
     assert rack.main(["run", "2", "--disk", "node-01=/nonexistent.qcow2"]) == 1
     assert not rack.virt_dir().exists()
+
+
+# -- the identity chain: BMC FRU -> enrolment -> the installer's own view -------------------
+class PyghmiCommandThroughTheBmc(ThroughTheBmc):
+    """What ``bmc/ipmi.py``'s inventory reader calls on a pyghmi Command, answered by the
+    VirtBmc: FRU 0 as pyghmi's Command reads it; no LAN parameters and no SDR (as ours)."""
+
+    def get_inventory_of_component(self, component):
+        assert component == "System"
+        return pyghmi_fru.FRU(ipmicmd=self, fruid=0).info
+
+    def get_net_configuration(self):
+        from pyghmi.exceptions import IpmiException
+        raise IpmiException("Invalid command", 0xC1)
+
+    def get_sensor_data(self):
+        from pyghmi.exceptions import IpmiException
+        raise IpmiException("Invalid command", 0xC1)
+
+
+def test_what_rack_up_enrols_is_what_the_guests_installer_presents(tmp_path):
+    from types import SimpleNamespace
+
+    from rackforge.bmc import base
+    from rackforge.bmc.cli import _node_name
+    from rackforge.bmc.ipmi import IPMIInventory
+    from rackforge.bringup import installapi
+    from rackforge.registry import valid_name
+
+    b = _bmc(tmp_path)
+    bmc = base.BMC(address="10.213.88.1", port=6231, username="admin", password="pw")
+    inv = IPMIInventory()._read(bmc, PyghmiCommandThroughTheBmc(b))
+    assert (inv.vendor, inv.product, inv.serial) == ("rackforge", "virtual node", "RFVIRT-02")
+    assert inv.macs == ["52:54:00:5a:00:02"] and inv.guid is None
+    name = _node_name(inv, None)
+    assert name == "node-rfvirt-02" and valid_name(name)
+    node = SimpleNamespace(name=name, state="installing", bmc={"address": "10.213.88.1"},
+                           inventory=inv.as_dict(), macs=inv.macs)
+    # the guest's installer sends its NICs' MACs and its SMBIOS serial (QEMU's -smbios)
+    smbios = dict(kv.split("=", 1) for kv in _arg_after(
+        vguest.qemu_command(b.spec, "network"), "-smbios")[0].split(","))
+    assert installapi.mismatch(node, {b.spec.mac}, smbios["serial"]) is None
+    assert installapi.mismatch(node, {b.spec.mac}, "RFVIRT-03") is not None
