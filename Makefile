@@ -50,7 +50,7 @@ e2e: setup-e2e
 
 # Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
 # against a baseline measured in the same run.
-BENCHES ?= build_cache pxe_tftp pxe_http pxe_hostile bmc_power cluster_join nodeagent_ha ceph_rack cloud
+BENCHES ?= build_cache pxe_tftp pxe_http pxe_hostile bmc_power cluster_join nodeagent_ha ceph_rack cloud bringup
 bench: setup-test
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PYTHON) bench/$$b.py; done
 
