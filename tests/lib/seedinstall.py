@@ -118,6 +118,24 @@ def answer_disk(path, text):
                    capture_output=True)
 
 
+def install_devices(iso, disk, answers):
+    """The install guest's ISO, target and answer disk as QEMU arguments (pure).
+
+    The ISO is a SATA CD-ROM first in the boot order and the answer disk is in
+    the boot order too (after it; it boots nothing itself): OVMF connects only
+    the devices of its boot order, and the ISO's GRUB must see the RF-ANSWER
+    label to make the installer its default entry.  The disks carry serial
+    numbers, as a server's do; the target is written in place.
+    """
+    return ["-drive", "file=%s,if=none,id=seedcd,media=cdrom,readonly=on" % iso,
+            "-device", "ide-cd,drive=seedcd,bus=ide.2,bootindex=0",
+            "-device", "virtio-scsi-pci,id=seedscsi",
+            "-drive", "file=%s,if=none,id=seedtarget,format=qcow2" % disk,
+            "-device", "scsi-hd,bus=seedscsi.0,drive=seedtarget,serial=%s" % TARGET_SERIAL,
+            "-drive", "file=%s,if=none,id=seedanswer,format=raw" % answers,
+            "-device", "scsi-hd,bus=seedscsi.0,drive=seedanswer,serial=RFANSWER01,bootindex=1"]
+
+
 @dataclass
 class SeedInstall:
     disk: Path                  # the installed seed disk (qcow2), never written again
@@ -136,9 +154,7 @@ def install_seed(iso, workdir, public_key, timeout=INSTALL_TIMEOUT):
     answers = workdir / "answer.img"
     answer_disk(answers, seed_answer(public_key))
     guest = Guest(workdir / "install", firmware="uefi", uefi_vars=workdir / "OVMF_VARS.fd")
-    guest.add_cdrom(iso)
-    guest.add_scsi_disk(disk, TARGET_SERIAL, fmt="qcow2")
-    guest.add_scsi_disk(answers, "RFANSWER01")
+    guest.devices += install_devices(iso, disk, answers)
     guest.add_user_nic(mac=SEED_MAC)
     started = time.monotonic()
     with guest:

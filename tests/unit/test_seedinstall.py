@@ -37,6 +37,26 @@ def test_the_install_guests_nic_satisfies_the_plans_nic_check():
     assert len(plan.nic_problems(network, other)) == 1
 
 
+def test_the_install_guest_boots_the_iso_and_lets_grub_see_the_answer_disk(tmp_path):
+    from guest import Guest
+
+    guest = Guest(tmp_path / "g", firmware="bios")    # uefi: the same devices, OVMF's files
+    guest.devices += si.install_devices("/b/min.iso", "/t/seed.qcow2", "/t/answer.img")
+    guest.add_user_nic(mac=si.SEED_MAC)
+    cmd = guest.command()
+    devices = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-device"]
+    drives = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-drive"]
+    assert "ide-cd,drive=seedcd,bus=ide.2,bootindex=0" in devices
+    assert "scsi-hd,bus=seedscsi.0,drive=seedanswer,serial=RFANSWER01,bootindex=1" in devices
+    assert "scsi-hd,bus=seedscsi.0,drive=seedtarget,serial=RFSEED01" in devices
+    assert "file=/t/seed.qcow2,if=none,id=seedtarget,format=qcow2" in drives  # in place
+    assert not any("snapshot" in d for d in drives) and "-boot" not in cmd
+    assert any(d.startswith("virtio-net-pci") and "mac=52:54:00:5a:00:01" in d
+               for d in devices)
+    ids = [d.split("id=")[1].split(",")[0] for d in drives if "id=" in d]
+    assert len(ids) == len(set(ids))
+
+
 def test_bmc_targets_and_the_rack_up_line():
     assert si.bmc_target(["10.213.88.1:6231"]) == "10.213.88.1:6231"
     assert si.bmc_target(["10.213.88.1:6231", "10.213.88.1:6232"]) == "10.213.88.1:6231-6232"
