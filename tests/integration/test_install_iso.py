@@ -102,10 +102,12 @@ def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
     uefi_vars = tmp_path / "OVMF_VARS.fd"
 
     guest = Guest(tmp_path / "install", firmware="uefi", uefi_vars=uefi_vars)
-    guest.add_cdrom(out / (NAME + ".iso"))
+    guest.add_install_medium(out / (NAME + ".iso"))
     guest.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
     guest.add_scsi_disk(decoy, "RFDECOY01")
-    guest.add_scsi_disk(answers, "RFANSWER01")
+    # in the boot order, so that OVMF connects it and the ISO's GRUB sees its label (a
+    # USB stick on a server's firmware is); it boots nothing itself
+    guest.add_scsi_disk(answers, "RFANSWER01", bootindex=1)
     guest.add_user_nic()
     with guest:
         guest.wait_for(r"rackforge installer: answer file from the partition labelled "

@@ -60,13 +60,23 @@ class Guest:
         self.devices += ["-drive", "file=%s,media=cdrom,readonly=on,if=ide,index=2" % path,
                          "-boot", "order=d"]
 
-    def add_scsi_disk(self, path, serial, fmt="raw"):
-        """A disk written in place (no snapshot) with a serial number, as a server's are."""
+    def add_scsi_disk(self, path, serial, fmt="raw", bootindex=None):
+        """A disk written in place (no snapshot) with a serial number, as a server's are.
+        ``bootindex``: in the firmware's boot order (OVMF connects, so GRUB sees, only
+        the devices there)."""
         if not any(d.startswith("virtio-scsi-pci") for d in self.devices):
             self.devices += ["-device", "virtio-scsi-pci,id=scsi0"]
         n = sum(1 for d in self.devices if d.startswith("scsi-hd"))
-        self.devices += ["-drive", "file=%s,if=none,id=sd%d,format=%s" % (path, n, fmt),
-                         "-device", "scsi-hd,bus=scsi0.0,drive=sd%d,serial=%s" % (n, serial)]
+        order = ",bootindex=%d" % bootindex if bootindex is not None else ""
+        self.devices += ["-drive", "file=%s,if=none,id=rfdisk%d,format=%s" % (path, n, fmt),
+                         "-device", "scsi-hd,bus=scsi0.0,drive=rfdisk%d,serial=%s%s"
+                         % (n, serial, order)]
+
+    def add_install_medium(self, path):
+        """The ISO as a SATA CD-ROM first in the boot order (bootindex, not -boot, so
+        other devices can be in the order too)."""
+        self.devices += ["-drive", "file=%s,if=none,id=rfcd,media=cdrom,readonly=on" % path,
+                         "-device", "ide-cd,drive=rfcd,bus=ide.2,bootindex=0"]
 
     def add_user_nic(self, mac="52:54:00:12:34:56"):
         """A NIC on QEMU's user network (10.0.2.0/24, gateway 10.0.2.2), no boot ROM."""
