@@ -3,6 +3,8 @@
 - ``installer run [--no-reboot]``: what ``rackforge-installer.service`` runs on an
   install boot (``installer/run.py``): answer file found, install unattended and
   reboot; none, start the TUI on each console.
+- ``installer tui [--tty DEVICE] [--inventory JSON] [--dry-run]``: the
+  installer's screens (``tuicmd.py``, ``tui.py``), the same answers and plan as a file.
 - ``installer validate FILE [--inventory JSON]``: check an answer file, then
   show the plan it makes on this machine (or on a recorded inventory): the
   disk it would pick and what it would do with it.  It writes nothing: the
@@ -34,6 +36,15 @@ def add_commands(sub):
                    help="a recorded inventory ('rackforge firstboot inventory --json' on the "
                         "target) instead of this machine's; its disks are not probed")
     q.set_defaults(func=cmd_installer_validate)
+    t = isub.add_parser("tui", help="the installer's screens: disk, network, cluster, host "
+                        "name, SSH key, then the plan to confirm before anything is written")
+    t.add_argument("--tty", metavar="DEVICE",
+                   help="run on this tty (/dev/tty1, /dev/ttyS0) instead of the terminal")
+    t.add_argument("--inventory", metavar="JSON",
+                   help="a recorded inventory instead of this machine's (needs --dry-run)")
+    t.add_argument("--dry-run", action="store_true",
+                   help="go through every screen, then print the plan instead of writing")
+    t.set_defaults(func=cmd_installer_tui)
     q = isub.add_parser("run", help="the install boot's installer (run by its unit): an "
                         "answer file installs unattended, none starts the TUI")
     q.add_argument("--no-reboot", action="store_true",
@@ -45,6 +56,21 @@ def cmd_installer_run(args):
     from rackforge.installer import run
 
     return run.main(reboot=not args.no_reboot)
+
+
+class TuiUnavailable(errors.ConfigError):
+    message = ("the installer's screens need Textual ({detail}); install python3-textual, "
+               "or install from an answer file")
+
+
+def cmd_installer_tui(args):
+    try:
+        from rackforge.installer import tuicmd
+    except ImportError as e:
+        if not (e.name or "").startswith(("textual", "rich")):
+            raise
+        raise TuiUnavailable(detail="no module %s" % e.name.split(".")[0]) from None
+    return tuicmd.main(tty=args.tty, inventory_path=args.inventory, dry_run=args.dry_run)
 
 
 def load_inventory(path):
