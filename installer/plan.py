@@ -145,13 +145,31 @@ def nic_problems(management, inventory):
     return problems
 
 
-def make_plan(answers, inventory, run=storage.run_probe):
+def vip_problems(answers, controllers):
+    """A new cluster of a profile with more than one controller needs a VIP (first boot
+    refuses to seed without one: say it now, before the disk is written)."""
+    if answers.mode == "create" and controllers > 1 and not answers.cluster.vip:
+        return [answer.Problem("cluster.create.vip", "is missing: this image's profile has %d "
+                               "controllers, so the cluster needs a VIP (a free address of "
+                               "the management network)" % controllers)]
+    return []
+
+
+def profile_controllers():
+    """The controller count of the profile of the image the installer runs from."""
+    from rackforge import nodeprofile
+
+    return int((nodeprofile.load().cluster or {}).get("controllers", 3))
+
+
+def make_plan(answers, inventory, run=storage.run_probe, controllers=None):
     """The :class:`InstallPlan` of ``answers`` on the machine of ``inventory``.
 
     :param answers: :class:`~rackforge.installer.answer.Answers`, complete.
     :param inventory: :class:`rackforge.firstboot.inventory.Inventory` of this machine.
     :param run: probe runner for wipefs and blkid (see ``disks.choose``); None for a
         recorded inventory, whose disks cannot be probed from here.
+    :param controllers: the profile's controller count (default: this image's profile).
     :raises: ``AnswerInvalid`` for incomplete answers, :class:`PlanInvalid` for every
         problem this machine shows.
     """
@@ -163,6 +181,8 @@ def make_plan(answers, inventory, run=storage.run_probe):
     except disks.DiskChoiceError as e:
         problems.append(answer.Problem(e.kwargs.get("key", "disk"), str(e)))
     problems += nic_problems(answers.network, inventory)
+    problems += vip_problems(answers, profile_controllers() if controllers is None
+                             else controllers)
     if problems:
         raise PlanInvalid(problems, answers.where, answers.lines, answers.secrets())
     return InstallPlan(

@@ -34,7 +34,7 @@ disk:
   match: {serial: RFTARGET01}
 network: {interface: "mac:52:54:00:12:34:56", address: 10.0.2.15/24, gateway: 10.0.2.2}
 cluster:
-  create: {name: rack1}
+  create: {name: rack1, vip: 10.0.2.100}
 hostname: installed1
 ssh_authorized_keys: ["%s"]
 """

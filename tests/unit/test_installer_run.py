@@ -92,3 +92,17 @@ def test_a_bad_answer_file_is_one_failed_line_and_no_reboot(monkeypatch):
     assert code != 0 and calls == []
     failed = [line for line in lines if line.startswith("FAILED: ")]
     assert len(failed) == 1 and "version" in failed[0]
+
+
+def test_a_new_cluster_of_a_several_controller_profile_needs_its_vip_before_writing():
+    from rackforge.installer import plan
+
+    no_vip = answer.Answers.from_dict({
+        "version": 1, "hostname": "node1", "disk": {"match": {"size": "largest"}},
+        "network": {"interface": "eth0", "address": "10.0.0.11/24"},
+        "cluster": {"create": {"name": "rack1"}}})
+    problems = plan.vip_problems(no_vip, 3)
+    assert [p.key for p in problems] == ["cluster.create.vip"]
+    assert "profile has 3 controllers" in problems[0].text
+    assert plan.vip_problems(no_vip, 1) == []
+    assert plan.vip_problems(run.answers_of(sources.Found(SEED, "x")), 3) == []

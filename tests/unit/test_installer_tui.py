@@ -674,7 +674,7 @@ def test_a_dry_run_prints_the_plan(dell, tmp_path, monkeypatch, capsys):
             "version": 1, "hostname": "node1", "disk": {"match": {"wwn": SDA[4:]}},
             "network": {"interface": "eno1", "address": "dhcp"},
             "cluster": {"create": {"name": "rack1"}}})
-        return plan.make_plan(answers, app.flow.inventory, run=None)
+        return plan.make_plan(answers, app.flow.inventory, run=None, controllers=1)
 
     monkeypatch.setattr(tui.InstallerApp, "run", run)
     assert cli.main(["installer", "tui", "--dry-run", "--inventory", str(path)]) == 0
