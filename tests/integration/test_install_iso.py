@@ -20,6 +20,7 @@ import subprocess
 
 import pytest
 from guest import Guest, wait_for_login
+from seedinstall import answer_disk, ssh_key
 
 from rackforge import __version__
 
@@ -38,12 +39,6 @@ cluster:
 hostname: installed1
 ssh_authorized_keys: ["%s"]
 """
-
-
-def ssh_key(tmp_path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "installer-test",
-                    "-f", str(tmp_path / "id")], check=True)
-    return (tmp_path / "id.pub").read_text().strip()
 
 
 def root_partition(disk, tmp_path):
@@ -79,16 +74,6 @@ def decoy_disk(path):
         f.write(os.urandom(64 << 20))
 
 
-def answer_disk(path, text):
-    """A 16 MiB FAT file system (no partition table) labelled RF-ANSWER."""
-    subprocess.run(["mkfs.vfat", "-C", "-n", "RF-ANSWER", str(path), str(16 * 1024)],
-                   check=True, capture_output=True)
-    src = path.with_suffix(".yaml")
-    src.write_text(text)
-    subprocess.run(["mcopy", "-i", str(path), str(src), "::answer.yaml"], check=True,
-                   capture_output=True)
-
-
 def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
         minimal_build, tmp_path):
     out, _ = minimal_build
@@ -96,7 +81,7 @@ def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
         tmp_path / "answer.img"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "6G"], check=True)
     decoy_disk(decoy)
-    key = ssh_key(tmp_path)
+    _, key = ssh_key(tmp_path)
     answer_disk(answers, ANSWER % key)
     before = {p: sha256(p) for p in (decoy, answers)}
     uefi_vars = tmp_path / "OVMF_VARS.fd"

@@ -50,6 +50,7 @@ ISO_NAME = "rackforge-minimal.iso"
 SEED = node_name(1)
 SEED_MAC = mac_for(1)
 SEED_ADDRESS = SUBNET + ".10"
+SEED_VIP = SUBNET + ".9"            # the cluster's VIP: free on the bridge, no one answers ARP
 SEED_HOSTNAME = "rack1-seed"
 CLUSTER = "rack1"
 DHCP_RANGE = "%s.100,%s.150" % (SUBNET, SUBNET)
@@ -83,7 +84,8 @@ def missing_tools():
 
 def seed_answer(public_key, hostname=SEED_HOSTNAME):
     """The seed's answer file: node-01's NIC by MAC, a static address on the rack's
-    bridge (checked by ARP of the bridge), a new cluster, root's key."""
+    bridge (checked by ARP of the bridge), a new cluster with its VIP (the profile has
+    three controllers), root's key."""
     return ("version: 1\n"
             "hostname: %s\n"
             "disk:\n"
@@ -93,9 +95,9 @@ def seed_answer(public_key, hostname=SEED_HOSTNAME):
             "  address: %s/24\n"
             "  check: {peer: %s}\n"
             "cluster:\n"
-            "  create: {name: %s}\n"
+            "  create: {name: %s, vip: %s}\n"
             "ssh_authorized_keys: [\"%s\"]\n"
-            % (hostname, TARGET_SERIAL, SEED_MAC, SEED_ADDRESS, BRIDGE_IP, CLUSTER,
+            % (hostname, TARGET_SERIAL, SEED_MAC, SEED_ADDRESS, BRIDGE_IP, CLUSTER, SEED_VIP,
                public_key.strip()))
 
 
