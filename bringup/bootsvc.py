@@ -44,9 +44,11 @@ def env_path():
 
 
 def arguments(interface, bundle, mode="proxy", dhcp_range=None, http_port=None, etcd=None,
-              cluster=None):
+              cluster=None, allow_default_route=False):
     """The words of ``pxe serve``'s arguments; each value checked to be one word."""
     words = ["--interface", interface, "--bundle", str(bundle), "--mode", mode]
+    if allow_default_route:         # checked here as pxe serve checks it: passed on too
+        words.append("--allow-default-route")
     if dhcp_range:
         words += ["--range", dhcp_range]
     if http_port:

@@ -175,7 +175,8 @@ def _boot_services(args, cluster):
         bootsvc.check(args.interface, args.bundle, args.mode, args.range_,
                       args.allow_default_route)
         words = bootsvc.arguments(args.interface, args.bundle, args.mode, args.range_,
-                                  args.http_port, args.etcd, cluster)
+                                  args.http_port, args.etcd, cluster,
+                                  allow_default_route=args.allow_default_route)
     done = bootsvc.ensure(words)
     status = bootsvc.wait_serving()
     print("boot services: %s (%s on %s)" % (done, status.get("mode", "?"),

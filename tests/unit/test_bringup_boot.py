@@ -172,3 +172,9 @@ def test_the_unit_reads_the_file_and_ships_disabled():
     hook = (element / "install.d/70-rackforge-bringup-pxe").read_text()
     assert "systemctl disable %s" % bootsvc.UNIT in hook
     assert os.access(element / "install.d/70-rackforge-bringup-pxe", os.X_OK)
+
+
+def test_allowing_the_default_route_reaches_pxe_serve_too():
+    words = bootsvc.arguments("eno1", "/srv/pxe", allow_default_route=True)
+    assert "--allow-default-route" in words
+    assert "--allow-default-route" not in bootsvc.arguments("eno1", "/srv/pxe")
