@@ -45,7 +45,7 @@ ESP_LABEL = "RF-ESP"
 NVRAM_LABEL = "rackforge"
 TARGET = Path("/run/rackforge/target")
 #: written on the installed system: left out of the comparison with the live root
-NODE_FILES = ("etc/fstab", "etc/hostname", "etc/machine-id", "etc/rackforge/bootstrap.yaml",
+NODE_FILES = ("etc/fstab", "etc/hostname", "etc/rackforge/bootstrap.yaml",
               "root/.ssh", "boot/grub", "boot/efi", "var/lib/rackforge/bundle")
 #: the seed's PXE bundle for the rack, made from the installation medium's live files
 BUNDLE_DIR = "var/lib/rackforge/bundle"
@@ -228,7 +228,6 @@ class Writer:
                      "LABEL=%s /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10s"
                      " 0 2\n" % (self.root_uuid, ESP_LABEL))
         atomic_write(r / "etc" / "hostname", self.t.hostname + "\n")
-        atomic_write(r / "etc" / "machine-id", "")     # made at first boot: one per node
         (r / "etc" / "rackforge").mkdir(parents=True, exist_ok=True)
         atomic_write(r / "etc" / "rackforge" / "bootstrap.yaml", self.t.bootstrap, mode=0o600)
         if self.t.ssh_keys:
