@@ -42,7 +42,8 @@ ssh_authorized_keys: ["%s"]
 
 
 def root_partition(disk, tmp_path):
-    """The installed root file system, mounted read-only from a raw copy of ``disk``."""
+    """The installed root file system, mounted read-only from a raw copy of ``disk``
+    (its journal not replayed: the last guest was stopped, not shut down)."""
     raw = tmp_path / "installed.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)], check=True)
     info = subprocess.run(["sgdisk", "-i", "3", str(raw)], check=True, capture_output=True,
@@ -50,7 +51,7 @@ def root_partition(disk, tmp_path):
     first = int(info.split("First sector: ")[1].split()[0])
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    subprocess.run(["mount", "-o", "ro,loop,offset=%d" % (first * 512), str(raw), str(mnt)],
+    subprocess.run(["mount", "-o", "ro,noload,loop,offset=%d" % (first * 512), str(raw), str(mnt)],
                    check=True)
     return mnt
 
