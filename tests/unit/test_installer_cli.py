@@ -9,6 +9,7 @@ import pytest
 import yaml
 from inventory_samples import load
 
+from probes import recorded
 from rackforge import cli
 from rackforge.firstboot import inventory, storage
 from rackforge.installer import answer
@@ -17,12 +18,6 @@ SAMPLES = Path(__file__).parent / "samples"
 TOKEN = "q7x2kd.9f3h1m0c8b7v6n5z"
 SEED = answer.EXAMPLES / "seed.yaml"
 JOIN = answer.EXAMPLES / "join.yaml"
-
-
-def recorded(name, tool):
-    text = (SAMPLES / "storage" / ("%s.%s" % (name, tool))).read_text()
-    body, _, rc = text.rstrip("\n").rpartition("\n")
-    return int(rc.split("=")[1]), body
 
 
 @pytest.fixture(autouse=True)

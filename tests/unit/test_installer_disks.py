@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from inventory_samples import load
 
+from probes import Runner
 from rackforge.firstboot import bootstrap, inventory, storage
 from rackforge.installer import answer, disks, plan
 from rackforge.installer.disks import DiskAnswer, MatchSpec
@@ -26,23 +27,6 @@ NVME0 = "wwn:eui.36344730528012340025384500000001"
 USB_SERIAL = "4C530001230815116541"
 TOKEN = "q7x2kd.9f3h1m0c8b7v6n5z"
 PIN = "sha256:" + "5e" * 32
-
-
-def recorded(name, tool):
-    text = (SAMPLES / "storage" / ("%s.%s" % (name, tool))).read_text()
-    body, _, rc = text.rstrip("\n").rpartition("\n")
-    return int(rc.split("=")[1]), body
-
-
-class Runner:
-    """Replays a recorded probe per device ({"/dev/sdb": "gpt"}; others: empty)."""
-
-    def __init__(self, shapes=None):
-        self.shapes, self.calls = shapes or {}, []
-
-    def __call__(self, argv):
-        self.calls.append(argv)
-        return recorded(self.shapes.get(argv[-1], "empty"), argv[0])
 
 
 @pytest.fixture(autouse=True)

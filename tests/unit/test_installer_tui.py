@@ -15,6 +15,7 @@ from inventory_samples import load
 from rich.color import ColorType
 from textual import events
 
+from probes import Runner
 from rackforge import cli
 from rackforge.firstboot import inventory
 from rackforge.installer import answer, plan, tui, tuicmd, tuimodel, write
@@ -28,23 +29,6 @@ SDA = "wwn:0x5000c500c1a2b3c0"
 SDB = "wwn:0x5000c500c1a2b3c1"
 #: what the Linux console's font has: printable ASCII (borders are ASCII or none)
 CONSOLE_GLYPHS = set(map(chr, range(32, 127)))
-
-
-def recorded(name, tool):
-    text = (SAMPLES / "storage" / ("%s.%s" % (name, tool))).read_text()
-    body, _, rc = text.rstrip("\n").rpartition("\n")
-    return int(rc.split("=")[1]), body
-
-
-class Runner:
-    """Replays a recorded probe per device ({"/dev/sdb": "gpt"}; others: empty)."""
-
-    def __init__(self, shapes=None):
-        self.shapes, self.calls = shapes or {}, []
-
-    def __call__(self, argv, timeout=30):
-        self.calls.append(argv)
-        return recorded(self.shapes.get(argv[-1], "empty"), argv[0])
 
 
 class FakeInstall:

@@ -7,31 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from probes import recorded, Runner
 from rackforge import registry
 from rackforge.firstboot import storage
 from rackforge.firstboot.inventory import BMC, CPU, BlockDevice, Inventory, Memory, SystemVendor
 from rackforge.firstboot.storage import StoragePolicy
 
-SAMPLES = Path(__file__).parent / "samples" / "storage"
 GIB = 1 << 30
-
-
-def recorded(name, tool):
-    text = (SAMPLES / ("%s.%s" % (name, tool))).read_text()
-    body, _, rc = text.rstrip("\n").rpartition("\n")
-    return int(rc.split("=")[1]), body
-
-
-class Runner:
-    """Replays a recorded probe per device: {"/dev/sdb": "ext4", ...}."""
-
-    def __init__(self, shapes):
-        self.shapes, self.calls = shapes, []
-
-    def __call__(self, argv):
-        self.calls.append(argv)
-        tool = "wipefs" if argv[0] == "wipefs" else "blkid"
-        return recorded(self.shapes.get(argv[-1], "empty"), tool)
 
 
 @pytest.fixture(autouse=True)
