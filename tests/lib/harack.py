@@ -258,3 +258,23 @@ def vip_holders(nodes, vip=VIP):
         if " %s/" % vip in out:
             held.append(n.name)
     return held
+
+
+def leaks(nodes, secrets, etcd_node):
+    """Where any of ``secrets`` ({name: value}) shows in clear: etcd's raw keys and values
+    (read on ``etcd_node``), each node's journal of this boot, or any process's argv.
+    Returns ``[(where, name)]``, empty when none does."""
+    dump = etcd_node.run("python3", "-c", "import sys; sys.path.insert(0, '/usr/lib/rackforge')\n"
+                         "from rackforge import registry\n"
+                         "for e in registry.connect().kv.get_prefix('/'):\n"
+                         "    sys.stdout.buffer.write(e.key.encode() + b'=' + e.value + b'\\n')")
+    if "/rackforge/secrets/" not in dump.stdout:
+        raise AssertionError("the etcd dump holds no /rackforge/secrets/: nothing was read")
+    found = [("etcd", name) for name, value in secrets.items() if value in dump.stdout]
+    for n in nodes:
+        journal = n.run("journalctl", "-b", "--no-pager", "-o", "cat", check=False).stdout
+        argv = n.run("sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '",
+                     check=False).stdout
+        found += [("%s %s" % (n.name, where), name) for name, value in secrets.items()
+                  for where, text in (("journal", journal), ("argv", argv)) if value in text]
+    return found
