@@ -263,17 +263,7 @@ class JoinService:
             n.boot = dict(n.boot, addresses=[request.address], joined=True)
         new, n_compares, n_puts, n_deletes = self.registry.plan_transition(
             node.id, "joining", states.JOIN, frm="installed", change=change)
-        cert = self.authority.issue(new.name, [request.address], request.csr,
-                                    usage=self._usage(decision)).cert_pem
-        c_puts = [(keys.NODE_CERTS + new.id, cert)]
-        s_compares, s_puts = [], []
-        if decision.role == "controller":
-            try:
-                s_compares, s_puts = self.secrets.grant_plan(secrets.CA_KEY,
-                                                             {new.id: public_key})
-            except secrets.SecretNotFound:
-                LOG.warning("no sealed CA key in the cluster: controller %s will not serve "
-                            "joins", new.name)
+        cert, c_puts, s_compares, s_puts = self._certify(new, request, decision, public_key)
         if not self.registry.kv.txn(t_compares + n_compares + r_compares + s_compares,
                                     t_puts + n_puts + r_puts + c_puts + s_puts, n_deletes):
             return None
@@ -308,6 +298,22 @@ class JoinService:
                 "certificate": cert_pem.decode(), "ca": self.authority.cert_pem.decode(),
                 "etcd_endpoints": self.endpoints(), "join_endpoints": self.join_endpoints()}
 
+    def _certify(self, node, request, decision, public_key):
+        """The node's certificate, its put, and for a controller the grant of the sealed
+        CA key (so it serves joins): ``(cert PEM, cert puts, grant compares, grant puts)``
+        for the caller's one transaction."""
+        cert = self.authority.issue(node.name, [request.address], request.csr,
+                                    usage=self._usage(decision)).cert_pem
+        s_compares, s_puts = [], []
+        if decision.role == "controller":
+            try:
+                s_compares, s_puts = self.secrets.grant_plan(secrets.CA_KEY,
+                                                             {node.id: public_key})
+            except secrets.SecretNotFound:
+                LOG.warning("no sealed CA key in the cluster: controller %s will not serve "
+                            "joins", node.name)
+        return cert, [(keys.NODE_CERTS + node.id, cert)], s_compares, s_puts
+
     def _usage(self, decision):
         return ca_mod.CONTROLLER if decision.role == "controller" else ca_mod.NODE
 
@@ -334,18 +340,8 @@ class JoinService:
                                                           storage=request.storage)
         node.role = ",".join(decision.roles)
         node, n_compares, n_puts = self.registry.plan_create(node, by=states.JOIN)
-        cert = self.authority.issue(node.name, [request.address], request.csr,
-                                    usage=self._usage(decision)).cert_pem
+        cert, c_puts, s_compares, s_puts = self._certify(node, request, decision, public_key)
         c_compares = [Compare(keys.NODE_CERTS + node.id, 0)]
-        c_puts = [(keys.NODE_CERTS + node.id, cert)]
-        s_compares, s_puts = [], []
-        if decision.role == "controller":
-            try:
-                s_compares, s_puts = self.secrets.grant_plan(secrets.CA_KEY,
-                                                             {node.id: public_key})
-            except secrets.SecretNotFound:
-                LOG.warning("no sealed CA key in the cluster: controller %s will not serve "
-                            "joins", node.name)
         if not self.registry.kv.txn(t_compares + n_compares + r_compares + c_compares
                                     + s_compares, t_puts + n_puts + r_puts + c_puts + s_puts):
             return None
