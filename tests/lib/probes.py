@@ -3,7 +3,10 @@
 per device for the code that asks whether a disk holds data (firstboot's storage choice,
 the installer's disk choice)."""
 
+import subprocess
 from pathlib import Path
+
+import pytest
 
 STORAGE = Path(__file__).resolve().parents[1] / "unit" / "samples" / "storage"
 
@@ -26,3 +29,12 @@ class Runner:
         self.calls.append(argv)
         tool = "wipefs" if argv[0] == "wipefs" else "blkid"
         return recorded(self.shapes.get(argv[-1], "empty"), tool)
+
+
+@pytest.fixture(autouse=True)
+def no_real_commands(monkeypatch):
+    """Import it into a test module: any real command there fails the test (only recorded
+    probes answer)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a unit test tried to run a real command: %r" % (args,))
+    monkeypatch.setattr(subprocess, "Popen", refuse)

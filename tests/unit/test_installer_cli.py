@@ -2,14 +2,13 @@
 machine's inventory and probes replaced by recorded ones."""
 
 import copy
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from inventory_samples import load
 
-from probes import recorded
+from probes import recorded, no_real_commands  # noqa: F401 (autouse)
 from rackforge import cli
 from rackforge.firstboot import inventory, storage
 from rackforge.installer import answer
@@ -18,13 +17,6 @@ SAMPLES = Path(__file__).parent / "samples"
 TOKEN = "q7x2kd.9f3h1m0c8b7v6n5z"
 SEED = answer.EXAMPLES / "seed.yaml"
 JOIN = answer.EXAMPLES / "join.yaml"
-
-
-@pytest.fixture(autouse=True)
-def no_real_commands(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a unit test tried to run a real command: %r" % (args,))
-    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,12 @@ QEMU guest; ``firecracker-vm`` has its system disk and nothing else.
 
 import copy
 import dataclasses
-import subprocess
 from pathlib import Path
 
 import pytest
 from inventory_samples import load
 
-from probes import Runner
+from probes import Runner, no_real_commands  # noqa: F401 (autouse)
 from rackforge.firstboot import bootstrap, inventory, storage
 from rackforge.installer import answer, disks, plan
 from rackforge.installer.disks import DiskAnswer, MatchSpec
@@ -27,13 +26,6 @@ NVME0 = "wwn:eui.36344730528012340025384500000001"
 USB_SERIAL = "4C530001230815116541"
 TOKEN = "q7x2kd.9f3h1m0c8b7v6n5z"
 PIN = "sha256:" + "5e" * 32
-
-
-@pytest.fixture(autouse=True)
-def no_real_commands(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a unit test tried to run a real command: %r" % (args,))
-    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ plan as an answer file's), the join token never on a screen, and the console's l
 import asyncio
 import copy
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from inventory_samples import load
 from rich.color import ColorType
 from textual import events
 
-from probes import Runner
+from probes import Runner, no_real_commands  # noqa: F401 (autouse)
 from rackforge import cli
 from rackforge.firstboot import inventory
 from rackforge.installer import answer, plan, tui, tuicmd, tuimodel, write
@@ -48,13 +47,6 @@ class FakeInstall:
             console.progress(step, 1.0, "%s done" % step)
         console.line("warning: no NVRAM entry")
         return 42.0
-
-
-@pytest.fixture(autouse=True)
-def no_real_commands(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a unit test tried to run a real command: %r" % (args,))
-    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,18 @@
 """Data disk selection from inventories and recorded blkid/wipefs output."""
 
 import json
-import subprocess
 from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 
-from probes import recorded, Runner
+from probes import recorded, Runner, no_real_commands  # noqa: F401 (autouse)
 from rackforge import registry
 from rackforge.firstboot import storage
 from rackforge.firstboot.inventory import BMC, CPU, BlockDevice, Inventory, Memory, SystemVendor
 from rackforge.firstboot.storage import StoragePolicy
 
 GIB = 1 << 30
-
-
-@pytest.fixture(autouse=True)
-def no_real_commands(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a unit test tried to run a real command: %r" % (args,))
-    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 def disk(name, gib=100, **kw):
