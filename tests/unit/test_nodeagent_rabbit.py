@@ -84,3 +84,28 @@ def test_a_node_that_came_up_alone_joins_and_a_failed_join_leaves_it_serving(tmp
     with pytest.raises(rabbit.RabbitError, match="join_cluster"):
         step(tmp_path / "again", failing, NODES[1], active=True)
     assert failing.calls[-1] == "start_app"
+
+
+def conf(me):
+    """rabbitmq.conf as the catalogue renders it on ``me`` (a node of ``NODES``)."""
+    from test_ovn import CONTROLLERS, view
+    from rackforge.nodeagent import catalogue, hooks, render
+
+    cat = catalogue.load(**hooks.names())
+    v = view(me)
+    v.settings["rabbitmq_memory"] = 0.2
+    context = v.context({"rabbitmq-cookie": "c"})
+    config = next(c for c in cat.by_name["rabbitmq"].configs if c.path.endswith(".conf"))
+    listed = [line.split(" = ")[1] for line in
+              render.render(render.environment(), config, context).splitlines()
+              if line.startswith("cluster_formation.classic_config.nodes.")]
+    return listed, ["rabbit@" + p.name for p in CONTROLLERS]
+
+
+def test_peer_discovery_lists_the_first_controller_and_this_node_only():
+    # RabbitMQ 4.0 wants two reachable nodes of its list before it clusters: with every
+    # controller listed, the first broker retries 30 times while the others wait for it
+    listed, names = conf("n1")
+    assert listed == names[:1]
+    listed, names = conf("n2")
+    assert listed == [names[0], names[1]]
