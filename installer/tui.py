@@ -67,9 +67,11 @@ ChoiceList > .option-list--option-disabled { color: ansi_bright_black; }
 #buttons { height: 1; align-horizontal: right; }
 Button, Button:focus, Button:hover, Button.-active {
     border: none; height: 1; min-width: 12; margin-left: 2; padding: 0;
-    background: ansi_default; color: ansi_default; text-style: bold; tint: ansi_default 0%; }
+    background: ansi_default; color: ansi_default; text-style: bold;
+    tint: transparent; background-tint: transparent; }
 Button:focus { background: ansi_cyan; color: ansi_black; }
-Button:disabled { color: ansi_bright_black; text-style: none; opacity: 100%; }
+Button:disabled { color: ansi_bright_black; text-style: none; opacity: 100%;
+    text-opacity: 100%; }
 #result { margin-top: 1; text-style: bold; }
 #result.failed { color: ansi_bright_red; }
 """

@@ -600,6 +600,30 @@ def test_every_screen_fits_the_linux_console(dell):
         assert colours <= {ColorType.DEFAULT, ColorType.STANDARD}, name
 
 
+def test_the_focused_button_is_drawn_in_the_focus_colour(dell):
+    """On a 16-colour console the focus is its colour alone: cyan behind the focused
+    button, none behind the other (Textual's tint had drawn both the same)."""
+    drawn = []
+
+    def buttons(app):
+        row = app.screen._compositor.render_strips()[-2]
+        return {seg.text.strip(): seg.style.bgcolor.number if seg.style.bgcolor else None
+                for seg in row if seg.text.strip()}
+
+    async def script(pilot):
+        op = Operator(pilot)
+        await op.seed_to_summary()
+        drawn.append(buttons(op.app))
+        await pilot.press("tab")
+        await op.pause()
+        drawn.append(buttons(op.app))
+
+    run_app(tui.InstallerApp(dell, run=Runner({})), script)
+    cyan = 6
+    assert drawn[0]["< Back >"] == cyan and drawn[0]["< Install >"] != cyan
+    assert drawn[1]["< Install >"] == cyan and drawn[1]["< Back >"] != cyan
+
+
 # -- the model alone ---------------------------------------------------------------------------
 def test_network_fields_become_firstboots_mapping():
     f = tuimodel.NetworkFields
