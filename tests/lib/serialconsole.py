@@ -1,0 +1,143 @@
+"""A QEMU guest whose serial console is a tmux pane: keys in, the screen out.
+
+What a person at a BMC's serial console sees and types: the pane is 80x24 (what
+the installer's TUI assumes of a serial line, whose size nobody reports), QEMU
+runs in it with ``-serial stdio``, ``tmux send-keys`` types, ``capture-pane``
+reads the screen and ``pipe-pane`` keeps every byte in ``console.log``.
+
+Each wait polls the screen for a condition (a regex) until a deadline; on a
+timeout the screen is in the message.
+"""
+
+import re
+import shlex
+import subprocess
+import time
+
+COLUMNS, LINES = 80, 24
+POLL = 0.2
+TOKEN = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[^\x1b]+")
+FOCUS = "46"            # the installer's focus: a cyan background (ansi_cyan)
+
+
+class ConsoleTimeout(AssertionError):
+    pass
+
+
+class SerialConsole:
+    def __init__(self, guest, name):
+        """``guest``: a :class:`guest.Guest` (its command and console log)."""
+        self.guest = guest
+        self.session = name
+        self.log = guest.console_log
+
+    def tmux(self, *args, check=True):
+        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=check)
+
+    def start(self):
+        self.log.write_bytes(b"")
+        cmd = " ".join(shlex.quote(a) for a in self.guest.command())
+        self.tmux("new-session", "-d", "-s", self.session, "-x", str(COLUMNS), "-y",
+                  str(LINES), "-e", "TERM=linux", cmd + "; echo QEMU-EXIT=$?; sleep 3600")
+        self.tmux("pipe-pane", "-t", self.session, "-o", "cat >> %s" % shlex.quote(
+            str(self.log)))
+        return self
+
+    def stop(self):
+        self.tmux("kill-session", "-t", self.session, check=False)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- reading ----------------------------------------------------------------------
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", self.session).stdout
+
+    def focused(self):
+        """[(text before the focus, the focused text)] of each line with focus colour: a
+        field's label and its value, or a button's or a row's text."""
+        out = []
+        for line in self.tmux("capture-pane", "-e", "-p", "-t", self.session).stdout \
+                .splitlines():
+            before, on, cyan = [], [], False
+            for token in TOKEN.findall(line):
+                if token.startswith("\x1b"):
+                    if token.endswith("m"):
+                        params = token[2:-1].split(";")
+                        if FOCUS in params:
+                            cyan = True
+                        elif any(p in ("", "0", "49") or (len(p) == 2 and p[0] == "4")
+                                 for p in params):
+                            cyan = False
+                    continue
+                (on if cyan else before if not on else []).append(token)
+            if on:
+                out.append(("".join(before).strip(), "".join(on)))
+        return out
+
+    def has_focus(self, label):
+        return any(label in on or before.endswith(label) for before, on in self.focused())
+
+    def output(self):
+        """Every byte the console printed, escape sequences and all."""
+        return self.log.read_bytes().decode(errors="replace")
+
+    def wait_screen(self, pattern, timeout):
+        """Until ``pattern`` is on the screen; returns the match."""
+        return self._wait(pattern, timeout, self.screen, "on the screen")
+
+    def _wait(self, pattern, timeout, read, where):
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = read()
+            m = regex.search(text)
+            if m:
+                return m
+            if "QEMU-EXIT=" in self.screen():
+                raise ConsoleTimeout("QEMU exited before %r %s:\n%s"
+                                     % (pattern, where, self.screen()))
+            if time.monotonic() > deadline:
+                raise ConsoleTimeout("no %r %s within %d s; the screen:\n%s\nconsole: %s"
+                                     % (pattern, where, timeout, self.screen(), self.log))
+            time.sleep(POLL)
+
+    def wait_exit(self, timeout):
+        """Until QEMU exits (the guest rebooted: -no-reboot); its exit code."""
+        m = self.wait_screen(r"QEMU-EXIT=(\d+)", timeout)
+        return int(m.group(1))
+
+    # -- typing -----------------------------------------------------------------------
+    def keys(self, *names):
+        """tmux key names: Down, Tab, Enter, Home ..."""
+        self.tmux("send-keys", "-t", self.session, *names)
+
+    def type(self, text):
+        self.tmux("send-keys", "-t", self.session, "-l", text)
+
+    # -- a person's pace: each key waits for the screen to show what it did --------------
+    def key_until(self, key, done, timeout, tries=1):
+        """Press ``key`` until ``done()`` (up to ``tries`` presses, ``timeout`` s each)."""
+        for _ in range(tries):
+            self.keys(key)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if done():
+                    return
+                time.sleep(POLL)
+        raise ConsoleTimeout("%s pressed %d times did not do it; the screen:\n%s"
+                             % (key, tries, self.screen()))
+
+    def focus(self, label, timeout, tries=12):
+        """Tab until the focused line holds ``label`` (a field's label or a row's text)."""
+        if not self.has_focus(label):
+            self.key_until("Tab", lambda: self.has_focus(label), timeout, tries)
+
+    def fill(self, label, value, timeout):
+        """The field labelled ``label`` focused, ``value`` typed, and shown in it."""
+        self.focus(label, timeout)
+        self.type(value)
+        self.wait_screen(re.escape(label) + r"\s+" + re.escape(value), timeout)
