@@ -311,14 +311,39 @@ def main(args):
     LOG.info("rackforge %s node agent for %s: catalogue %s, %d services", __version__,
              node["name"], cat.version, len(cat.services))
     LeaseKeeper(agent, registry.connect().kv, stop).start()
+    api = local_api(agent, registry.connect())
     run_forever(agent, stop)
     systemd.notify("STOPPING=1")
+    api.stop()
     if agent.lease is not None:
         try:
             agent.kv.lease_revoke(agent.lease)     # a clean stop: the states go at once
         except (RegistryUnavailable, RegistryRejected):
             pass
     return 0
+
+
+def local_api(agent, reg):
+    """The local API for the console (:mod:`.localapi`), on a registry connection of its
+    own (the loop's is not shared between threads); one request at a time."""
+    from rackforge import nodeprofile
+    from rackforge.cluster import etcd
+    from rackforge.nodeagent import localapi, nodestatus
+
+    lock = threading.Lock()
+    profile = nodeprofile.load().name
+
+    def status():
+        view = agent.view
+        with lock:
+            return nodestatus.document(reg, agent.node_id, profile,
+                                       view.address if view else None, etcd.QUOTA_BYTES)
+    api = localapi.LocalApi({("GET", "/v1/status"): status})
+    try:
+        return api.start()
+    except OSError as exc:          # the agent runs without it; the console says so
+        LOG.warning("the local API did not start on %s: %s", api.path, exc)
+        return api
 
 
 def settings():
