@@ -178,7 +178,8 @@ def _boot_services(args, cluster):
                                   args.http_port, args.etcd, cluster,
                                   allow_default_route=args.allow_default_route)
     done = bootsvc.ensure(words)
-    status = bootsvc.wait_serving()
+    print("boot services: %s; waiting for them to serve" % done, flush=True)
+    status = bootsvc.wait_serving(failed=bootsvc.unit_failed)
     print("boot services: %s (%s on %s)" % (done, status.get("mode", "?"),
                                             status.get("interface", "?")), flush=True)
 

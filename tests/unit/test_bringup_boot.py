@@ -160,6 +160,15 @@ def test_waiting_for_the_services_is_bounded():
     assert bootsvc.wait_serving(lambda: {"serving": True})["serving"]
 
 
+def test_a_failed_unit_ends_the_wait_at_once():
+    now = [0.0]
+    with pytest.raises(bootsvc.BootServicesDown, match="its unit failed"):
+        bootsvc.wait_serving(lambda: None, seconds=300, clock=lambda: now[0],
+                             sleep=lambda s: now.__setitem__(0, now[0] + s),
+                             failed=lambda: now[0] >= 2)
+    assert now[0] == 2
+
+
 def test_the_unit_reads_the_file_and_ships_disabled():
     element = REPO / "elements" / "rackforge-bringup"
     unit = configparser.ConfigParser(interpolation=None, strict=False)
