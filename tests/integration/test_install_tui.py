@@ -46,8 +46,36 @@ def choose_target(console, serial, rows=10):
     raise AssertionError("no row for %s on the disk screen:\n%s" % (serial, console.screen()))
 
 
-def next_screen(console, title):
-    console.key_until("F10", lambda: re.search(title, console.screen()), SCREEN_TIMEOUT)
+def on_screen(console, title):
+    """``title`` shown and a field focused: the screen takes keys."""
+    console.wait_screen(title, SCREEN_TIMEOUT)
+    console.wait_until(lambda: console.focused(), SCREEN_TIMEOUT, "a focused field")
+
+
+def next_screen(console, title, button="< Next >"):
+    """Tab to ``button`` and press Enter until ``title`` shows (no function key: an escape
+    sequence split by a slow serial line reads as Esc, which goes back)."""
+    console.focus(button, SCREEN_TIMEOUT)
+    console.key_until("Enter", lambda: re.search(title, console.screen()), SCREEN_TIMEOUT)
+    on_screen(console, title)
+
+
+def through_the_screens(console, serial, hostname):
+    """From the disk screen to the summary: ``serial``'s disk, a static address, a new
+    cluster, ``hostname``, no SSH key; the summary's text."""
+    on_screen(console, r"1/6\s+Target disk")
+    choose_target(console, serial)
+    next_screen(console, r"2/6\s+Management network")
+    console.fill("Address/prefix", "10.0.2.15/24", SCREEN_TIMEOUT)
+    console.fill("Gateway", "10.0.2.2", SCREEN_TIMEOUT)
+    next_screen(console, r"3/6\s+Cluster")
+    console.fill("Cluster name", "rack1", SCREEN_TIMEOUT)
+    console.fill("VIP", "10.0.2.100", SCREEN_TIMEOUT)
+    next_screen(console, r"4/6\s+Host name")
+    console.fill("Host name", hostname, SCREEN_TIMEOUT)
+    next_screen(console, r"5/6\s+SSH key")
+    next_screen(console, r"6/6\s+Summary")
+    return console.wait_screen(r"6/6[\s\S]*Install >", SCREEN_TIMEOUT).group(0)
 
 
 def test_the_tui_on_the_serial_console_installs_to_the_disk_chosen(minimal_build, tmp_path):
@@ -73,19 +101,7 @@ def test_the_tui_on_the_serial_console_installs_to_the_disk_chosen(minimal_build
         console.wait_screen(r"rackforge installer\s+1/6\s+Target disk", BOOT_TIMEOUT)
         screen = console.screen()
         assert "HOLDS DATA" in screen and "RFDECOY02" in screen
-        choose_target(console, "RFTARGET02")
-        next_screen(console, r"2/6\s+Management network")
-        console.fill("Address/prefix", "10.0.2.15/24", SCREEN_TIMEOUT)
-        console.fill("Gateway", "10.0.2.2", SCREEN_TIMEOUT)
-        next_screen(console, r"3/6\s+Cluster")
-        console.fill("Cluster name", "rack1", SCREEN_TIMEOUT)
-        console.fill("VIP", "10.0.2.100", SCREEN_TIMEOUT)
-        next_screen(console, r"4/6\s+Host name")
-        console.fill("Host name", "tui1", SCREEN_TIMEOUT)
-        next_screen(console, r"5/6\s+SSH key")
-        next_screen(console, r"6/6")                # no key
-
-        summary = console.wait_screen(r"6/6[\s\S]*Install >", SCREEN_TIMEOUT).group(0)
+        summary = through_the_screens(console, "RFTARGET02", "tui1")
         assert "RFTARGET02" in summary and "tui1" in summary, summary
         assert "RFDECOY02" not in summary, summary
         console.focus("< Install >", SCREEN_TIMEOUT)

@@ -105,6 +105,14 @@ class SerialConsole:
                                      % (pattern, where, timeout, self.screen(), self.log))
             time.sleep(POLL)
 
+    def wait_until(self, done, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise ConsoleTimeout("no %s within %d s; the screen:\n%s"
+                                     % (what, timeout, self.screen()))
+            time.sleep(POLL)
+
     def wait_exit(self, timeout):
         """Until QEMU exits (the guest rebooted: -no-reboot); its exit code."""
         m = self.wait_screen(r"QEMU-EXIT=(\d+)", timeout)
@@ -137,7 +145,9 @@ class SerialConsole:
             self.key_until("Tab", lambda: self.has_focus(label), timeout, tries)
 
     def fill(self, label, value, timeout):
-        """The field labelled ``label`` focused, ``value`` typed, and shown in it."""
+        """The field labelled ``label`` focused, emptied (Ctrl-U: the cursor is at its
+        end), ``value`` typed, and shown in it."""
         self.focus(label, timeout)
+        self.keys("C-u")
         self.type(value)
         self.wait_screen(re.escape(label) + r"\s+" + re.escape(value), timeout)
