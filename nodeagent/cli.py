@@ -40,6 +40,10 @@ def add_commands(sub):
                         "rackforge-ceph-osd@N.service)")
     q.add_argument("osd", metavar="ID", type=int, help="the OSD's id")
     q.set_defaults(func=cmd_osd_activate)
+    q = asub.add_parser("console", help="the node's own screen: its status from the node "
+                        "agent (run on tty1); as root")
+    q.add_argument("--tty", metavar="DEVICE", help="draw on this tty (e.g. /dev/tty1)")
+    q.set_defaults(func=cmd_console)
     p = sub.add_parser("cloud", help="the OpenStack cloud the rack runs")
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = csub.add_parser("credentials", help="the admin credentials (an openrc to source, "
@@ -52,6 +56,11 @@ def add_commands(sub):
 class NoCredentials(errors.ConfigError):
     message = ("no cloud credentials on this node ({path}: {reason}): run it as root on a "
                "controller once 'rackforge cluster status' shows keystone-users ok")
+
+
+def cmd_console(args):
+    from rackforge.nodeagent import console
+    return console.main(args.tty)
 
 
 def cmd_cloud_credentials(args, root="/"):

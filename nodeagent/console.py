@@ -1,0 +1,91 @@
+"""``rackforge nodeagent console``: the node's own screen on tty1 (a DCUI); its status page.
+
+A Textual app in the installer's look (16 colours, keyboard only, ASCII) that reads
+the node agent's local API (:mod:`.localapi`) and holds no credential of its own.
+The status page (:mod:`.consoleview`) refreshes every :data:`REFRESH` seconds and on
+F5 or ``r``; the request runs in a worker thread, so a slow or absent agent never
+freezes the screen: the page then says what failed and the last good status stays
+below it.  Actions (network, BMC, restarts, rejoin) are the next step of issue 16.
+"""
+
+import time
+
+from rich.text import Text
+from textual.app import App
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Static
+
+from rackforge.nodeagent import consoleview, localapi
+
+REFRESH = 5.0
+
+CSS = """
+Screen { background: ansi_default; color: ansi_default; }
+#title, #keys { height: 1; background: ansi_blue; color: ansi_bright_white; padding: 0 1; }
+#title { text-style: bold; }
+#error { height: auto; padding: 0 1; color: ansi_bright_red; }
+#body { height: 1fr; padding: 0 1; }
+"""
+
+
+class StatusScreen(Screen):
+    BINDINGS = [Binding("f5", "refresh", "refresh", show=False),
+                Binding("r", "refresh", "refresh", show=False)]
+
+    def compose(self):
+        yield Static(Text("rackforge console"), id="title")
+        yield Static("", id="error")
+        with VerticalScroll(id="body"):
+            yield Static(Text("asking the node agent ..."), id="status")
+        yield Static(Text("F5: refresh now"), id="keys")
+
+    def on_mount(self):
+        self.action_refresh()
+        self.set_interval(self.app.refresh_every, self.action_refresh)
+
+    def action_refresh(self):
+        self.run_worker(self.app.fetch, thread=True, exclusive=True, group="status")
+
+    def show(self, doc, error):
+        if doc is not None:
+            name = (doc.get("node") or {}).get("name") or "this node"
+            self.query_one("#title", Static).update(Text("rackforge console  %s  %s" % (
+                name, time.strftime("%H:%M:%S", time.localtime(self.app.clock())))))
+            self.query_one("#status", Static).update(Text("\n".join(consoleview.lines(doc))))
+        self.query_one("#error", Static).update(Text(error or ""))
+
+
+class ConsoleApp(App):
+    CSS = CSS
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(self, client=None, refresh_every=REFRESH, clock=time.time):
+        super().__init__(ansi_color=True)
+        self.client = client or localapi.Client()
+        self.refresh_every = refresh_every
+        self.clock = clock
+        self.last = None
+
+    def on_mount(self):
+        self.theme = "textual-ansi"
+        self.push_screen(StatusScreen())
+
+    def fetch(self):
+        """The worker: one status request; the screen updated from the app's thread."""
+        try:
+            doc, error = self.client.get("/v1/status"), None
+            self.last = doc
+        except localapi.LocalApiError as exc:
+            doc, error = None, str(exc)
+        self.call_from_thread(self.screen.show, doc, error)
+
+
+def main(tty=None):
+    """``rackforge nodeagent console [--tty DEV]``: the exit status."""
+    from rackforge.installer.tuicmd import logs_off_screen, on_tty
+
+    with on_tty(tty) as old_stderr, logs_off_screen(old_stderr):
+        ConsoleApp().run(mouse=False)
+    return 0
