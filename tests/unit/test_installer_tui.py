@@ -4,7 +4,6 @@ typed confirmation for a disk holding data, the plan handed to a fake writer (th
 plan as an answer file's), the join token never on a screen, and the console's limits
 (ASCII glyphs, 16 colours)."""
 
-import asyncio
 import copy
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from inventory_samples import load
 from rich.color import ColorType
 from textual import events
 
+from pilot import run_app, screen_text
 from probes import Runner, no_real_commands  # noqa: F401 (autouse)
 from rackforge import cli
 from rackforge.firstboot import inventory
@@ -63,20 +63,6 @@ def dell(recorded_inventories):
     for disk in inv.disks:
         disk.system = disk.name == "sde"
     return inv
-
-
-def run_app(app, script):
-    """Run ``script(pilot)`` against ``app`` at 80x25, the Linux console's size."""
-    async def go():
-        async with app.run_test(size=(80, 25)) as pilot:
-            await pilot.pause()
-            await script(pilot)
-    asyncio.run(go())
-    return app
-
-
-def screen_text(app):
-    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
 
 
 class Operator:

@@ -1,9 +1,8 @@
 """The console's status page: the lines from a status document, and the app headless with
 Textual's pilot against a fake local API (an answer, an agent away, a refresh)."""
 
-import asyncio
-
 import pytest
+from pilot import run_app, screen_text
 
 from rackforge.nodeagent import consoleview, localapi
 
@@ -80,19 +79,10 @@ def run_console(client, script):
     pytest.importorskip("textual")
     from rackforge.nodeagent import console
 
-    app = console.ConsoleApp(client, refresh_every=3600, clock=lambda: 0)
-
-    async def go():
-        async with app.run_test(size=(80, 25)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            await script(pilot)
-    asyncio.run(go())
-    return app
-
-
-def screen_text(app):
-    return "\n".join(strip.text.rstrip() for strip in app.screen._compositor.render_strips())
+    async def first_status(app):
+        await app.workers.wait_for_complete()
+    return run_app(console.ConsoleApp(client, refresh_every=3600, clock=lambda: 0), script,
+                   settle=first_status)
 
 
 def test_the_console_shows_the_agents_status_and_keeps_it_when_the_agent_goes():
