@@ -19,7 +19,7 @@ import os
 import subprocess
 
 import pytest
-from guest import Guest, wait_for_login
+from guest import Guest, once_more_on_panic, wait_for_login
 from seedinstall import answer_disk, ssh_key
 
 from rackforge import __version__
@@ -106,20 +106,23 @@ def test_the_iso_installs_from_an_answer_file_and_the_disk_boots_uefi_and_bios(
     assert "rackforge installer: FAILED" not in guest.output
     assert {p: sha256(p) for p in (decoy, answers)} == before
 
-    uefi = Guest(tmp_path / "uefi", firmware="uefi", uefi_vars=uefi_vars)
-    uefi.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
-    uefi.add_user_nic()
-    with uefi:
+    def booted(firmware, **kw):
+        def make(attempt):
+            guest = Guest(tmp_path / ("%s-%d" % (firmware, attempt)), firmware=firmware, **kw)
+            guest.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
+            guest.add_user_nic()
+            return guest
+        return make
+
+    def seeds(uefi):
         uefi.wait_for(r"seeding cluster rack1", BOOT_TIMEOUT)
         uefi.wait_for(r"first boot complete: node \S+ is controller", BOOT_TIMEOUT)
         wait_for_login(uefi, __version__, "minimal", BOOT_TIMEOUT)
         assert "installed1 login:" in uefi.output
 
-    bios = Guest(tmp_path / "bios", firmware="bios")
-    bios.add_scsi_disk(target, "RFTARGET01", fmt="qcow2")
-    bios.add_user_nic()
-    with bios:
-        wait_for_login(bios, __version__, "minimal", BOOT_TIMEOUT)
+    once_more_on_panic(booted("uefi", uefi_vars=uefi_vars), seeds)
+    once_more_on_panic(booted("bios"),
+                       lambda bios: wait_for_login(bios, __version__, "minimal", BOOT_TIMEOUT))
     assert {p: sha256(p) for p in (decoy, answers)} == before
 
     mnt = root_partition(target, tmp_path)

@@ -1,6 +1,6 @@
 """The four ways an appliance boots, as test procedures shared by the suites."""
 
-from guest import Guest, GuestPanicked, wait_for_login
+from guest import Guest, once_more_on_panic, wait_for_login
 from netns import RANGE, rack_network
 
 from rackforge import __version__
@@ -21,21 +21,13 @@ def _login(guest):
 
 
 def _boot_local(workdir, firmware, attach):
-    """Boot a guest with what ``attach(guest)`` adds, to the login prompt.  A kernel panic
-    is retried once in a fresh guest: under TCG with two vCPUs the kernel has been seen
-    to oops on an int3 in code it was patching (sched_clock_cpu, 3 s in, once in some
-    thirty boots of the same image); an image that panics does so twice and fails."""
-    for attempt in (1, 2):
+    """Boot a guest with what ``attach(guest)`` adds, to the login prompt (a kernel panic
+    is retried once: :func:`guest.once_more_on_panic`)."""
+    def make(attempt):
         guest = Guest(workdir if attempt == 1 else workdir / "again", firmware=firmware)
         attach(guest)
-        try:
-            with guest:
-                return _login(guest)
-        except GuestPanicked:
-            if attempt == 2:
-                raise
-            print("the guest's kernel panicked (console: %s); booting it once more"
-                  % guest.console_log)
+        return guest
+    return once_more_on_panic(make, _login)
 
 
 def boot_disk(out, workdir, firmware):
