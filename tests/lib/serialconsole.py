@@ -2,10 +2,10 @@
 
 What a person at a BMC's serial console sees and types: the pane is 80x24 (what
 the installer's TUI assumes of a serial line, whose size nobody reports).  QEMU's
-serial port is a unix socket (its ``-serial stdio`` on the pane's terminal stalled
-the guest's output for minutes at a time) and the pane runs ``serialrelay.py``
-between it and the terminal; ``tmux send-keys`` types, ``capture-pane`` reads the
-screen and ``pipe-pane`` keeps every byte in ``console.log``.
+serial port is a unix socket that QEMU waits on before the guest starts (nothing
+printed is lost) and the pane runs ``serialrelay.py`` between it and the
+terminal; ``tmux send-keys`` types, ``capture-pane`` reads the screen and
+``pipe-pane`` keeps every byte in ``console.log``.
 
 Each wait polls the screen for a condition (a regex) until a deadline; on a
 timeout the screen is in the message.
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from netns import wait_until
 
 from rackforge.proc import stop_process
 
@@ -131,12 +133,11 @@ class SerialConsole:
             time.sleep(POLL)
 
     def wait_until(self, done, timeout, what):
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                raise ConsoleTimeout("no %s within %d s; the screen:\n%s"
-                                     % (what, timeout, self.screen()))
-            time.sleep(POLL)
+        """``netns.wait_until``, with the screen in the message on a timeout."""
+        try:
+            return wait_until(done, timeout, what, interval=POLL)
+        except AssertionError as exc:
+            raise ConsoleTimeout("%s; the screen:\n%s" % (exc, self.screen())) from None
 
     def wait_exit(self, timeout):
         """Until QEMU exits (the guest rebooted: -no-reboot); its exit code."""
@@ -155,11 +156,10 @@ class SerialConsole:
         """Press ``key`` until ``done()`` (up to ``tries`` presses, ``timeout`` s each)."""
         for _ in range(tries):
             self.keys(key)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if done():
-                    return
-                time.sleep(POLL)
+            try:
+                return wait_until(done, timeout, "%s to take effect" % key, interval=POLL)
+            except AssertionError:
+                continue
         raise ConsoleTimeout("%s pressed %d times did not do it; the screen:\n%s"
                              % (key, tries, self.screen()))
 
