@@ -111,7 +111,9 @@ class Display:
 # -- rack status --------------------------------------------------------------------------
 def status(registry):
     """One row per node of the registry: name, BMC, state (the bring-up phase for an
-    installing node), since, last error; and the totals by state."""
+    installing node), the management address the install API made static (to
+    reserve in the site's DHCP in proxy mode), since, last error; and the totals
+    by state."""
     records = {r.node: r for r in progress.ProgressStore(registry.kv).list()}
     installs = {e.key[len(keys.BRINGUP_INSTALL):]: e
                 for e in registry.kv.get_prefix(keys.BRINGUP_INSTALL)}
@@ -124,6 +126,7 @@ def status(registry):
             "name": node.name, "id": node.id,
             "state": progress.phase_of(node, record, installs.get(node.id)),
             "bmc": "%s:%s" % (bmc["address"], bmc.get("port")) if bmc.get("address") else None,
+            "address": _address(installs.get(node.id)),
             "since": (record.since if record and record.since else node.updated),
             "error": error or (record.error if record else None),
             "rack_up": record is not None})
@@ -133,18 +136,28 @@ def status(registry):
     return {"nodes": rows, "totals": totals}
 
 
+def _address(entry):
+    try:
+        address = json.loads(entry.value).get("address") if entry is not None else None
+    except (ValueError, AttributeError):
+        return None
+    return address if isinstance(address, str) else None
+
+
 def render_status(found, out):
     rows = found["nodes"]
     if not rows:
         out.write("no nodes in the registry; bring the rack up with 'rackforge rack up "
                   "BMC...'\n")
         return
-    out.write("%-24s %-22s %-11s %-19s %s\n" % ("NODE", "BMC", "STATE", "SINCE", "LAST ERROR"))
+    header = ("NODE", "BMC", "STATE", "ADDRESS", "SINCE", "LAST ERROR")
+    out.write("%-24s %-22s %-11s %-15s %-19s %s\n" % header)
     for r in rows:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["since"])) \
             if r["since"] else "-"
-        out.write(errors.printable("%-24s %-22s %-11s %-19s %s" % (
-            r["name"], r["bmc"] or "-", r["state"], since, r["error"] or "-")) + "\n")
+        out.write(errors.printable("%-24s %-22s %-11s %-15s %-19s %s" % (
+            r["name"], r["bmc"] or "-", r["state"], r["address"] or "-", since,
+            r["error"] or "-")) + "\n")
     totals = ", ".join("%d %s" % (n, k) for k, n in sorted(found["totals"].items()))
     out.write("%d nodes: %s\n" % (len(rows), totals))
 

@@ -16,16 +16,23 @@ the token).  Two calls, JSON in and out:
 
         {"version": 1, "hostname": NAME,
          "disk": {"match": {"size": "largest"}, "wipe": "never"},     # rack up's
-         "network": {"interface": "mac:<first enrolled MAC>", "address": "dhcp"},
+         "network": {"interface": "mac:<MAC>", "address": "A.B.C.D/P", "gateway": G},
          "cluster": {"join": {"endpoints": [...], "token": T, "ca_sha256": PIN}}}
+
+    ``MAC`` is the enrolled MAC that network-booted (the boot records say
+    which), else the first one.  The address is the one the node called from,
+    made static with this controller's prefix and gateway
+    (``addressing.py``: a controller needs a static address); a node calling
+    from outside this controller's network gets ``address: dhcp``.
 
     ``T`` is a new one-use join token *bound* to this node (its id, name,
     enrolled MACs and serial: :func:`rackforge.cluster.tokens.check_binding`),
     so the join service admits that node with it and nobody else.  One
     transaction writes the token (hashed, as every token), the node's install
     record (:data:`rackforge.keys.BRINGUP_INSTALL`: the token's id, the report
-    secret's hash, the time) and deletes the token an earlier call gave: a new
-    call revokes the previous token.
+    secret's hash, the time, the MAC and the static address given, which
+    the seed's DHCP reserves) and deletes the token an earlier call gave: a
+    new call revokes the previous token.
 
 ``POST /v1/install/report`` ``{"node": ID, "report": SECRET, "result": "installed" |
 "failed", "reason": "..."}``
@@ -47,7 +54,7 @@ import time
 
 from rackforge import errors, keys, states
 from rackforge import registry as registry_mod
-from rackforge.bringup import progress
+from rackforge.bringup import addressing, progress
 from rackforge.cluster import tokens
 from rackforge.kvstore import Compare, RegistryUnavailable
 
@@ -208,6 +215,9 @@ class InstallService:
     :param pin: the cluster CA's pin (``sha256:...``)
     :param join_endpoints: a callable giving the join services' URLs (the cluster
         record's, as :meth:`rackforge.cluster.join.JoinService.join_endpoints`)
+    :param network: a callable giving this controller's
+        :class:`~rackforge.bringup.addressing.LocalNetwork` (or None: every node
+        keeps DHCP)
     """
 
     PATHS = PATHS
@@ -215,8 +225,10 @@ class InstallService:
     BadRequest = BadInstallRequest
     status_of = staticmethod(status_of)
 
-    def __init__(self, registry, pin, join_endpoints, clock=time.time, token_ttl=TOKEN_TTL):
+    def __init__(self, registry, pin, join_endpoints, clock=time.time, token_ttl=TOKEN_TTL,
+                 network=None):
         self.registry = registry
+        self.network = network
         self.kv = registry.kv
         self.pin = pin
         self.join_endpoints = join_endpoints
@@ -245,7 +257,7 @@ class InstallService:
             if not endpoints or not self.pin:
                 raise InstallUnavailable(detail="the cluster record has no join endpoint or "
                                          "CA pin yet")
-            answer = self._issue(node, serial, endpoints)
+            answer = self._issue(node, serial, endpoints, peer)
             if answer is not None:
                 LOG.info("install answer for node %s (%s) to %s", node.name, node.id,
                          peer or "?")
@@ -260,10 +272,37 @@ class InstallService:
         except registry_mod.NodeNotFound:
             return None
 
-    def _issue(self, node, serial, endpoints):
+    def _booted_mac(self, node, macs):
+        """The enrolled MAC whose network boot the PXE service last recorded for
+        ``node``, else the first enrolled one."""
+        latest, found = -1.0, macs[0]
+        for mac in macs:
+            entry = self.kv.get(keys.BOOTS + mac)
+            try:
+                record = json.loads(entry.value) if entry is not None else {}
+                when = float(record.get("time") or 0)
+            except (ValueError, TypeError):
+                continue
+            if record.get("node") == node.name and when > latest:
+                latest, found = when, mac
+        return found
+
+    def _address(self, node, peer):
+        """The static ``network`` fields for ``node`` calling from ``peer``, or None."""
+        network = self.network() if self.network is not None else None
+        static = addressing.static_for(peer, network)
+        if static is None:
+            LOG.warning("node %s keeps DHCP for its management address: it called from %s, "
+                        "outside %s; it can only be a compute node", node.name, peer or "?",
+                        network.address.network if network else "this controller's network")
+        return static
+
+    def _issue(self, node, serial, endpoints, peer=None):
         """A bound token, the report secret and the install record in one transaction
         (the previous token deleted); None if the registry changed meanwhile."""
         macs, enrolled_serial = enrolled_identity(node)
+        mac = self._booted_mac(node, macs)
+        static = self._address(node, peer)
         key = keys.BRINGUP_INSTALL + node.id
         entry = self.kv.get(key)
         before = json.loads(entry.value) if entry is not None else {}
@@ -273,7 +312,10 @@ class InstallService:
             self.token_ttl, 1, "install of %s" % node.name, bound)
         report = _secret()
         install = {"node": node.id, "token": record.id, "report": tokens.hash_secret(report),
-                   "issued": self.clock(), "calls": int(before.get("calls", 0)) + 1}
+                   "issued": self.clock(), "calls": int(before.get("calls", 0)) + 1,
+                   "mac": mac}
+        if static is not None:
+            install["address"] = static["address"].split("/")[0]
         old = before.get("token")
         deletes = [keys.TOKENS + old] if isinstance(old, str) and tokens.ID_RE.match(old) \
             else []
@@ -286,7 +328,7 @@ class InstallService:
             "version": 1,
             "hostname": node.name,
             "disk": (found.disk if found and found.disk else DEFAULT_DISK),
-            "network": {"interface": "mac:" + macs[0], "address": "dhcp"},
+            "network": dict(static or {"address": "dhcp"}, interface="mac:" + mac),
             "cluster": {"join": tokens.bundle(endpoints, token, self.pin)},
         }, "report": report}
 

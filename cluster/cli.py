@@ -148,7 +148,7 @@ def cmd_join_server(args):
     import threading
 
     from rackforge import errors, nodeprofile, paths, systemd
-    from rackforge.bringup import discoverapi, installapi
+    from rackforge.bringup import addressing, discoverapi, installapi
     from rackforge.cluster import ca, etcd, join, joinserver, roles
     from rackforge.kvstore import RegistryUnavailable
 
@@ -179,7 +179,8 @@ def cmd_join_server(args):
     service = join.JoinService(reg, authority, endpoints, policy, identity=identity)
     # the install API beside the joins: nodes that 'rack up' installs over PXE ask it;
     # the discovery API: machines nobody enrolled that PXE-boot the live appliance
-    install = installapi.InstallService(reg, authority.pin, service.join_endpoints)
+    install = installapi.InstallService(reg, authority.pin, service.join_endpoints,
+                                        network=lambda: addressing.local_network(host))
     discover = discoverapi.DiscoverService(reg)
     server = joinserver.JoinServer(service, host, port, install=install,
                                    discover=discover).start()

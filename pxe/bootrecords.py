@@ -17,7 +17,11 @@ MAC.  What a request may leave behind is bounded here:
 
 :class:`KnownHosts` is dnsmasq's ``--dhcp-hostsdir`` in full mode: one file per
 MAC whose boot was recorded, at most ``limit`` files, only normalised MACs as
-names.  dnsmasq only ever adds what it reads there, so nothing is evicted.
+names.  dnsmasq only ever adds what it reads there, so nothing is evicted.  A
+node installed over PXE keeps its lease's address as its static one; its file
+then reserves that address (:meth:`KnownHosts.reserve`), and since dnsmasq
+keeps what it read before, the caller makes it read the directory anew
+(SIGHUP) when a reservation changed.
 """
 
 import logging
@@ -105,7 +109,8 @@ class BootRecorder:
 
 
 class KnownHosts:
-    """dnsmasq's hosts directory: ``add(mac)`` lets that MAC get an address in full mode.
+    """dnsmasq's hosts directory: ``add(mac)`` lets that MAC get an address in full mode,
+    ``reserve({mac: address})`` gives those MACs those addresses and no one else.
 
     At most ``limit`` entries; a MAC that does not normalise is refused
     (:class:`BadBoot`), one past the limit is not added (False, one warning a
@@ -117,7 +122,35 @@ class KnownHosts:
         self.limit = limit
         self._lock = threading.Lock()
         self._names = {n for n in os.listdir(self.directory) if not n.startswith(".")}
+        self._reserved = {}             # file name: address
         self._log = LogLimiter(LOG, burst=1, interval=60)
+
+    def reserve(self, wanted):
+        """Make the reservations ``{mac: address}`` exactly these (a MAC no longer in
+        them is back to a plain entry); True if a file changed, so dnsmasq must
+        re-read them.  Addresses are the caller's to check (one MAC each)."""
+        wanted = {check_boot(mac, None)[0].replace(":", "-"): str(address)
+                  for mac, address in wanted.items()}
+        changed = False
+        with self._lock:
+            for name in set(self._reserved) | set(wanted):
+                if self._reserved.get(name) == wanted.get(name):
+                    continue
+                if name not in self._names and len(self._names) >= self.limit:
+                    self._log.log("full", logging.WARNING, "%s not reserved in the DHCP "
+                                  "hosts: %d entries already", name, len(self._names))
+                    continue
+                mac = name.replace("-", ":")
+                line = "%s,set:netboot,%s\n" % (mac, wanted[name]) if name in wanted \
+                    else "%s,set:netboot\n" % mac
+                atomic_write(self.directory / name, line)
+                self._names.add(name)
+                if name in wanted:
+                    self._reserved[name] = wanted[name]
+                else:
+                    del self._reserved[name]
+                changed = True
+        return changed
 
     def add(self, mac):
         mac, _ = check_boot(mac, None)
@@ -132,6 +165,10 @@ class KnownHosts:
             atomic_write(self.directory / name, "%s,set:netboot\n" % mac)
             self._names.add(name)
             return True
+
+    def reserved(self):
+        with self._lock:
+            return {n.replace("-", ":"): a for n, a in self._reserved.items()}
 
     def __len__(self):
         with self._lock:

@@ -9,6 +9,7 @@ rackforge stops.
 
 import logging
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -134,6 +135,12 @@ class DnsmasqSupervisor:
                 code = "(not started: %s)" % (e.strerror or e)
                 continue
             code = self.proc.wait()
+
+    def reload(self):
+        """Make dnsmasq read its hosts directory anew (SIGHUP); leases are kept."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGHUP)
 
     @property
     def pid(self):

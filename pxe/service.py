@@ -3,7 +3,9 @@
 Order matters: everything that can be checked is checked before anything
 starts (interface, range, bundle, loaders, registry), then TFTP and HTTP bind,
 and DHCP starts last so no client is sent to a server that is not there yet.
-Stopping runs in reverse.  While serving, a status file
+Stopping runs in reverse.  In full mode the addresses the install API made
+static (``bringup/addressing.py``) are reserved in dnsmasq for their MACs, from
+the start and then every few seconds.  While serving, a status file
 (``<state>/pxe/status.json``, written atomically) tells ``rackforge pxe
 status`` what is being served.
 """
@@ -23,6 +25,7 @@ from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.pxe import dnsmasq, loaders, netcheck
 from rackforge.pxe.bootrecords import BadBoot, BootRecorder, KnownHosts
 from rackforge.pxe.bootscript import ScriptRenderer
+from rackforge.pxe.limits import LogLimiter
 from rackforge.pxe.http import BootHttpServer, Limits
 from rackforge.pxe.tftp import TftpServer
 
@@ -100,7 +103,9 @@ class BootServices:
         self._stop = threading.Event()
         self.http = self.tftp = self.dhcp = None
         self._runtime = None
+        self._hosts = None
         self._status_failing = False
+        self._reserve_log = LogLimiter(LOG, burst=1, interval=300)
 
     # -- life cycle --------------------------------------------------------------
     def start(self):
@@ -114,7 +119,8 @@ class BootServices:
         try:
             self.tftp = TftpServer(tftp_root, self.iface.ip, port=self.tftp_port)
             self.tftp.start()
-            hosts = self._dhcp_hosts(boots)
+            hosts = self._hosts = self._dhcp_hosts(boots)
+            self.reserve()
             self.http = BootHttpServer(self.iface.ip, self.http_port, str(self.bundle),
                                        renderer, self.registry, self.iface.ip, self.cluster,
                                        on_boot=hosts.add, recorder=recorder,
@@ -155,6 +161,31 @@ class BootServices:
                 LOG.warning("boot record of %s ignored: not a NIC's MAC", boot["mac"][:40])
         return hosts
 
+    def reserve(self):
+        """Full mode: reserve each address the install API made static for its node's
+        MAC (inside this network, never our own); True if dnsmasq must re-read them.
+        A registry that does not answer keeps the reservations there are."""
+        from rackforge.bringup import addressing
+        if self.mode != "full" or self._hosts is None:
+            return False
+        try:
+            wanted = addressing.reservations(self.registry.kv, self.iface.network)
+        except Exception as e:      # etcd away: the reservations made stay in force
+            self._reserve_log.log("registry", logging.WARNING, "DHCP reservations not "
+                                  "updated: %s; the ones made stay", _one_line(e))
+            return False
+        wanted = {mac: ip for mac, ip in wanted.items() if ip != self.iface.ip}
+        try:
+            changed = self._hosts.reserve(wanted)
+        except (BadBoot, OSError) as e:
+            self._reserve_log.log("hosts", logging.WARNING, "DHCP reservations not "
+                                  "written: %s", _one_line(e))
+            return False
+        if changed:
+            LOG.info("DHCP reservations: %s", ", ".join(
+                "%s=%s" % item for item in sorted(wanted.items())) or "none")
+        return changed
+
     def run(self):
         """Serve until :meth:`request_stop` (signal handlers call it) or an interrupt.
 
@@ -164,6 +195,8 @@ class BootServices:
         try:
             while not self._stop.wait(STATUS_INTERVAL):
                 self.write_status()
+                if self.reserve() and self.dhcp is not None:
+                    self.dhcp.reload()
         finally:
             self.stop()
 

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from netns import CREATED, RANGE, SERVER, namespaces, rack_network, wait_until
@@ -130,3 +131,39 @@ def pid_alive(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+PUT_INSTALL_RECORD = """
+import json, sys, time
+from rackforge.etcdkv import EtcdKV
+from rackforge import keys
+kv = EtcdKV(sys.argv[1])
+kv.txn([], [(keys.BRINGUP_INSTALL + "node-1", json.dumps(
+    {"mac": sys.argv[2], "address": sys.argv[3], "issued": time.time()}).encode())])
+"""
+
+
+def test_an_address_the_install_api_made_static_is_reserved(needs_root, tmp_path, bundle):
+    from pyroute2 import NetNS
+
+    from rackforge.bringup import addressing
+    with rack_network(tmp_path) as net:
+        net.start_serve("--bundle", bundle, "--mode", "full", "--range", ",".join(RANGE))
+        client, ifname = net.add_client("52:54:00:aa:00:02")
+        lease = dhcp(client, ifname, tmp_path, arch=0)
+        # what the install API answers a node calling from that lease, on this network
+        with NetNS(net.netns) as ipr:
+            here = addressing.local_network(SERVER, ipr)
+        assert str(here.address) == SERVER + "/24" and here.gateway is None
+        assert addressing.static_for(lease["ip"], here) == {"address": lease["ip"] + "/24"}
+        # its install record names another address of the range: dnsmasq gives that one
+        other = RANGE[1] if lease["ip"] != RANGE[1] else RANGE[0]
+        subprocess.run(["ip", "netns", "exec", net.netns, sys.executable, "-c",
+                        PUT_INSTALL_RECORD, net.etcd, "52:54:00:aa:00:02", other],
+                       check=True, timeout=60)
+        wait_until(lambda: "DHCP reservations: 52:54:00:aa:00:02=" + other
+                   in net.log.read_text(), 30, "the reservation in pxe serve's log")
+        assert dhcp(client, ifname, tmp_path)["ip"] == other     # a plain DHCP asks again
+        # and a new machine never gets it while the range has others
+        stranger, sif = net.add_client("52:54:00:aa:00:03")
+        assert dhcp(stranger, sif, tmp_path, arch=0)["ip"] != other

@@ -57,7 +57,8 @@ class Machine:
         if decision.kind == states.INSTALL:
             if self.answer is None:
                 got = w.install.install({"node": node.id, "macs": [self.mac],
-                                         "serial": self.serial}, "10.0.1.9")
+                                         "serial": self.serial},
+                                        "10.0.1." + self.address.split(".")[3])
                 self.answer, self.report = got["answer"], got["report"]
             elif not self.reported:
                 result = "failed" if self.fail else "installed"

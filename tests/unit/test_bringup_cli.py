@@ -1,6 +1,7 @@
 """``rackforge rack up`` and ``rack status`` through the command line, on the fake driver
 and the in-memory registry; the arguments they take."""
 
+import ipaddress
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from bringupsim import PASSWORD, World
 from rackforge import cli, keys
 from rackforge.bmc import credentials, drivers
 from rackforge.bmc import errors as bmc_errors
+from rackforge.bringup import addressing
 from rackforge.bringup import cli as rack_cli
 from rackforge.bringup import targets
 
@@ -39,18 +41,21 @@ def test_rack_up_enrolls_installs_and_powers_on_then_status_shows_each_node(worl
         assert world.node(a).state == "installing" and world.fake.rack.power[a] == "on"
     rc, out, _ = run(capsys, "rack", "status")
     lines = out.splitlines()
-    assert rc == 0 and lines[0].split()[:3] == ["NODE", "BMC", "STATE"]
+    assert rc == 0 and lines[0].split()[:4] == ["NODE", "BMC", "STATE", "ADDRESS"]
     assert lines[1].split()[:3] == ["node-fake0011", "10.0.0.11:623", "booting"]
     assert lines[-1] == "2 nodes: 2 booting"
     rc, out, _ = run(capsys, "rack", "status", "--json")
     found = json.loads(out)
     assert found["totals"] == {"booting": 2} and found["nodes"][0]["error"] is None
-    # the install answer carries the disk settings of this run
+    # the install answer carries the disk settings of this run, and its lease as static
+    world.install.network = lambda: addressing.LocalNetwork(
+        ipaddress.IPv4Interface("10.0.1.1/24"))
     world.machine("10.0.0.11").step()
     assert world.machines["10.0.0.11"].answer["disk"] == {
         "match": {"serial": "S3Z*", "min_gib": 100}, "wipe": "never"}
     rc, out, _ = run(capsys, "rack", "status")
-    assert "node-fake0011" in out and " installing " in out
+    row = next(line for line in out.splitlines() if line.startswith("node-fake0011"))
+    assert row.split()[2:4] == ["installing", "10.0.1.11"]
 
 
 def test_rack_up_refuses_before_anything_without_a_cluster_record(world, capsys):

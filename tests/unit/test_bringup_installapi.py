@@ -262,3 +262,40 @@ def test_an_unbound_token_still_admits_new_nodes_only(world):
     token, _ = tokens.TokenStore(world.kv).create()
     with pytest.raises(join.NodeTaken):
         world.machine("10.0.0.42").join(node, token=token, name=node.name)
+
+
+def test_a_caller_on_this_controllers_network_keeps_its_lease_as_static(world, caplog):
+    import ipaddress
+
+    from rackforge.bringup import addressing
+    world.install.network = lambda: addressing.LocalNetwork(
+        ipaddress.IPv4Interface("10.0.1.1/24"), ipaddress.IPv4Address("10.0.1.254"))
+    node = enrolled(world)
+    mac, serial = fake_identity(ADDRESS)
+    assert ask(world, target=node)["answer"]["network"] == {
+        "interface": "mac:" + mac, "address": "10.0.1.9/24", "gateway": "10.0.1.254"}
+    install = json.loads(world.kv.get(keys.BRINGUP_INSTALL + node.id).value)
+    assert install["mac"] == mac and install["address"] == "10.0.1.9"
+    assert addressing.reservations(world.kv) == {mac: "10.0.1.9"}
+    # from another network (routed): DHCP, said in the journal, and nothing reserved
+    caplog.set_level("WARNING")
+    got = world.install.install({"node": node.id, "macs": [mac], "serial": serial}, "10.7.0.9")
+    assert got["answer"]["network"] == {"interface": "mac:" + mac, "address": "dhcp"}
+    assert "keeps DHCP" in caplog.text and "compute node" in caplog.text
+    assert addressing.reservations(world.kv) == {}
+
+
+def test_the_interface_is_the_enrolled_mac_that_network_booted(world):
+    mac, serial = fake_identity(ADDRESS)
+    second = "52:54:00:77:00:02"
+    node = lifecycle.create(world.registry, "installing", name="n21", macs=[mac, second],
+                            bmc={"driver": "fake", "address": ADDRESS, "port": 623},
+                            inventory={"serial": serial, "macs": [mac, second]})
+    body = {"node": node.id, "macs": [mac, second], "serial": serial}
+    assert world.install.install(body, "10.0.1.9")["answer"]["network"]["interface"] == \
+        "mac:" + mac                                   # no boot recorded: the first one
+    world.registry.record_boot(mac, decision="install", node="n21")
+    world.registry.record_boot(second, decision="install", node="n21")   # the later boot
+    world.registry.record_boot(mac, decision="install", node="someone-else")
+    assert world.install.install(body, "10.0.1.9")["answer"]["network"]["interface"] == \
+        "mac:" + second

@@ -109,3 +109,21 @@ def test_log_limiter_says_what_it_left_out(caplog):
         log.log("bad", logging.WARNING, "bad datagram %d", 50)
     assert [r.getMessage() for r in caplog.records] == [
         "bad datagram 0", "bad datagram 1", "bad datagram 50 (and 48 similar lines left out)"]
+
+
+def test_reservations_are_written_changed_and_taken_back(tmp_path):
+    hosts = KnownHosts(tmp_path)
+    assert hosts.add("52:54:00:00:00:01") and hosts.add("52:54:00:00:00:02")
+    assert hosts.reserve({"52:54:00:00:00:01": "10.0.0.31"}) is True
+    assert (tmp_path / "52-54-00-00-00-01").read_text() == \
+        "52:54:00:00:00:01,set:netboot,10.0.0.31\n"
+    assert (tmp_path / "52-54-00-00-00-02").read_text() == "52:54:00:00:00:02,set:netboot\n"
+    assert hosts.reserve({"52:54:00:00:00:01": "10.0.0.31"}) is False    # nothing to re-read
+    assert hosts.add("52:54:00:00:00:01")           # a boot again: the reservation stays
+    assert "10.0.0.31" in (tmp_path / "52-54-00-00-00-01").read_text()
+    # the address moves to another MAC (a reinstall with another NIC): one holder only
+    assert hosts.reserve({"52:54:00:00:00:02": "10.0.0.31"}) is True
+    assert (tmp_path / "52-54-00-00-00-01").read_text() == "52:54:00:00:00:01,set:netboot\n"
+    assert hosts.reserved() == {"52:54:00:00:00:02": "10.0.0.31"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["52-54-00-00-00-01",
+                                                          "52-54-00-00-00-02"]
