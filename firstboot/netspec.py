@@ -290,3 +290,26 @@ def _parse_check(data):
     peer = str(_ip(c["peer"], "check.peer")) if c.get("peer") is not None else None
     return Check(peer=peer, port=_int(c.get("port", DEFAULT_CHECK_PORT), "check.port", 1, 65535),
                  timeout=float(timeout))
+
+
+def to_mapping(spec):
+    """The mapping :func:`parse` reads back into ``spec`` (for a file, or the console)."""
+    out = {"interface": spec.interface, "address": spec.address}
+    if spec.gateway:
+        out["gateway"] = spec.gateway
+    if spec.mtu:
+        out["mtu"] = spec.mtu
+    if spec.bond:
+        out["bond"] = {"name": spec.bond.name, "mode": spec.bond.mode,
+                       "members": list(spec.bond.members), "miimon": spec.bond.miimon}
+    if spec.vlan:
+        out["vlan"] = {"id": spec.vlan.id, "link": spec.vlan.link, "name": spec.vlan.name}
+    if spec.bridge:
+        out["bridge"] = {"name": spec.bridge.name, "ports": list(spec.bridge.ports)}
+    c = spec.check
+    if not c.enabled:
+        out["check"] = False
+    elif c != Check():
+        out["check"] = dict({"port": c.port, "timeout": c.timeout},
+                            **({"peer": c.peer} if c.peer else {}))
+    return out

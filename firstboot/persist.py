@@ -6,13 +6,19 @@ At hand-over the same spec is written as systemd-networkd configuration
 (:func:`files`), and networkd is enabled, so the address (and the bond, VLAN
 and bridge under it) comes back on every boot before the node agent starts.
 Files sort before Debian's and systemd's own (``10-rackforge-*``), so they win
-for the interfaces they name; interfaces they do not name are left alone.
+for the interfaces they name; interfaces they do not name are left alone.  Ours
+that the new spec no longer makes (a VLAN dropped at the console) are removed.
+The spec itself is kept beside them as ``<config>/management.json``
+(:func:`load`): the console's network change (``nodeagent/netchange.py``)
+starts from it and rolls back to it.
 """
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 
+from rackforge import paths
 from rackforge.fileutil import atomic_write, make_dirs
 
 PREFIX = "10-rackforge-"
@@ -78,15 +84,36 @@ def files(spec):
     return out
 
 
+def spec_file():
+    return paths.config_dir() / "management.json"
+
+
 def write(spec, where=None):
-    """Write :func:`files` into ``where`` (networkd's directory); returns the paths."""
+    """Write :func:`files` into ``where`` (networkd's directory), remove ours it no
+    longer makes, keep the spec (:func:`spec_file`); returns the paths written."""
+    from rackforge.firstboot import netspec
     where = Path(where or directory())
     make_dirs(where, 0o755)
-    paths = []
-    for name, text in sorted(files(spec).items()):
+    written = []
+    wanted = files(spec)
+    for name, text in sorted(wanted.items()):
         atomic_write(where / name, text, mode=0o644)
-        paths.append(str(where / name))
-    return paths
+        written.append(str(where / name))
+    for old in where.glob(PREFIX + "*"):
+        if old.name not in wanted:
+            old.unlink()
+    make_dirs(spec_file().parent, 0o755)
+    atomic_write(spec_file(), json.dumps(netspec.to_mapping(spec), indent=2) + "\n",
+                 mode=0o644)
+    return written
+
+
+def load():
+    """The management spec's mapping as last kept, or None (first boot not done)."""
+    try:
+        return json.loads(spec_file().read_text())
+    except FileNotFoundError:
+        return None
 
 
 def in_subnet(address, spec):

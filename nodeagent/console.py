@@ -5,7 +5,8 @@ the node agent's local API (:mod:`.localapi`) and holds no credential of its own
 The status page (:mod:`.consoleview`) refreshes every :data:`REFRESH` seconds and on
 F5 or ``r``; the request runs in a worker thread, so a slow or absent agent never
 freezes the screen: the page then says what failed and the last good status stays
-below it.  Actions (network, BMC, restarts, rejoin) are the next step of issue 16.
+below it.  F2 opens the actions (:mod:`.consoleactions`); the ones that change the
+node pass the password gate (:mod:`.consolegate`) first.
 """
 
 import time
@@ -17,33 +18,39 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
-from rackforge.nodeagent import consoleview, localapi
+from rackforge import errors
+from rackforge.installer import tui
+from rackforge.nodeagent import consoleactions, consolegate, consoleview, localapi
 
 REFRESH = 5.0
 
-CSS = """
-Screen { background: ansi_default; color: ansi_default; }
-#title, #keys { height: 1; background: ansi_blue; color: ansi_bright_white; padding: 0 1; }
-#title { text-style: bold; }
+CSS = tui.CSS + """
 #error { height: auto; padding: 0 1; color: ansi_bright_red; }
-#body { height: 1fr; padding: 0 1; }
+PasswordScreen { align: center middle; }
+#gate { width: 60; height: auto; padding: 1 2; background: ansi_blue;
+        color: ansi_bright_white; }
+#gate #problems { color: ansi_bright_yellow; }
 """
 
 
 class StatusScreen(Screen):
     BINDINGS = [Binding("f5", "refresh", "refresh", show=False),
-                Binding("r", "refresh", "refresh", show=False)]
+                Binding("r", "refresh", "refresh", show=False),
+                Binding("f2", "actions", "actions", show=False)]
 
     def compose(self):
         yield Static(Text("rackforge console"), id="title")
         yield Static("", id="error")
         with VerticalScroll(id="body"):
             yield Static(Text("asking the node agent ..."), id="status")
-        yield Static(Text("F5: refresh now"), id="keys")
+        yield Static(Text("F2: actions  F5: refresh now"), id="keys")
 
     def on_mount(self):
         self.action_refresh()
         self.set_interval(self.app.refresh_every, self.action_refresh)
+
+    def action_actions(self):
+        self.app.push_screen(consoleactions.ActionsScreen())
 
     def action_refresh(self):
         self.run_worker(self.app.fetch, thread=True, exclusive=True, group="status")
@@ -61,9 +68,10 @@ class ConsoleApp(App):
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
 
-    def __init__(self, client=None, refresh_every=REFRESH, clock=time.time):
+    def __init__(self, client=None, refresh_every=REFRESH, clock=time.time, gate=None):
         super().__init__(ansi_color=True)
         self.client = client or localapi.Client()
+        self.gate = gate or consolegate.Gate()
         self.refresh_every = refresh_every
         self.clock = clock
         self.last = None
@@ -71,6 +79,24 @@ class ConsoleApp(App):
     def on_mount(self):
         self.theme = "textual-ansi"
         self.push_screen(StatusScreen())
+
+    def open_action(self, key, gated):
+        """Open action ``key``'s screen, through the password gate when it changes the node."""
+        if gated and not self.gate.is_open():
+            self.push_screen(consoleactions.PasswordScreen(),
+                             lambda ok: ok and self.open_action(key, gated))
+            return
+        self.gate.touch()
+        self.run_worker(lambda: self._open(key), thread=True, exclusive=True, group="open")
+
+    def _open(self, key):
+        """The action's screen, from what the agent says now (in a worker thread)."""
+        try:
+            screen = consoleactions.screen_for(key, self.client)
+        except errors.RackforgeError as exc:        # the agent away, or not ready for it
+            self.call_from_thread(self.screen.say, str(exc))
+            return
+        self.call_from_thread(self.push_screen, screen)
 
     def fetch(self):
         """The worker: one status request; the screen updated from the app's thread."""

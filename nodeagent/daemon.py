@@ -328,9 +328,14 @@ def local_api(agent, reg):
     own (the loop's is not shared between threads); one request at a time."""
     from rackforge import nodeprofile
     from rackforge.cluster import etcd
-    from rackforge.nodeagent import localapi, nodestatus
+    from rackforge.nodeagent import localapi, netchange, nodestatus
 
     lock = threading.Lock()
+    network = netchange.NetworkChange()
+    try:
+        network.resume()        # a change left unconfirmed by a stop or a power cut
+    except errors.RackforgeError as exc:
+        LOG.error("the management network change left pending was not rolled back: %s", exc)
     profile = nodeprofile.load().name
 
     def status():
@@ -338,7 +343,11 @@ def local_api(agent, reg):
         with lock:
             return nodestatus.document(reg, agent.node_id, profile,
                                        view.address if view else None, etcd.QUOTA_BYTES)
-    api = localapi.LocalApi({("GET", "/v1/status"): status})
+    api = localapi.LocalApi({("GET", "/v1/status"): status,
+                             ("GET", "/v1/network"): network.state,
+                             ("POST", "/v1/network"): network.propose,
+                             ("POST", "/v1/network/confirm"): network.confirm,
+                             ("POST", "/v1/network/rollback"): network.rollback})
     try:
         return api.start()
     except OSError as exc:          # the agent runs without it; the console says so

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from inventory_samples import load
 from rich.color import ColorType
-from textual import events
 
-from pilot import run_app, screen_text
+from pilot import Keys, run_app, screen_text
 from probes import Runner, no_real_commands  # noqa: F401 (autouse)
 from rackforge import cli
 from rackforge.firstboot import inventory
@@ -65,40 +64,8 @@ def dell(recorded_inventories):
     return inv
 
 
-class Operator:
-    """Keys as the person at the console presses them."""
-
-    def __init__(self, pilot):
-        self.pilot, self.app = pilot, pilot.app
-
-    @property
-    def screen(self):
-        return self.app.screen
-
-    async def pause(self):
-        await self.pilot.pause()
-
-    async def choose(self, list_id, key):
-        """Move to ``key`` in the list with the arrow keys and press Enter."""
-        box = self.screen.query_one("#" + list_id, tui.ChoiceList)
-        box.focus()
-        await self.pilot.press("home")
-        for _ in range(box.get_option_index(key)):
-            await self.pilot.press("down")
-        await self.pilot.press("enter")
-
-    async def type(self, input_id, text, keys=False):
-        """Empty the field (End, Ctrl-U), then paste ``text`` into it, or type it key by
-        key (slower: a pilot's key press waits for the screen)."""
-        box = self.screen.query_one("#" + input_id, tui.ConsoleInput)
-        box.focus()
-        if box.value:
-            await self.pilot.press("end", "ctrl+u")
-        if keys:
-            await self.pilot.press(*text)
-        elif text:
-            box.post_message(events.Paste(text))
-            await self.pause()
+class Operator(Keys):
+    """Keys as the person at the installer's console presses them."""
 
     async def next(self):
         await self.pilot.press("f10")
@@ -107,9 +74,6 @@ class Operator:
     async def back(self):
         await self.pilot.press("escape")
         await self.pause()
-
-    def problems(self):
-        return str(self.screen.query_one("#problems").render())
 
     async def disk(self, stable_id):
         rows = self.app.flow.disks

@@ -1,0 +1,330 @@
+"""The console's actions (F2 on the status page): a menu, the password gate, the network.
+
+Screens only; what they change is done by the node agent through the local API
+(:mod:`.localapi`, :mod:`.netchange`), so a console that dies half-way leaves
+nothing half-done: the agent's timer rolls an unconfirmed network back.
+
+- :class:`ActionsScreen`: the menu.  An action that changes the node first
+  passes :class:`PasswordScreen` unless the gate (:mod:`.consolegate`) is open.
+- :class:`NetworkScreen`: DHCP or a static address, gateway, VLAN on the NIC the
+  management network uses now; Apply sends it to the agent, which applies it at
+  once and rolls it back unless it is confirmed:
+- :class:`ConfirmScreen`: the time left, Keep it / Roll back now; when the time
+  runs out it shows what the agent did.
+
+Built from the installer's widgets (``installer/tui.py``): the same look on the
+Linux console, keyboard only.
+"""
+
+import logging
+import time
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Static
+
+from rackforge import errors
+from rackforge.installer.tui import ChoiceList, ConsoleInput, field_row, text
+from rackforge.nodeagent import localapi
+
+LOG = logging.getLogger(__name__)
+CONFIRM_WITHIN = 120
+SETTLE_WAIT = 20        # after the deadline, how long the agent's rollback is waited for
+
+#: (key, label, changes the node)
+ACTIONS = [("network", "Management network (DHCP or static, VLAN)", True)]
+
+
+def _spec_fields(spec):
+    """``(base NIC, dhcp, address, gateway, vlan id)`` of a kept spec, for the form."""
+    vlan = spec.get("vlan") or {}
+    base = vlan.get("link") if vlan else spec.get("interface")
+    return (base, spec.get("address") == "dhcp",
+            "" if spec.get("address") == "dhcp" else spec.get("address", ""),
+            spec.get("gateway") or "", str(vlan.get("id") or ""))
+
+
+def new_spec(current, dhcp, address, gateway, vlan):
+    """The spec the form asks for, from the kept one: ``(spec, None)`` or ``(None, why)``.
+    Only the top of a plain NIC or a VLAN on it is edited here; a bond or a bridge is
+    kept as it is (its address and gateway may change)."""
+    spec = {k: v for k, v in current.items() if k not in ("address", "gateway")}
+    address, gateway, vlan = address.strip(), gateway.strip(), vlan.strip()
+    if dhcp:
+        if gateway:
+            return None, "a gateway is for a static address; DHCP gives its own"
+        spec["address"] = "dhcp"
+    else:
+        if not address:
+            return None, "type the address with its prefix, like 10.0.0.11/24"
+        spec["address"] = address
+        if gateway:
+            spec["gateway"] = gateway
+    if spec.get("bridge") or spec.get("bond"):
+        if vlan != str((current.get("vlan") or {}).get("id") or ""):
+            return None, "this node's network has a bond or a bridge: its VLAN is " \
+                         "changed in the bootstrap file, not here"
+        return spec, None
+    base = (current.get("vlan") or {}).get("link") or current.get("interface")
+    spec.pop("vlan", None)
+    if vlan:
+        if not vlan.isdigit() or not 1 <= int(vlan) <= 4094:
+            return None, "the VLAN id must be a number from 1 to 4094, or empty"
+        spec["vlan"] = {"id": int(vlan), "link": base, "name": "%s.%s" % (base, vlan)}
+        spec["interface"] = spec["vlan"]["name"]
+        if len(spec["interface"]) > 15:
+            name = "vlan%s" % vlan
+            spec["vlan"]["name"] = spec["interface"] = name
+    else:
+        spec["interface"] = base
+    return spec, None
+
+
+class PasswordScreen(ModalScreen):
+    """Root's password, once per :data:`consolegate.IDLE` of work; dismissed with True
+    when the gate opened, False on Esc."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel", show=False)]
+
+    def compose(self):
+        with Vertical(id="gate"):
+            yield Static(text("This changes the node: root's password, please."),
+                         classes="heading")
+            yield field_row("Password", "password", password=True)
+            yield Static("", id="problems")
+
+    def on_input_submitted(self, event):
+        ok, why = self.app.gate.unlock(event.value)
+        event.input.value = ""
+        if ok:
+            self.dismiss(True)
+        else:
+            self.query_one("#problems", Static).update(text(why))
+
+    def action_cancel(self):
+        self.dismiss(False)
+
+
+class ActionScreen(Screen):
+    """Title, body, problem line, buttons, keys; Esc goes back to the menu."""
+
+    BINDINGS = [Binding("escape", "back", "back", show=False)]
+    TITLE = ""
+    KEYS = "Tab: move  Enter: press  Esc: back"
+
+    def compose(self):
+        yield Static(text("rackforge console  " + self.TITLE), id="title")
+        with Vertical(id="body"):
+            yield from self.fields()
+        yield Static("", id="problems")
+        with Horizontal(id="buttons"):
+            yield from self.buttons()
+        yield Static(text(self.KEYS), id="keys")
+
+    def fields(self):
+        return []
+
+    def buttons(self):
+        return []
+
+    def say(self, line):
+        self.query_one("#problems", Static).update(text(line or ""))
+
+    def action_back(self):
+        self.app.pop_screen()
+
+
+class ActionsScreen(ActionScreen):
+    TITLE = "actions"
+    KEYS = "Up/Down, Enter: choose  Esc: back to the status"
+
+    def fields(self):
+        yield Static(text("What to do (the ones marked * ask for root's password):"),
+                     classes="heading")
+        yield ChoiceList([(k, ["%s %s" % ("*" if gated else " ", label)], True)
+                          for k, label, gated in ACTIONS], id="actions")
+
+    def on_choice_list_changed(self, event):
+        key = event.choice_list.value
+        event.choice_list.chosen = []
+        gated = dict((k, g) for k, _, g in ACTIONS)[key]
+        self.app.open_action(key, gated)
+
+
+class NetworkScreen(ActionScreen):
+    TITLE = "management network"
+
+    def __init__(self, state):
+        super().__init__()
+        self.current = state["current"]
+
+    def fields(self):
+        base, dhcp, address, gateway, vlan = _spec_fields(self.current)
+        yield Static(text("Now: %s" % describe(self.current)), classes="heading")
+        yield Static(text("On %s:" % base))
+        yield ChoiceList([("static", ["static"], True), ("dhcp", ["DHCP"], True)],
+                         chosen=["dhcp" if dhcp else "static"], id="mode")
+        with Vertical(id="static"):
+            yield field_row("Address/prefix", "address", "10.0.0.11/24")
+            yield field_row("Gateway", "gateway", "10.0.0.1 (optional)")
+        yield field_row("VLAN id", "vlan", "none (optional: 1-4094)")
+        yield Static(text("Applied at once; rolled back by itself unless you confirm it "
+                          "within %d s." % CONFIRM_WITHIN))
+
+    def on_mount(self):
+        _, dhcp, address, gateway, vlan = _spec_fields(self.current)
+        self.query_one("#address", ConsoleInput).value = address
+        self.query_one("#gateway", ConsoleInput).value = gateway
+        self.query_one("#vlan", ConsoleInput).value = vlan
+        self.query_one("#static").display = not dhcp
+
+    def buttons(self):
+        yield Button("< Apply >", id="apply")
+
+    def on_choice_list_changed(self, event):
+        self.query_one("#static").display = event.choice_list.value == "static"
+
+    def on_input_submitted(self, event):
+        self.focus_next()
+
+    def on_button_pressed(self, event):
+        self.apply()
+
+    def apply(self):
+        spec, why = new_spec(self.current,
+                             self.query_one("#mode", ChoiceList).value == "dhcp",
+                             self.query_one("#address", ConsoleInput).value,
+                             self.query_one("#gateway", ConsoleInput).value,
+                             self.query_one("#vlan", ConsoleInput).value)
+        if why:
+            self.say(why)
+            return
+        self.say("applying %s ..." % describe(spec))
+        self.app.gate.touch()
+        self.run_worker(lambda: self._propose(spec), thread=True, exclusive=True)
+
+    def _propose(self, spec):
+        try:
+            state = self.app.client.post("/v1/network", {"spec": spec,
+                                                         "confirm_within": CONFIRM_WITHIN})
+        except localapi.LocalApiError as exc:
+            self.app.call_from_thread(self.say, str(exc))
+            return
+        self.app.call_from_thread(self.app.switch_screen, ConfirmScreen(state))
+
+
+class ConfirmScreen(ActionScreen):
+    """The change is live: keep it, or roll it back (by hand or when the time is up)."""
+
+    TITLE = "management network: confirm"
+    KEYS = "Tab: move  Enter: press"
+    BINDINGS = []               # no Esc: the choice is Keep or Roll back (or the timer)
+
+    def __init__(self, state):
+        super().__init__()
+        self.pending = state["pending"]
+        self.deadline = self.app_clock() + float(self.pending["left_s"])
+        self.done = False
+
+    @staticmethod
+    def app_clock():
+        return time.monotonic()
+
+    def fields(self):
+        yield Static(text("Applied: %s (before: %s)." % (describe(self.pending["spec"]),
+                                                         describe(self.pending["previous"]))),
+                     classes="heading")
+        yield Static(text("Can you reach what you need (try the network test from another "
+                          "console, or ping from your desk)? Keep it, or it is rolled back."))
+        yield Static("", id="left")
+
+    def buttons(self):
+        yield Button("< Keep it >", id="keep")
+        yield Button("< Roll back now >", id="rollback")
+
+    def on_mount(self):
+        self.tick()
+        self.set_interval(1.0, self.tick)
+
+    def left(self):
+        return max(0, int(self.deadline - self.app_clock() + 0.999))
+
+    def tick(self):
+        if self.done:
+            return
+        left = self.left()
+        self.query_one("#left", Static).update(Text(
+            "Rolled back in %d:%02d unless you keep it." % divmod(left, 60)))
+        if left == 0:
+            self.done = True
+            self.run_worker(self._settled, thread=True, exclusive=True)
+
+    def on_button_pressed(self, event):
+        if self.done:
+            self.app.pop_screen()
+            return
+        self.done = True
+        self.app.gate.touch()
+        path = {"keep": "/v1/network/confirm", "rollback": "/v1/network/rollback"}[
+            event.button.id]
+        self.run_worker(lambda: self._send(path), thread=True, exclusive=True)
+
+    def _send(self, path):
+        try:
+            self.app.client.post(path, {})
+            line = ("kept: %s" % describe(self.pending["spec"]) if path.endswith("confirm")
+                    else "rolled back to %s" % describe(self.pending["previous"]))
+        except localapi.LocalApiError as exc:
+            line = str(exc)
+        self.app.call_from_thread(self._finish, line)
+
+    def _settled(self, wait=SETTLE_WAIT):
+        """The time is up: the agent rolls back; say what the network is then."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                state = self.app.client.get("/v1/network")
+            except localapi.LocalApiError as exc:
+                line = str(exc)
+                break
+            if state.get("pending") is None:
+                line = "not confirmed in time: rolled back to %s" % describe(state["current"])
+                break
+            if time.monotonic() > deadline:
+                line = "not confirmed in time; the agent has not rolled back yet: see " \
+                       "'journalctl -u rackforge-nodeagent'"
+                break
+            time.sleep(0.5)
+        self.app.call_from_thread(self._finish, line)
+
+    def _finish(self, line):
+        LOG.info("console: network: %s", line)
+        self.query_one("#left", Static).update(Text(""))
+        self.say(line)
+        for button in self.query(Button):
+            button.display = button.id == "keep"
+        self.query_one("#keep", Button).label = "< Back >"
+
+
+def describe(spec):
+    from rackforge.nodeagent.netchange import describe as agent_describe
+    return agent_describe(spec)
+
+
+class ActionUnavailable(errors.RackforgeError):
+    message = "{action}: {why}"
+
+
+def screen_for(key, client):
+    """The screen of action ``key``, made from what the agent answers now."""
+    if key == "network":
+        state = client.get("/v1/network")
+        if state.get("pending"):
+            return ConfirmScreen(state)          # a change waits: confirm or roll back
+        if not state.get("current"):
+            raise ActionUnavailable(action="network", why="first boot has not kept this "
+                                    "node's management network yet")
+        return NetworkScreen(state)
+    raise KeyError(key)
