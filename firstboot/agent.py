@@ -100,8 +100,10 @@ def _persist_network(spec):
 def _enable_nodeagent(ctx):
     # --no-block: the node agent is ordered after this unit; waiting for its
     # start job from inside this one would wait forever
-    _systemctl("enable", "rackforge-nodeagent.service")
-    _systemctl("start", "--no-block", "rackforge-nodeagent.service")
+    # the console on tty1 reads the agent's local API; it takes tty1 from its getty
+    _systemctl("enable", "rackforge-nodeagent.service", "rackforge-console.service")
+    _systemctl("start", "--no-block", "rackforge-nodeagent.service",
+               "rackforge-console.service")
 
 
 @dataclass

@@ -43,6 +43,9 @@ def add_commands(sub):
     q = asub.add_parser("console", help="the node's own screen: its status from the node "
                         "agent (run on tty1); as root")
     q.add_argument("--tty", metavar="DEVICE", help="draw on this tty (e.g. /dev/tty1)")
+    q.add_argument("--confirm-within", metavar="SECONDS", type=int, default=120,
+                   help="a network change made here is rolled back unless confirmed within "
+                        "this time (30-900, default 120)")
     q.set_defaults(func=cmd_console)
     p = sub.add_parser("cloud", help="the OpenStack cloud the rack runs")
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -59,8 +62,12 @@ class NoCredentials(errors.ConfigError):
 
 
 def cmd_console(args):
-    from rackforge.nodeagent import console
-    return console.main(args.tty)
+    from rackforge.nodeagent import console, netchange
+    if not netchange.CONFIRM_MIN <= args.confirm_within <= netchange.CONFIRM_MAX:
+        raise errors.ConfigError("--confirm-within %d: give %d to %d seconds"
+                                 % (args.confirm_within, netchange.CONFIRM_MIN,
+                                    netchange.CONFIRM_MAX))
+    return console.main(args.tty, confirm_within=args.confirm_within)
 
 
 def cmd_cloud_credentials(args, root="/"):

@@ -9,6 +9,7 @@ below it.  F2 opens the actions (:mod:`.consoleactions`); the ones that change t
 node pass the password gate (:mod:`.consolegate`) first.
 """
 
+import logging
 import time
 
 from rich.text import Text
@@ -68,8 +69,10 @@ class ConsoleApp(App):
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
 
-    def __init__(self, client=None, refresh_every=REFRESH, clock=time.time, gate=None):
+    def __init__(self, client=None, refresh_every=REFRESH, clock=time.time, gate=None,
+                 confirm_within=consoleactions.CONFIRM_WITHIN):
         super().__init__(ansi_color=True)
+        self.confirm_within = confirm_within
         self.client = client or localapi.Client()
         self.gate = gate or consolegate.Gate()
         self.refresh_every = refresh_every
@@ -108,10 +111,29 @@ class ConsoleApp(App):
         self.call_from_thread(self.screen.show, doc, error)
 
 
-def main(tty=None):
-    """``rackforge nodeagent console [--tty DEV]``: the exit status."""
+def _journal_handler():
+    """What the console did goes to the journal as ``rackforge-console`` (however it was
+    started: its unit, or by hand on another console), or nowhere without systemd."""
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        return None
+    handler = JournalHandler(SYSLOG_IDENTIFIER="rackforge-console")
+    handler.setLevel(logging.INFO)
+    return handler
+
+
+def main(tty=None, confirm_within=consoleactions.CONFIRM_WITHIN):
+    """``rackforge nodeagent console [--tty DEV] [--confirm-within S]``: the exit status."""
     from rackforge.installer.tuicmd import logs_off_screen, on_tty
 
+    journal = _journal_handler()
     with on_tty(tty) as old_stderr, logs_off_screen(old_stderr):
-        ConsoleApp().run(mouse=False)
+        if journal is not None:
+            logging.getLogger().addHandler(journal)
+        try:
+            ConsoleApp(confirm_within=confirm_within).run(mouse=False)
+        finally:
+            if journal is not None:
+                logging.getLogger().removeHandler(journal)
     return 0

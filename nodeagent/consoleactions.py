@@ -171,7 +171,7 @@ class NetworkScreen(ActionScreen):
             yield field_row("Gateway", "gateway", "10.0.0.1 (optional)")
         yield field_row("VLAN id", "vlan", "none (optional: 1-4094)")
         yield Static(text("Applied at once; rolled back by itself unless you confirm it "
-                          "within %d s." % CONFIRM_WITHIN))
+                          "within %d s." % self.app.confirm_within))
 
     def on_mount(self):
         _, dhcp, address, gateway, vlan = _spec_fields(self.current)
@@ -207,8 +207,8 @@ class NetworkScreen(ActionScreen):
 
     def _propose(self, spec):
         try:
-            state = self.app.client.post("/v1/network", {"spec": spec,
-                                                         "confirm_within": CONFIRM_WITHIN})
+            state = self.app.client.post("/v1/network", {
+                "spec": spec, "confirm_within": self.app.confirm_within})
         except localapi.LocalApiError as exc:
             self.app.call_from_thread(self.say, str(exc))
             return
@@ -300,7 +300,7 @@ class ConfirmScreen(ActionScreen):
         self.app.call_from_thread(self._finish, line)
 
     def _finish(self, line):
-        LOG.info("console: network: %s", line)
+        LOG.warning("console: network: %s", line)
         self.query_one("#left", Static).update(Text(""))
         self.say(line)
         for button in self.query(Button):

@@ -201,14 +201,20 @@ class Node:
             self.proc = None
 
     # -- inside ------------------------------------------------------------------------
-    def run(self, *argv, check=True, timeout=120):
+    def command(self, *argv, env=()):
+        """The host's command that runs ``argv`` inside the node (its namespaces, a clean
+        environment plus ``env``'s ``NAME=value`` words)."""
         pid = self.leader()
         if pid is None:
             raise AssertionError("%s is not running" % self.name)
-        res = subprocess.run(["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r",
-                              "-w", "--", "/usr/bin/env", "-i", "PATH=" + CONTAINER_PATH,
-                              "LANG=C.UTF-8", *argv],
-                             capture_output=True, text=True, timeout=timeout)
+        return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
+                "/usr/bin/env", "-i", "PATH=" + CONTAINER_PATH, "LANG=C.UTF-8", *env, *argv]
+
+    def run(self, *argv, check=True, timeout=120, input=None):
+        """``argv`` inside the node; ``input``: its stdin (a secret goes there, never in
+        the arguments)."""
+        res = subprocess.run(self.command(*argv), capture_output=True, text=True,
+                             timeout=timeout, input=input)
         if check and res.returncode != 0:
             raise AssertionError("%s: %s -> %d\n%s%s" % (
                 self.name, " ".join(argv), res.returncode, res.stdout, res.stderr))

@@ -175,3 +175,21 @@ class SerialConsole:
         self.keys("C-u")
         self.type(value)
         self.wait_screen(re.escape(label) + r"\s+" + re.escape(value), timeout)
+
+
+class CommandConsole(SerialConsole):
+    """A command (the console of an nspawn node) in an 80x25 tmux pane with TERM=linux:
+    the Linux console's size.  The same reading and typing as a serial console."""
+
+    def __init__(self, argv, name, log):
+        self.guest, self.proc = None, None
+        self.argv, self.session, self.log = list(argv), name, Path(log)
+
+    def start(self):
+        self.log.write_bytes(b"")
+        command = " ".join(shlex.quote(str(a)) for a in self.argv)
+        self.tmux("new-session", "-d", "-s", self.session, "-x", str(COLUMNS), "-y",
+                  str(LINES + 1), "-e", "TERM=linux", command + "; sleep 3600")
+        self.tmux("pipe-pane", "-t", self.session, "-o", "cat >> %s" % shlex.quote(
+            str(self.log)))
+        return self

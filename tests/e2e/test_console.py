@@ -1,0 +1,113 @@
+"""The console of tty1, end to end on an nspawn node of the built ``minimal`` image.
+
+The node seeds a cluster (first boot from its unit, the node agent started at
+hand-over, ``rackforge-console.service`` enabled in place of tty1's getty).
+``rackforge nodeagent console`` then runs inside the node in an 80x25 tmux pane
+with TERM=linux, as on tty1, and is used with keys only:
+
+1. the status page shows the real node: its name, its roles and why, its
+   management address, read from the agent's local API;
+2. F2, the network, root's password (set through chpasswd's stdin), a new
+   address applied: the node answers on the new address and no longer on its
+   own; nobody confirms, and 30 s later the agent puts the old address back by
+   itself: the node answers there again, the console says so, and the agent's
+   journal names each step.
+"""
+
+import re
+import subprocess
+import uuid
+
+import pytest
+from netns import ip, wait_until
+from nspawn import rack
+from serialconsole import CommandConsole
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+SUBNET = "10.77.5"
+NODE, WRONG, OPERATOR = SUBNET + ".11", SUBNET + ".61", SUBNET + ".250"
+PASSWORD = "correct horse battery"
+FIRSTBOOT_TIMEOUT = 600
+CONFIRM_WITHIN = 30
+
+
+def answers(netns, address):
+    """One ping from the rack's namespace gets a reply from ``address``."""
+    return subprocess.run(["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "1",
+                           address], capture_output=True).returncode == 0
+
+
+def wait_firstboot(node):
+    def done():
+        if node.proc.poll() is not None:
+            raise AssertionError("node1 stopped:\n%s" % node.console_text()[-3000:])
+        return node.path("/var/lib/rackforge/firstboot.done").exists()
+    wait_until(done, FIRSTBOOT_TIMEOUT, "node1's first boot", interval=1)
+
+
+def test_the_console_shows_the_node_and_a_network_change_nobody_confirms_rolls_back(
+        image_root, tmp_path):
+    with rack(image_root, tmp_path / "nodes") as make:
+        node = make("node1")
+        node.mount()
+        node.write("/etc/hostname", "node1\n", mode=0o644)
+        node.write("/etc/rackforge/bootstrap.yaml", "seed: true\ncluster: rack1\n"
+                   "management: {interface: host0, address: %s/24}\n" % NODE)
+        node.boot()
+        wait_firstboot(node)
+        assert node.run("systemctl", "is-enabled", "rackforge-console.service").stdout \
+            .strip() == "enabled"
+        wait_until(lambda: node.run("test", "-S", "/run/rackforge-nodeagent/api.sock",
+                                    check=False).returncode == 0, 120,
+                   "the node agent's local API")
+        node.run("chpasswd", input="root:%s\n" % PASSWORD)
+        ip("-n", node.netns, "addr", "add", OPERATOR + "/24", "dev", node.bridge)
+        wait_until(lambda: answers(node.netns, NODE), 60, "node1 to answer ping")
+
+        argv = node.command("rackforge", "nodeagent", "console", "--confirm-within",
+                            str(CONFIRM_WITHIN), env=["TERM=linux"])
+        console = CommandConsole(argv, "rf-console-" + uuid.uuid4().hex[:8],
+                                 tmp_path / "console.log")
+        with console:
+            # -- the real status, from the agent --------------------------------------
+            console.wait_screen(r"rackforge console\s+node1", 120)
+            console.wait_screen(r"management %s" % re.escape(NODE), 60)
+            console.wait_screen(r"roles: controller", 60)
+            console.wait_screen(r"controller: slot 1 of the controllers", 10)
+
+            # -- a wrong address, not confirmed ---------------------------------------
+            console.key_until("F2", lambda: "What to do" in console.screen(), 15, tries=3)
+            console.keys("Enter")                     # the first action: the network
+            console.wait_screen(r"root's password", 30)
+            console.type(PASSWORD)
+            console.keys("Enter")
+            console.wait_screen(r"Now: host0 %s/24" % re.escape(NODE), 60)
+            assert PASSWORD not in console.output()
+            console.fill("Address/prefix", WRONG + "/24", 15)
+            console.focus("< Apply >", 15)
+            console.keys("Enter")
+            console.wait_screen(r"Rolled back in 0:[0-9]{2} unless you keep it", 60)
+            wait_until(lambda: answers(node.netns, WRONG), 30, "the node on its new address")
+            assert not answers(node.netns, NODE)
+
+            console.wait_screen(r"not confirmed in time: rolled back to host0 %s/24"
+                                % re.escape(NODE), CONFIRM_WITHIN + 60)
+            wait_until(lambda: answers(node.netns, NODE), 30, "the node on its own address")
+            assert not answers(node.netns, WRONG)
+
+        journal = node.journal("rackforge-nodeagent.service")
+        assert "management network changing from host0 %s/24 to host0 %s/24" % (
+            NODE, WRONG) in journal
+        assert "management network back to host0 %s/24: not confirmed in time" % NODE \
+            in journal
+        said = node.run("journalctl", "-t", "rackforge-console", "--no-pager", "-o", "cat",
+                        check=False).stdout
+        assert "console: unlocked with root's password" in said
+        assert "console: network: not confirmed in time: rolled back" in said
+        assert PASSWORD not in said and PASSWORD not in journal
+        # nothing was kept: networkd's file and the spec still say the old address
+        kept = node.path("/etc/systemd/network/10-rackforge-host0.network").read_text()
+        assert "Address=%s/24" % NODE in kept
+        assert not node.run("test", "-e", "/var/lib/rackforge/network-pending.json",
+                            check=False).returncode == 0
