@@ -26,15 +26,17 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
 from rackforge import errors
-from rackforge.installer.tui import ChoiceList, ConsoleInput, field_row, text
-from rackforge.nodeagent import localapi
+from rackforge.installer.tui import Body, ChoiceList, ConsoleInput, field_row, text
+from rackforge.nodeagent import lldp, localapi
+from rackforge.nodeagent.consoleview import fit
 
 LOG = logging.getLogger(__name__)
 CONFIRM_WITHIN = 120
 SETTLE_WAIT = 20        # after the deadline, how long the agent's rollback is waited for
 
 #: (key, label, changes the node)
-ACTIONS = [("network", "Management network (DHCP or static, VLAN)", True)]
+ACTIONS = [("network", "Management network (DHCP or static, VLAN)", True),
+           ("lldp", "LLDP neighbours of each NIC (switch and port)", False)]
 
 
 def _spec_fields(spec):
@@ -116,7 +118,7 @@ class ActionScreen(Screen):
 
     def compose(self):
         yield Static(text("rackforge console  " + self.TITLE), id="title")
-        with Vertical(id="body"):
+        with Body(id="body"):
             yield from self.fields()
         yield Static("", id="problems")
         with Horizontal(id="buttons"):
@@ -313,6 +315,42 @@ def describe(spec):
     return agent_describe(spec)
 
 
+class ReportScreen(ActionScreen):
+    """Lines the agent's answer to ``GET path`` makes (``render``), fetched again on
+    Refresh; read-only."""
+
+    def __init__(self, title, path, render):
+        super().__init__()
+        self.TITLE, self.path, self.make_lines = title, path, render
+
+    def fields(self):
+        yield Static(text("asking the node agent ..."), id="report")
+
+    def buttons(self):
+        yield Button("< Refresh >", id="refresh")
+
+    def on_mount(self):
+        self.refresh_report()
+
+    def on_button_pressed(self, event):
+        self.refresh_report()
+
+    def refresh_report(self):
+        self.run_worker(self._fetch, thread=True, exclusive=True)
+
+    def _fetch(self):
+        try:
+            shown, problem = self.make_lines(self.app.client.get(self.path)), ""
+        except errors.RackforgeError as exc:
+            shown, problem = None, str(exc)
+        self.app.call_from_thread(self._show, shown, problem)
+
+    def _show(self, shown, problem):
+        if shown is not None:
+            self.query_one("#report", Static).update(text([fit(x) for x in shown]))
+        self.say(problem)
+
+
 class ActionUnavailable(errors.RackforgeError):
     message = "{action}: {why}"
 
@@ -327,4 +365,6 @@ def screen_for(key, client):
             raise ActionUnavailable(action="network", why="first boot has not kept this "
                                     "node's management network yet")
         return NetworkScreen(state)
+    if key == "lldp":
+        return ReportScreen("LLDP neighbours", "/v1/lldp", lldp.lines)
     raise KeyError(key)

@@ -328,7 +328,7 @@ def local_api(agent, reg):
     own (the loop's is not shared between threads); one request at a time."""
     from rackforge import nodeprofile
     from rackforge.cluster import etcd
-    from rackforge.nodeagent import localapi, netchange, nodestatus
+    from rackforge.nodeagent import lldp, localapi, netchange, nodestatus
 
     lock = threading.Lock()
     network = netchange.NetworkChange()
@@ -344,6 +344,7 @@ def local_api(agent, reg):
             return nodestatus.document(reg, agent.node_id, profile,
                                        view.address if view else None, etcd.QUOTA_BYTES)
     api = localapi.LocalApi({("GET", "/v1/status"): status,
+                             ("GET", "/v1/lldp"): lldp.query,
                              ("GET", "/v1/network"): network.state,
                              ("POST", "/v1/network"): network.propose,
                              ("POST", "/v1/network/confirm"): network.confirm,

@@ -8,7 +8,7 @@ import pytest
 from pilot import Keys, run_app, screen_text
 from test_nodeagent_console import DOC
 
-from rackforge.nodeagent import consoleactions, consolegate, localapi, netchange
+from rackforge.nodeagent import consoleactions, consolegate, lldp, localapi, netchange
 
 # recorded /etc/shadow entries for the password "correct horse" (yescrypt is Debian's
 # default since 11; SHA-512 is what older installs kept)
@@ -130,6 +130,7 @@ class Agent:
             current=lambda: dict(self.kept), timer=self.timers)
         self.api = localapi.LocalApi({
             ("GET", "/v1/status"): lambda: DOC,
+            ("GET", "/v1/lldp"): self.lldp,
             ("GET", "/v1/network"): self.change.state,
             ("POST", "/v1/network"): self.change.propose,
             ("POST", "/v1/network/confirm"): self.change.confirm,
@@ -139,6 +140,18 @@ class Agent:
 
     def _set(self, spec):
         self.kept = dict(spec)
+
+    lldp_answers = None
+
+    def lldp(self):
+        """lldpd's recorded answer, then lldpd gone."""
+        from test_nodeagent_lldp import FIXTURES, fake_run
+        self.lldp_asked = getattr(self, "lldp_asked", 0) + 1
+        if self.lldp_asked == 1:
+            text = (FIXTURES / "lldpd-1.0.16-veth.json0.json").read_text()
+            return {"nics": lldp.by_nic(lldp.query(run=fake_run(stdout=text))["nics"]
+                                        .get("eth0", []), ["eth0", "eno2"])}
+        return lldp.query(run=fake_run(raises=FileNotFoundError("lldpctl")))
 
 
 @pytest.fixture
@@ -278,3 +291,26 @@ def test_a_change_left_pending_opens_on_its_confirmation(agent):
 
     run(agent, script)
     assert agent.applied[-1] == KEPT and agent.kept == KEPT
+
+
+def test_lldp_neighbours_need_no_password_and_say_when_lldpd_is_away(agent):
+    async def script(pilot):
+        op = Operator(pilot)
+        await pilot.press("f2")
+        await op.pause()
+        await op.choose("actions", "lldp")
+        await op.settle()
+        shown = screen_text(op.app)
+        assert "LLDP neighbours" in shown and not op.app.gate.is_open()
+        assert " eth0:\n   switch-a7 port rack7 port 12 (mac 3e:28:cf:88:3d:0f) mgmt 10.0.0.1" \
+            in shown
+        assert "eno2: no LLDP neighbour heard" in shown
+        op.screen.query_one("#refresh").press()
+        await op.settle()
+        assert "lldpctl is not installed" in op.problems()
+        assert "switch-a7" in screen_text(op.app)          # the last answer stays
+        await pilot.press("escape")
+        await op.pause()
+        assert op.screen.TITLE == "actions"
+
+    run(agent, script)
