@@ -24,6 +24,7 @@ from rackforge.installer import tui
 from rackforge.nodeagent import consoleactions, consolegate, consoleview, localapi
 
 REFRESH = 5.0
+LOG = logging.getLogger(__name__)
 
 CSS = tui.CSS + """
 #error { height: auto; padding: 0 1; color: ansi_bright_red; }
@@ -90,6 +91,9 @@ class ConsoleApp(App):
                              lambda ok: ok and self.open_action(key, gated))
             return
         self.gate.touch()
+        if key == "shell":
+            self.break_glass()
+            return
         self.run_worker(lambda: self._open(key), thread=True, exclusive=True, group="open")
 
     def _open(self, key):
@@ -100,6 +104,38 @@ class ConsoleApp(App):
             self.call_from_thread(self.screen.say, str(exc))
             return
         self.call_from_thread(self.push_screen, screen)
+
+    # -- what the console does itself, as root (tests replace these) ------------------
+    def systemctl(self, *args):
+        from rackforge import systemd
+        systemd.systemctl(*args)
+
+    def journal(self, units):
+        """``journalctl --follow`` of ``units``: a process whose stdout gives lines."""
+        import subprocess
+        argv = ["journalctl", "--follow", "--no-pager", "--lines=%d"
+                % consoleactions.JOURNAL_LINES, "--output=short-iso"]
+        for unit in units:
+            argv += ["--unit", unit]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+
+    def break_glass(self):
+        """A root login shell on this console; the journal says when it opened and closed."""
+        import os
+        import subprocess
+        LOG.warning("console: break-glass shell opened")
+        shell = os.environ.get("SHELL") or "/bin/bash"
+        try:
+            with self.suspend():
+                print("rackforge console: a root shell; 'exit' goes back to the console",
+                      flush=True)
+                code = subprocess.run([shell, "-l"]).returncode
+        except Exception as exc:     # noqa: BLE001 - one line; the console goes on
+            LOG.warning("console: break-glass shell did not run: %s", exc)
+            self.screen.say("the shell did not run: %s" % exc)
+            return
+        LOG.warning("console: break-glass shell closed (exit %s)", code)
 
     def fetch(self):
         """The worker: one status request; the screen updated from the app's thread."""

@@ -27,7 +27,7 @@ from textual.widgets import Button, Static
 
 from rackforge import errors
 from rackforge.installer.tui import Body, ChoiceList, ConsoleInput, field_row, text
-from rackforge.nodeagent import lldp, localapi
+from rackforge.nodeagent import lldp, localapi, nettest
 from rackforge.nodeagent.consoleview import fit
 
 LOG = logging.getLogger(__name__)
@@ -36,7 +36,11 @@ SETTLE_WAIT = 20        # after the deadline, how long the agent's rollback is w
 
 #: (key, label, changes the node)
 ACTIONS = [("network", "Management network (DHCP or static, VLAN)", True),
-           ("lldp", "LLDP neighbours of each NIC (switch and port)", False)]
+           ("nettest", "Test the network: gateway, VIP, each peer, DNS", False),
+           ("lldp", "LLDP neighbours of each NIC (switch and port)", False),
+           ("services", "Services: restart one (or the agent), follow its journal", False),
+           ("shell", "A root shell (break glass; logged)", True)]
+JOURNAL_LINES = 200     # kept on the journal screen; the journal keeps the rest
 
 
 def _spec_fields(spec):
@@ -351,6 +355,92 @@ class ReportScreen(ActionScreen):
         self.say(problem)
 
 
+def service_line(svc):
+    line = "%-12s %-8s %s" % (svc["name"], svc.get("state") or "?", svc.get("error") or "")
+    return fit(line)
+
+
+class ServicesScreen(ActionScreen):
+    """The agent and this node's services: restart one (password), follow its journal."""
+
+    TITLE = "services"
+    KEYS = "Up/Down, Enter: choose  Tab: move  Esc: back"
+
+    def __init__(self, services):
+        super().__init__()
+        self.services = {s["name"]: s for s in services}
+
+    def fields(self):
+        yield Static(text("Choose a service, then Restart or Journal:"), classes="heading")
+        yield ChoiceList([(name, [service_line(svc)], True)
+                          for name, svc in self.services.items()],
+                         chosen=list(self.services)[:1], id="services")
+
+    def buttons(self):
+        yield Button("< Restart >", id="restart")
+        yield Button("< Journal >", id="journal")
+
+    def chosen(self):
+        return self.services[self.query_one("#services", ChoiceList).value]
+
+    def on_button_pressed(self, event):
+        svc = self.chosen()
+        if event.button.id == "journal":
+            self.app.push_screen(JournalScreen(svc))
+        elif self.app.gate.is_open():
+            self.restart(svc)
+        else:
+            self.app.push_screen(PasswordScreen(), lambda ok: ok and self.restart(svc))
+
+    def restart(self, svc):
+        self.app.gate.touch()
+        self.say("restarting %s ..." % svc["name"])
+        self.run_worker(lambda: self._restart(svc), thread=True, exclusive=True)
+
+    def _restart(self, svc):
+        try:
+            self.app.systemctl("restart", *svc["units"])
+            line = "restarted %s (%s)" % (svc["name"], ", ".join(svc["units"]))
+        except errors.RackforgeError as exc:
+            line = str(exc)
+        LOG.warning("console: %s", line)
+        self.app.call_from_thread(self.say, line)
+
+
+class JournalScreen(ActionScreen):
+    """``journalctl --follow`` of a service's units, until Esc."""
+
+    KEYS = "Esc: back (stops following)"
+
+    def __init__(self, svc):
+        super().__init__()
+        self.svc = svc
+        self.TITLE = "journal of %s (following)" % svc["name"]
+        self.proc = None
+
+    def fields(self):
+        from textual.widgets import Log
+        yield Log(max_lines=JOURNAL_LINES, id="journal")
+
+    def on_mount(self):
+        self.run_worker(self._follow, thread=True, exclusive=True)
+
+    def _follow(self):
+        log = self.query_one("#journal")
+        try:
+            self.proc = self.app.journal(self.svc["units"])
+        except OSError as exc:
+            self.app.call_from_thread(self.say, "journalctl did not start: %s"
+                                      % (exc.strerror or exc))
+            return
+        for line in self.proc.stdout:
+            self.app.call_from_thread(log.write_line, fit(line.rstrip("\n")))
+
+    def on_unmount(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+
 class ActionUnavailable(errors.RackforgeError):
     message = "{action}: {why}"
 
@@ -367,4 +457,8 @@ def screen_for(key, client):
         return NetworkScreen(state)
     if key == "lldp":
         return ReportScreen("LLDP neighbours", "/v1/lldp", lldp.lines)
+    if key == "nettest":
+        return ReportScreen("network test", "/v1/nettest", nettest.lines)
+    if key == "services":
+        return ServicesScreen(client.get("/v1/services")["services"])
     raise KeyError(key)

@@ -328,7 +328,7 @@ def local_api(agent, reg):
     own (the loop's is not shared between threads); one request at a time."""
     from rackforge import nodeprofile
     from rackforge.cluster import etcd
-    from rackforge.nodeagent import lldp, localapi, netchange, nodestatus
+    from rackforge.nodeagent import lldp, localapi, netchange, nettest, nodestatus
 
     lock = threading.Lock()
     network = netchange.NetworkChange()
@@ -345,6 +345,8 @@ def local_api(agent, reg):
                                        view.address if view else None, etcd.QUOTA_BYTES)
     api = localapi.LocalApi({("GET", "/v1/status"): status,
                              ("GET", "/v1/lldp"): lldp.query,
+                             ("GET", "/v1/nettest"): lambda: nettest.query(lambda: agent.view),
+                             ("GET", "/v1/services"): lambda: services(agent),
                              ("GET", "/v1/network"): network.state,
                              ("POST", "/v1/network"): network.propose,
                              ("POST", "/v1/network/confirm"): network.confirm,
@@ -354,6 +356,17 @@ def local_api(agent, reg):
     except OSError as exc:          # the agent runs without it; the console says so
         LOG.warning("the local API did not start on %s: %s", api.path, exc)
         return api
+
+
+def services(agent):
+    """``GET /v1/services``: the agent itself, then each service it runs here with its
+    units and health (what the console may restart and follow)."""
+    out = [{"name": "nodeagent", "units": ["rackforge-nodeagent.service"], "state": "ok",
+            "error": ""}]
+    for name, tracker in sorted(dict(agent.trackers).items()):
+        out.append({"name": name, "units": list(tracker.service.units),
+                    "state": tracker.state, "error": tracker.error or ""})
+    return {"services": out}
 
 
 def settings():

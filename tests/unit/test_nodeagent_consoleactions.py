@@ -16,6 +16,10 @@ YESCRYPT = "$y$j9T$ViiMcnEFEnlSXx8Wc9cwq0$BjwQvdFB5TyTKezVdEHK7jZ0bqhwwSYl0bK0em
 SHA512 = ("$6$rackforgesalt$8ILGJ4YBYcBv/kwOgUExnpoV1rhOYEyCcbDdXIttq3z8JGm/Jw2GW/iTn97c9qpF"
           "p8uHuCXdaQDEL8jFybnnc1")
 KEPT = {"interface": "eno1", "address": "10.0.0.12/24", "gateway": "10.0.0.1"}
+SERVICES = [{"name": "nodeagent", "units": ["rackforge-nodeagent.service"], "state": "ok",
+             "error": ""},
+            {"name": "rabbitmq", "units": ["rabbitmq-server.service"], "state": "failed",
+             "error": "AMQP port 10.0.0.12:5672: Connection refused"}]
 
 
 @pytest.mark.parametrize("stored", [YESCRYPT, SHA512])
@@ -131,6 +135,11 @@ class Agent:
         self.api = localapi.LocalApi({
             ("GET", "/v1/status"): lambda: DOC,
             ("GET", "/v1/lldp"): self.lldp,
+            ("GET", "/v1/nettest"): lambda: {"results": [
+                {"target": "gateway", "address": "10.0.0.1", "ok": True, "detail": "0.3 ms"},
+                {"target": "peer node3", "address": "10.0.0.13", "ok": False,
+                 "detail": "no answer to ping"}]},
+            ("GET", "/v1/services"): lambda: {"services": SERVICES},
             ("GET", "/v1/network"): self.change.state,
             ("POST", "/v1/network"): self.change.propose,
             ("POST", "/v1/network/confirm"): self.change.confirm,
@@ -190,14 +199,45 @@ class Operator(Keys):
         await self.settle()
 
 
-def run(agent, script, gate=None):
+class Journal:
+    """``journalctl --follow`` as the console starts it: lines, then it waits."""
+
+    def __init__(self, lines):
+        self.stdout = iter(lines)
+        self.terminated = False
+
+    def poll(self):
+        return 0 if self.terminated else None
+
+    def terminate(self):
+        self.terminated = True
+
+
+def run(agent, script, gate=None, **hooks):
     from rackforge.nodeagent import console
     gate = gate or consolegate.Gate(stored=lambda: YESCRYPT)
 
+    class Console(console.ConsoleApp):
+        done = []
+
+        def systemctl(self, *args):
+            self.done.append(("systemctl",) + args)
+
+        def journal(self, units):
+            self.done.append(("journal", tuple(units)))
+            self.followed = Journal(["2026-11-30T10:00:0%d+0000 node2 rabbitmq[%d]: line %d\n"
+                                     % (i, 100 + i, i) for i in range(3)])
+            return self.followed
+
+        def break_glass(self):
+            self.done.append(("shell",))
+
     async def first(app):
         await app.workers.wait_for_complete()
-    return run_app(console.ConsoleApp(agent.client, refresh_every=3600, gate=gate), script,
-                   settle=first)
+    app = Console(agent.client, refresh_every=3600, gate=gate)
+    app.done = []
+    run_app(app, script, settle=first)
+    return app
 
 
 def test_the_password_gate_stands_before_the_network_and_esc_leaves_it(agent):
@@ -314,3 +354,67 @@ def test_lldp_neighbours_need_no_password_and_say_when_lldpd_is_away(agent):
         assert op.screen.TITLE == "actions"
 
     run(agent, script)
+
+
+def test_the_network_test_shows_each_target(agent):
+    async def script(pilot):
+        op = Operator(pilot)
+        await pilot.press("f2")
+        await op.pause()
+        await op.choose("actions", "nettest")
+        await op.settle()
+        shown = screen_text(op.app)
+        assert "ok   gateway" in shown and "FAIL peer node3" in shown
+        assert "1 of 2 do not answer" in shown and not op.app.gate.is_open()
+
+    run(agent, script)
+
+
+def test_a_service_restarted_behind_the_password_and_its_journal_followed(agent):
+    async def script(pilot):
+        op = Operator(pilot)
+        await pilot.press("f2")
+        await op.pause()
+        await op.choose("actions", "services")
+        await op.settle()
+        assert "rabbitmq     failed   AMQP port 10.0.0.12:5672" in screen_text(op.app)
+        await op.choose("services", "rabbitmq")
+        op.screen.query_one("#journal").press()
+        await op.settle()
+        assert "journal of rabbitmq (following)" in screen_text(op.app)
+        assert "node2 rabbitmq[102]: line 2" in screen_text(op.app)
+        followed = op.app.followed
+        await pilot.press("escape")                 # back: journalctl is stopped
+        await op.pause()
+        assert followed.terminated
+        op.screen.query_one("#restart").press()
+        await op.pause()
+        assert isinstance(op.screen, consoleactions.PasswordScreen)
+        await op.type("password", "correct horse")
+        await pilot.press("enter")
+        await op.settle()
+        assert "restarted rabbitmq (rabbitmq-server.service)" in op.problems()
+
+    app = run(agent, script)
+    assert app.done == [("journal", ("rabbitmq-server.service",)),
+                        ("systemctl", "restart", "rabbitmq-server.service")]
+
+
+def test_the_shell_is_behind_the_password(agent):
+    async def script(pilot):
+        op = Operator(pilot)
+        await pilot.press("f2")
+        await op.pause()
+        await op.choose("actions", "shell")
+        await op.pause()
+        await pilot.press("escape")                 # no password: no shell
+        await op.pause()
+        assert op.app.done == []
+        await op.choose("actions", "shell")
+        await op.pause()
+        await op.type("password", "correct horse")
+        await pilot.press("enter")
+        await op.settle()
+
+    app = run(agent, script)
+    assert app.done == [("shell",)]
