@@ -18,6 +18,7 @@ import re
 import subprocess
 import uuid
 
+import harack
 import pytest
 from netns import ip, wait_until
 from nspawn import rack
@@ -26,9 +27,8 @@ from serialconsole import CommandConsole
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 SUBNET = "10.77.5"
-NODE, WRONG, OPERATOR = SUBNET + ".11", SUBNET + ".61", SUBNET + ".250"
+NODE, WRONG, VIP, OPERATOR = (SUBNET + x for x in (".11", ".61", ".100", ".250"))
 PASSWORD = "correct horse battery"
-FIRSTBOOT_TIMEOUT = 600
 CONFIRM_WITHIN = 30
 
 
@@ -38,24 +38,17 @@ def answers(netns, address):
                            address], capture_output=True).returncode == 0
 
 
-def wait_firstboot(node):
-    def done():
-        if node.proc.poll() is not None:
-            raise AssertionError("node1 stopped:\n%s" % node.console_text()[-3000:])
-        return node.path("/var/lib/rackforge/firstboot.done").exists()
-    wait_until(done, FIRSTBOOT_TIMEOUT, "node1's first boot", interval=1)
-
-
 def test_the_console_shows_the_node_and_a_network_change_nobody_confirms_rolls_back(
         image_root, tmp_path):
     with rack(image_root, tmp_path / "nodes") as make:
         node = make("node1")
         node.mount()
         node.write("/etc/hostname", "node1\n", mode=0o644)
-        node.write("/etc/rackforge/bootstrap.yaml", "seed: true\ncluster: rack1\n"
-                   "management: {interface: host0, address: %s/24}\n" % NODE)
+        node.write("/etc/rackforge/bootstrap.yaml",
+                   "seed: true\ncluster: rack1\nvip: %s\n"
+                   "management: {interface: host0, address: %s/24}\n" % (VIP, NODE))
         node.boot()
-        wait_firstboot(node)
+        harack.wait_firstboot(node)
         assert node.run("systemctl", "is-enabled", "rackforge-console.service").stdout \
             .strip() == "enabled"
         wait_until(lambda: node.run("test", "-S", "/run/rackforge-nodeagent/api.sock",
