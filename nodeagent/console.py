@@ -55,7 +55,8 @@ class StatusScreen(Screen):
         self.app.push_screen(consoleactions.ActionsScreen())
 
     def action_refresh(self):
-        self.run_worker(self.app.fetch, thread=True, exclusive=True, group="status")
+        self.run_worker(lambda: self.app.fetch(self), thread=True, exclusive=True,
+                        group="status")
 
     def show(self, doc, error):
         if doc is not None:
@@ -137,14 +138,15 @@ class ConsoleApp(App):
             return
         LOG.warning("console: break-glass shell closed (exit %s)", code)
 
-    def fetch(self):
-        """The worker: one status request; the screen updated from the app's thread."""
+    def fetch(self, page):
+        """The worker: one status request; the status ``page`` updated from the app's
+        thread (an action's screen may be on top of it meanwhile)."""
         try:
             doc, error = self.client.get("/v1/status"), None
             self.last = doc
         except localapi.LocalApiError as exc:
             doc, error = None, str(exc)
-        self.call_from_thread(self.screen.show, doc, error)
+        self.call_from_thread(page.show, doc, error)
 
 
 def _journal_handler():

@@ -38,6 +38,7 @@ SETTLE_WAIT = 20        # after the deadline, how long the agent's rollback is w
 ACTIONS = [("network", "Management network (DHCP or static, VLAN)", True),
            ("nettest", "Test the network: gateway, VIP, each peer, DNS", False),
            ("lldp", "LLDP neighbours of each NIC (switch and port)", False),
+           ("bmc", "BMC: its address and a user's password (in band)", True),
            ("services", "Services: restart one (or the agent), follow its journal", False),
            ("shell", "A root shell (break glass; logged)", True)]
 JOURNAL_LINES = 200     # kept on the journal screen; the journal keeps the rest
@@ -209,7 +210,8 @@ class NetworkScreen(ActionScreen):
             return
         self.say("applying %s ..." % describe(spec))
         self.app.gate.touch()
-        self.run_worker(lambda: self._propose(spec), thread=True, exclusive=True)
+        # an app worker: it outlives this screen, which it replaces with the confirmation
+        self.app.run_worker(lambda: self._propose(spec), thread=True, group="network")
 
     def _propose(self, spec):
         try:
@@ -441,6 +443,100 @@ class JournalScreen(ActionScreen):
             self.proc.terminate()
 
 
+class BmcScreen(ActionScreen):
+    """The node's BMC over the in-band interface: static address or DHCP, a password."""
+
+    TITLE = "BMC (in band)"
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+    def fields(self):
+        yield Static(text("Now: %s" % bmc_line(self.state)), id="now", classes="heading")
+        yield ChoiceList([("static", ["static"], True), ("dhcp", ["DHCP"], True)],
+                         chosen=["dhcp" if self.state.get("mode") == "dhcp" else "static"],
+                         id="bmc-mode")
+        with Vertical(id="bmc-static"):
+            yield field_row("Address/prefix", "bmc-address", "10.1.0.12/24")
+            yield field_row("Gateway", "bmc-gateway", "10.1.0.1 (optional)")
+        yield Static(text("A BMC user's new password (user 2 is often the administrator):"),
+                     classes="heading")
+        yield field_row("User number", "bmc-user", "2")
+        yield field_row("New password", "bmc-password", "8 to 20 characters", password=True)
+        yield field_row("Again", "bmc-again", "", password=True)
+
+    def on_mount(self):
+        static = self.state.get("mode") != "dhcp"
+        self.query_one("#bmc-static").display = static
+        if static and self.state.get("address"):
+            self.query_one("#bmc-address", ConsoleInput).value = self.state["address"]
+        if self.state.get("gateway") and self.state["gateway"] != "0.0.0.0":
+            self.query_one("#bmc-gateway", ConsoleInput).value = self.state["gateway"]
+
+    def buttons(self):
+        yield Button("< Set address >", id="set-address")
+        yield Button("< Set password >", id="set-password")
+
+    def on_choice_list_changed(self, event):
+        self.query_one("#bmc-static").display = event.choice_list.value == "static"
+
+    def on_input_submitted(self, event):
+        self.focus_next()
+
+    def value(self, input_id):
+        return self.query_one("#" + input_id, ConsoleInput).value.strip()
+
+    def on_button_pressed(self, event):
+        self.app.gate.touch()
+        if event.button.id == "set-address":
+            if self.query_one("#bmc-mode", ChoiceList).value == "dhcp":
+                body = {"dhcp": True}
+            else:
+                body = {"address": self.value("bmc-address")}
+                if self.value("bmc-gateway"):
+                    body["gateway"] = self.value("bmc-gateway")
+            self.send("/v1/bmc", body, "BMC address set")
+            return
+        user, password = self.value("bmc-user"), self.value("bmc-password")
+        if not user.isdigit():
+            self.say("type the BMC user's number (1-63)")
+        elif password != self.value("bmc-again"):
+            self.say("the two passwords differ; type them again")
+        else:
+            for field in ("bmc-password", "bmc-again"):
+                self.query_one("#" + field, ConsoleInput).value = ""
+            self.send("/v1/bmc/password", {"user": int(user), "password": password},
+                      "the password of BMC user %s is changed" % user)
+
+    def send(self, path, body, done):
+        self.say("asking the BMC ...")
+        self.run_worker(lambda: self._send(path, body, done), thread=True, exclusive=True)
+
+    def _send(self, path, body, done):
+        try:
+            answer = self.app.client.post(path, body)
+        except errors.RackforgeError as exc:
+            self.app.call_from_thread(self.say, str(exc))
+            return
+        self.app.call_from_thread(self._done, answer, done)
+
+    def _done(self, answer, done):
+        if "address" in answer:
+            self.state = answer
+            self.query_one("#now", Static).update(text("Now: %s" % bmc_line(answer)))
+        self.say(done)
+
+
+def bmc_line(state):
+    words = ["%s (%s)" % (state.get("address") or "no address", state.get("mode") or "?")]
+    if state.get("gateway") and state["gateway"] != "0.0.0.0":
+        words.append("gateway %s" % state["gateway"])
+    if state.get("mac"):
+        words.append("MAC %s" % state["mac"])
+    return ", ".join(words)
+
+
 class ActionUnavailable(errors.RackforgeError):
     message = "{action}: {why}"
 
@@ -459,6 +555,8 @@ def screen_for(key, client):
         return ReportScreen("LLDP neighbours", "/v1/lldp", lldp.lines)
     if key == "nettest":
         return ReportScreen("network test", "/v1/nettest", nettest.lines)
+    if key == "bmc":
+        return BmcScreen(client.get("/v1/bmc"))
     if key == "services":
         return ServicesScreen(client.get("/v1/services")["services"])
     raise KeyError(key)

@@ -328,10 +328,11 @@ def local_api(agent, reg):
     own (the loop's is not shared between threads); one request at a time."""
     from rackforge import nodeprofile
     from rackforge.cluster import etcd
-    from rackforge.nodeagent import lldp, localapi, netchange, nettest, nodestatus
+    from rackforge.nodeagent import bmcinband, lldp, localapi, netchange, nettest, nodestatus
 
     lock = threading.Lock()
     network = netchange.NetworkChange()
+    bmc = bmcinband.InbandBmc()
     try:
         network.resume()        # a change left unconfirmed by a stop or a power cut
     except errors.RackforgeError as exc:
@@ -345,6 +346,9 @@ def local_api(agent, reg):
                                        view.address if view else None, etcd.QUOTA_BYTES)
     api = localapi.LocalApi({("GET", "/v1/status"): status,
                              ("GET", "/v1/lldp"): lldp.query,
+                             ("GET", "/v1/bmc"): bmc.state,
+                             ("POST", "/v1/bmc"): bmc.set_network,
+                             ("POST", "/v1/bmc/password"): bmc.set_password,
                              ("GET", "/v1/nettest"): lambda: nettest.query(lambda: agent.view),
                              ("GET", "/v1/services"): lambda: services(agent),
                              ("GET", "/v1/network"): network.state,

@@ -8,7 +8,8 @@ import pytest
 from pilot import Keys, run_app, screen_text
 from test_nodeagent_console import DOC
 
-from rackforge.nodeagent import consoleactions, consolegate, lldp, localapi, netchange
+from rackforge.nodeagent import (bmcinband, consoleactions, consolegate, lldp, localapi,
+                                 netchange)
 
 # recorded /etc/shadow entries for the password "correct horse" (yescrypt is Debian's
 # default since 11; SHA-512 is what older installs kept)
@@ -128,7 +129,10 @@ class Agent:
     """The node agent's local API as the agent serves it, its network hooks recorded."""
 
     def __init__(self, tmp_path):
+        from test_nodeagent_bmcinband import Bmc
         self.applied, self.kept, self.timers = [], dict(KEPT), Timers()
+        self.fake_bmc = Bmc()
+        self.bmc = bmcinband.InbandBmc(self.fake_bmc.command)
         self.change = netchange.NetworkChange(
             apply=self.applied.append, keep=lambda s: self.kept.update(s) or self._set(s),
             current=lambda: dict(self.kept), timer=self.timers)
@@ -140,6 +144,9 @@ class Agent:
                 {"target": "peer node3", "address": "10.0.0.13", "ok": False,
                  "detail": "no answer to ping"}]},
             ("GET", "/v1/services"): lambda: {"services": SERVICES},
+            ("GET", "/v1/bmc"): self.bmc.state,
+            ("POST", "/v1/bmc"): self.bmc.set_network,
+            ("POST", "/v1/bmc/password"): self.bmc.set_password,
             ("GET", "/v1/network"): self.change.state,
             ("POST", "/v1/network"): self.change.propose,
             ("POST", "/v1/network/confirm"): self.change.confirm,
@@ -213,7 +220,7 @@ class Journal:
         self.terminated = True
 
 
-def run(agent, script, gate=None, **hooks):
+def run(agent, script, gate=None, refresh_every=3600):
     from rackforge.nodeagent import console
     gate = gate or consolegate.Gate(stored=lambda: YESCRYPT)
 
@@ -234,7 +241,7 @@ def run(agent, script, gate=None, **hooks):
 
     async def first(app):
         await app.workers.wait_for_complete()
-    app = Console(agent.client, refresh_every=3600, gate=gate)
+    app = Console(agent.client, refresh_every=refresh_every, gate=gate)
     app.done = []
     run_app(app, script, settle=first)
     return app
@@ -418,3 +425,59 @@ def test_the_shell_is_behind_the_password(agent):
 
     app = run(agent, script)
     assert app.done == [("shell",)]
+
+
+def test_the_status_refreshes_behind_an_action_without_harm(agent):
+    async def script(pilot):
+        op = Operator(pilot)
+        await op.open_network()
+        assert isinstance(op.screen, consoleactions.NetworkScreen)
+        for _ in range(3):                  # refreshes of the status page under it
+            await pilot.pause(0.1)
+            await op.app.workers.wait_for_complete()
+        assert isinstance(op.screen, consoleactions.NetworkScreen)
+        await pilot.press("escape")
+        await pilot.press("escape")
+        await op.pause()
+        assert "rackforge console  node2" in screen_text(op.app)
+
+    run(agent, script, refresh_every=0.05)
+
+
+def test_the_bmcs_address_and_a_password_behind_the_password_gate(agent):
+    async def script(pilot):
+        op = Operator(pilot)
+        await pilot.press("f2")
+        await op.pause()
+        await op.choose("actions", "bmc")
+        await op.pause()
+        await op.type("password", "correct horse")
+        await pilot.press("enter")
+        await op.settle()
+        assert "Now: 10.1.0.12/24 (static), gateway 10.1.0.1, MAC 3c:ec:ef:12:34:56" \
+            in screen_text(op.app)
+        await op.type("bmc-address", "10.1.0.40/24")
+        op.screen.query_one("#set-address").press()
+        await op.settle()
+        assert "BMC address set" in op.problems()
+        assert "Now: 10.1.0.40/24 (static), gateway 10.1.0.1" in screen_text(op.app)
+        await op.type("bmc-address", "10.1.0.40")
+        op.screen.query_one("#set-address").press()
+        await op.settle()
+        assert "needs its prefix" in op.problems()
+        await op.type("bmc-user", "2")
+        await op.type("bmc-password", "Rack-7-Admin")
+        await op.type("bmc-again", "Rack-7-Adnim")
+        op.screen.query_one("#set-password").press()
+        await op.settle()
+        assert "the two passwords differ" in op.problems()
+        await op.type("bmc-password", "Rack-7-Admin")
+        await op.type("bmc-again", "Rack-7-Admin")
+        op.screen.query_one("#set-password").press()
+        await op.settle()
+        assert "the password of BMC user 2 is changed" in op.problems()
+        assert "Rack-7-Admin" not in screen_text(op.app)
+
+    run(agent, script)
+    assert agent.fake_bmc.calls == [
+        ("net", "10.1.0.40/24", "Static", "10.1.0.1"), ("password", 2, "Rack-7-Admin")]
