@@ -323,16 +323,17 @@ def main(args):
     return 0
 
 
-def local_api(agent, reg):
+def local_api(agent, reg, path=None, network=None, bmc=None, allowed_uids=(0,)):
     """The local API for the console (:mod:`.localapi`), on a registry connection of its
-    own (the loop's is not shared between threads); one request at a time."""
+    own (the loop's is not shared between threads); one status request at a time.
+    ``network``, ``bmc``: the network change and the BMC (tests give their own)."""
     from rackforge import nodeprofile
     from rackforge.cluster import etcd
     from rackforge.nodeagent import bmcinband, lldp, localapi, netchange, nettest, nodestatus
 
     lock = threading.Lock()
-    network = netchange.NetworkChange()
-    bmc = bmcinband.InbandBmc()
+    network = network or netchange.NetworkChange()
+    bmc = bmc or bmcinband.InbandBmc()
     try:
         network.resume()        # a change left unconfirmed by a stop or a power cut
     except errors.RackforgeError as exc:
@@ -354,7 +355,8 @@ def local_api(agent, reg):
                              ("GET", "/v1/network"): network.state,
                              ("POST", "/v1/network"): network.propose,
                              ("POST", "/v1/network/confirm"): network.confirm,
-                             ("POST", "/v1/network/rollback"): network.rollback})
+                             ("POST", "/v1/network/rollback"): network.rollback},
+                            path=path or localapi.SOCKET, allowed_uids=allowed_uids)
     try:
         return api.start()
     except OSError as exc:          # the agent runs without it; the console says so

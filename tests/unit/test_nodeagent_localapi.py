@@ -109,3 +109,49 @@ def test_without_the_registry_the_node_part_still_answers(tmp_path):
     doc = nodestatus.document(Away(), "id-1", "hci", "10.0.0.12", 2 << 30)
     assert doc["node"]["address"] == "10.0.0.12" and doc["node"]["profile"] == "hci"
     assert doc["cluster"]["error"].startswith("the registry does not answer")
+
+
+def test_the_agents_api_serves_every_path_the_console_asks(tmp_path, monkeypatch):
+    """``daemon.local_api`` as the agent starts it: every path the console asks is
+    routed; status, services, BMC answer; a network change left pending by a killed
+    agent is rolled back at the start."""
+    from types import SimpleNamespace
+
+    from test_nodeagent_bmcinband import Bmc
+
+    from rackforge.nodeagent import bmcinband, daemon, netchange
+    monkeypatch.setenv("RACKFORGE_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("RACKFORGE_NODE_PROFILE", str(tmp_path / "profile.json"))
+    reg, nodes = agentrack.make(tmp_path, count=2)
+    n1 = nodes["n1"][0]
+    kept = {"interface": "eno1", "address": "10.0.0.11/24"}
+    applied = []
+    network = netchange.NetworkChange(apply=applied.append, keep=kept.update,
+                                      current=lambda: dict(kept))
+    (tmp_path / "state").mkdir()
+    netchange.pending_file().write_text(json.dumps({
+        "spec": dict(kept, address="10.0.0.61/24"), "previous": kept, "deadline": 0}))
+    svc = SimpleNamespace(units=("rabbitmq-server.service",))
+    agent = SimpleNamespace(node_id=n1.id, view=None, trackers={
+        "rabbitmq": SimpleNamespace(service=svc, state="failed", error="refused")})
+    api = daemon.local_api(agent, reg, path=tmp_path / "api.sock", network=network,
+                           bmc=bmcinband.InbandBmc(Bmc().command),
+                           allowed_uids=(os.getuid(),))
+    try:
+        client = localapi.Client(api.path, timeout=10)
+        assert applied == [kept] and client.get("/v1/network")["pending"] is None
+        assert client.get("/v1/status")["node"]["name"] == "n1"
+        assert client.get("/v1/services")["services"] == [
+            {"name": "nodeagent", "units": ["rackforge-nodeagent.service"], "state": "ok",
+             "error": ""},
+            {"name": "rabbitmq", "units": ["rabbitmq-server.service"], "state": "failed",
+             "error": "refused"}]
+        assert client.get("/v1/bmc")["address"] == "10.1.0.12/24"
+        paths = {(m, p) for m, p in api.routes}
+        assert paths == {("GET", "/v1/status"), ("GET", "/v1/services"), ("GET", "/v1/lldp"),
+                         ("GET", "/v1/nettest"), ("GET", "/v1/bmc"), ("POST", "/v1/bmc"),
+                         ("POST", "/v1/bmc/password"), ("GET", "/v1/network"),
+                         ("POST", "/v1/network"), ("POST", "/v1/network/confirm"),
+                         ("POST", "/v1/network/rollback")}
+    finally:
+        api.stop()
