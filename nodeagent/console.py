@@ -54,9 +54,15 @@ class StatusScreen(Screen):
     def action_actions(self):
         self.app.push_screen(consoleactions.ActionsScreen())
 
+    fetching = False
+
     def action_refresh(self):
-        self.run_worker(lambda: self.app.fetch(self), thread=True, exclusive=True,
-                        group="status")
+        """One status request at a time: a tick while one is out (a slow agent) waits
+        for the next."""
+        if self.fetching:
+            return
+        self.fetching = True
+        self.run_worker(lambda: self.app.fetch(self), thread=True, group="status")
 
     def show(self, doc, error):
         if doc is not None:
@@ -142,11 +148,14 @@ class ConsoleApp(App):
         """The worker: one status request; the status ``page`` updated from the app's
         thread (an action's screen may be on top of it meanwhile)."""
         try:
-            doc, error = self.client.get("/v1/status"), None
-            self.last = doc
-        except localapi.LocalApiError as exc:
-            doc, error = None, str(exc)
-        self.call_from_thread(page.show, doc, error)
+            try:
+                doc, error = self.client.get("/v1/status"), None
+                self.last = doc
+            except localapi.LocalApiError as exc:
+                doc, error = None, str(exc)
+            self.call_from_thread(page.show, doc, error)
+        finally:
+            page.fetching = False
 
 
 def _journal_handler():
