@@ -271,11 +271,14 @@ class RackUp:
             return self._fail(t, node.boot.get("error") or "failed, no reason recorded")
         past_install = node.state in ("installed", "joining", "active")
         disk_done = record is not None and record.is_done("disk")
-        if past_install and not disk_done:
+        if past_install and (t.disk_job is not None or not disk_done):
+            # its result (the note, or the error to retry) is read before the node counts
+            # as up: the step's own record says done before the job hands it back
             self._disk(t, pool)
         elif node.state == "active":
             t.outcome = "active"
-            self.display.update(t)
+            if t.phase != "active":         # else the phase's line said it already
+                self.display.update(t)
 
     def _disk(self, t, pool):
         job = t.disk_job

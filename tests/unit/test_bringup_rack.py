@@ -66,7 +66,11 @@ def test_each_node_goes_enrolled_booting_installing_installed_joining_active(wor
         node = world.node(a)
         assert node.state == "active" and trackers[a].outcome == "active"
         assert phases(out, node.name) == ["enrolled", "booting", "installing", "installed",
-                                          "joining", "active"]
+                                          "joining", "boot", "active"]
+        # the BMC told to boot the disk is said once, and active once, last
+        lines = [x for x in out.splitlines() if "  %s (" % node.name in x]
+        assert sum(x.endswith(") boot device disk (persistent)") for x in lines) == 1
+        assert sum(x.endswith(") active") for x in lines) == 1 and lines[-1].endswith("active")
         assert len(world.calls(a, "power on")) == 1
         # the machine booted the installer, then its disk; never the installer again
         kinds = world.machines[a].boots
