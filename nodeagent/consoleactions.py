@@ -228,7 +228,6 @@ class ConfirmScreen(ActionScreen):
 
     TITLE = "management network: confirm"
     KEYS = "Tab: move  Enter: press"
-    BINDINGS = []               # no Esc: the choice is Keep or Roll back (or the timer)
 
     def __init__(self, state):
         super().__init__()
@@ -268,6 +267,11 @@ class ConfirmScreen(ActionScreen):
         if left == 0:
             self.done = True
             self.run_worker(self._settled, thread=True, exclusive=True)
+
+    def action_back(self):
+        """Esc leaves only once it is settled: until then, Keep or Roll back (or the time)."""
+        if self.done:
+            self.app.pop_screen()
 
     def on_button_pressed(self, event):
         if self.done:

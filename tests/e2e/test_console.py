@@ -11,12 +11,20 @@ with TERM=linux, as on tty1, and is used with keys only:
    address applied: the node answers on the new address and no longer on its
    own; nobody confirms, and 30 s later the agent puts the old address back by
    itself: the node answers there again, the console says so, and the agent's
-   journal names each step.
+   journal names each step;
+3. a switch on the rack's bridge (lldpd in the rack's namespace, on a port of
+   the bridge, which forwards LLDP frames here) is heard by the node's own
+   lldpd, and the console's LLDP screen shows its name and port.
 """
 
+import os
 import re
+import shutil
+import signal
 import subprocess
+import time
 import uuid
+from contextlib import contextmanager
 
 import harack
 import pytest
@@ -36,6 +44,34 @@ def answers(netns, address):
     """One ping from the rack's namespace gets a reply from ``address``."""
     return subprocess.run(["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "1",
                            address], capture_output=True).returncode == 0
+
+
+@contextmanager
+def lldp_switch(netns, bridge, workdir, name, port):
+    """lldpd as a switch on a port of the rack's bridge, which forwards LLDP frames
+    (``group_fwd_mask`` bit 14: 01:80:c2:00:00:0e)."""
+    if not shutil.which("lldpd"):
+        pytest.skip("lldpd is missing: tools/setup-host --e2e installs it")
+    ip("-n", netns, "link", "set", bridge, "type", "bridge", "group_fwd_mask", "0x4000")
+    ip("-n", netns, "link", "add", "lldp-sw", "type", "veth", "peer", "name", "lldp-br")
+    ip("-n", netns, "link", "set", "lldp-br", "master", bridge, "up")
+    ip("-n", netns, "link", "set", "lldp-sw", "up")
+    sock = workdir / "lldpd.sock"
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, "lldpd", "-d", "-u", str(sock),
+                             "-I", "lldp-sw"], stdin=subprocess.DEVNULL,
+                            stdout=open(workdir / "lldpd.log", "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_until(sock.exists, 30, "lldpd's socket")
+        cli = ["ip", "netns", "exec", netns, "lldpcli", "-u", str(sock)]
+        for words in (["configure", "system", "hostname", name],
+                      ["configure", "ports", "lldp-sw", "lldp", "portdescription", port],
+                      ["update"]):
+            subprocess.run(cli + words, check=True, capture_output=True, timeout=30)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_the_console_shows_the_node_and_a_network_change_nobody_confirms_rolls_back(
@@ -88,6 +124,29 @@ def test_the_console_shows_the_node_and_a_network_change_nobody_confirms_rolls_b
                                 % re.escape(NODE), CONFIRM_WITHIN + 60)
             wait_until(lambda: answers(node.netns, NODE), 30, "the node on its own address")
             assert not answers(node.netns, WRONG)
+
+            # -- LLDP: the switch the node's link goes to ------------------------------
+            with lldp_switch(node.netns, node.bridge, tmp_path, "rack-switch-7",
+                             "rack 7 port 12"):
+                console.keys("Escape")                # back to the actions
+                console.wait_screen(r"What to do", 15)
+                console.keys("Down", "Down", "Enter")  # network, test, LLDP
+                console.wait_screen(r"LLDP neighbours", 30)
+
+                asked = [time.monotonic()]
+
+                def heard():
+                    """The switch on the screen; Refresh pressed every 5 s meanwhile (the
+                    node's lldpd hears it within its first advertisements)."""
+                    if "rack-switch-7" in console.screen():
+                        return True
+                    if time.monotonic() - asked[0] > 5:
+                        console.focus("< Refresh >", 10)
+                        console.keys("Enter")
+                        asked[0] = time.monotonic()
+                    return False
+                console.wait_until(heard, 90, "the switch on the LLDP screen")
+                console.wait_screen(r"host0:\s+rack-switch-7 port rack 7 port 12", 10)
 
         journal = node.journal("rackforge-nodeagent.service")
         assert "management network changing from host0 %s/24 to host0 %s/24" % (
