@@ -22,9 +22,11 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import harack
 import pytest
@@ -56,22 +58,28 @@ def lldp_switch(netns, bridge, workdir, name, port):
     ip("-n", netns, "link", "add", "lldp-sw", "type", "veth", "peer", "name", "lldp-br")
     ip("-n", netns, "link", "set", "lldp-br", "master", bridge, "up")
     ip("-n", netns, "link", "set", "lldp-sw", "up")
-    sock = workdir / "lldpd.sock"
+    # lldpd's unprivileged half opens the socket too: not under the test's 0700 tmp_path
+    rundir = Path(tempfile.mkdtemp(prefix="rf-lldpd-", dir="/run"))
+    rundir.chmod(0o755)
+    sock = rundir / "lldpd.sock"
     proc = subprocess.Popen(["ip", "netns", "exec", netns, "lldpd", "-d", "-u", str(sock),
                              "-I", "lldp-sw"], stdin=subprocess.DEVNULL,
                             stdout=open(workdir / "lldpd.log", "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        wait_until(sock.exists, 30, "lldpd's socket")
         cli = ["ip", "netns", "exec", netns, "lldpcli", "-u", str(sock)]
         for words in (["configure", "system", "hostname", name],
                       ["configure", "ports", "lldp-sw", "lldp", "portdescription", port],
                       ["update"]):
-            subprocess.run(cli + words, check=True, capture_output=True, timeout=30)
+            # lldpd answers on its socket once its privileged monitor is up
+            wait_until(lambda: subprocess.run(cli + words, capture_output=True,
+                                              timeout=30).returncode == 0, 30,
+                       "lldpcli %s" % " ".join(words), interval=0.5)
         yield
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def test_the_console_shows_the_node_and_a_network_change_nobody_confirms_rolls_back(

@@ -168,13 +168,20 @@ class SerialConsole:
         if not self.has_focus(label):
             self.key_until("Tab", lambda: self.has_focus(label), timeout, tries)
 
-    def fill(self, label, value, timeout):
+    def fill(self, label, value, timeout, tries=3):
         """The field labelled ``label`` focused, emptied (Ctrl-U: the cursor is at its
-        end), ``value`` typed, and shown in it."""
-        self.focus(label, timeout)
-        self.keys("C-u")
-        self.type(value)
-        self.wait_screen(re.escape(label) + r"\s+" + re.escape(value), timeout)
+        end), ``value`` typed, and shown in it; typed again (up to ``tries`` times) when
+        the field shows something else, as a person would on a laggy line."""
+        shown = re.escape(label) + r"\s+" + re.escape(value) + r"(\s|$)"
+        for attempt in range(tries):
+            self.focus(label, timeout)
+            self.keys("End", "C-u")
+            self.type(value)
+            try:
+                return self.wait_screen(shown, timeout)
+            except ConsoleTimeout:
+                if attempt == tries - 1:
+                    raise
 
 
 class CommandConsole(SerialConsole):
