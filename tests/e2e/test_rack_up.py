@@ -6,7 +6,9 @@
 2. ``virt rack up 3 --bmc-network --disk node-01=SEED_DISK``: node-01 boots an
    overlay over that disk; node-02 and node-03 have empty disks; every BMC
    answers on 10.213.88.1 inside the rack's namespace.  node-01, boot device
-   disk, is powered on through its BMC and its first boot makes it the seed.
+   disk, is powered on through its BMC and its first boot makes it the seed;
+   its tty1 (``/dev/vcs1`` over SSH) is the console, showing the seed's own
+   status from the node agent, and tty1's getty is gone.
 3. Over SSH from the rack's namespace: the BMC password copied to the seed
    through stdin (0600), then ``rackforge rack up 10.213.88.1:6231-6232 --user
    admin --password-file F --interface NIC --mode full --range ...``: the seed
@@ -30,6 +32,7 @@ import re
 
 import pytest
 from guest import banner_regex
+from netns import wait_until
 from seedinstall import (BOOT_TIMEOUT, BRINGUP_TIMEOUT, ISO_NAME, RACK_UP_EXIT_TIMEOUT,
                          install_seed, missing_tools, seed_rack, ssh_key, tail)
 from virtrack import needs_virt, processes_naming
@@ -57,6 +60,13 @@ def test_the_seed_from_the_iso_brings_up_the_rack_and_a_node_reboots_from_its_di
     with seed_rack(tmp_path / "rack", 3, seed.disk, key) as rack:
         password = rack.rack.password
         rack.boot_seed()
+        # the seed's own tty1 is the console (its getty gone), drawn from the node agent
+        screen = wait_until(lambda: (lambda t: t if re.search(
+            r"rackforge console\s+rack1-seed", t) else None)(
+                rack.ssh("cat /dev/vcs1", check=False).stdout), 180, "the seed's tty1")
+        assert "management 10.213.88.10" in screen and "roles: controller" in screen
+        assert rack.ssh("systemctl is-active getty@tty1.service", check=False).stdout \
+            .strip() != "active"
         rack.copy_password()
         run = rack.start_rack_up(PXE_NODES, rack.seed_nic())
 
