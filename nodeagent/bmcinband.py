@@ -101,7 +101,7 @@ class InbandBmc:
                                  % (gw, address.network))
         self._call("set_net_configuration", ipv4_address=str(address),
                    ipv4_configuration="Static",
-                   ipv4_gateway=str(gateway) if gateway else None)
+                   ipv4_gateway=str(gateway) if gateway else "0.0.0.0")   # none: cleared
         LOG.warning("console: BMC address set to %s%s", address,
                     ", gateway %s" % gateway if gateway else "")
         return self.state()

@@ -43,7 +43,7 @@ def add_commands(sub):
     q = asub.add_parser("console", help="the node's own screen: its status from the node "
                         "agent (run on tty1); as root")
     q.add_argument("--tty", metavar="DEVICE", help="draw on this tty (e.g. /dev/tty1)")
-    q.add_argument("--confirm-within", metavar="SECONDS", type=int, default=120,
+    q.add_argument("--confirm-within", metavar="SECONDS", type=int, default=None,
                    help="a network change made here is rolled back unless confirmed within "
                         "this time (30-900, default 120)")
     q.set_defaults(func=cmd_console)
@@ -63,6 +63,8 @@ class NoCredentials(errors.ConfigError):
 
 def cmd_console(args):
     from rackforge.nodeagent import console, netchange
+    if args.confirm_within is None:
+        args.confirm_within = netchange.CONFIRM_DEFAULT
     if not netchange.CONFIRM_MIN <= args.confirm_within <= netchange.CONFIRM_MAX:
         raise errors.ConfigError("--confirm-within %d: give %d to %d seconds"
                                  % (args.confirm_within, netchange.CONFIRM_MIN,

@@ -103,12 +103,28 @@ class ConsoleApp(App):
             return
         self.run_worker(lambda: self._open(key), thread=True, exclusive=True, group="open")
 
+    def say(self, line):
+        """One line on the screen on top (an action's, or the status page's error line)."""
+        say = getattr(self.screen, "say", None)
+        if say is not None:
+            say(line)
+        elif isinstance(self.screen, StatusScreen):
+            self.screen.show(None, line)
+
+    def gated(self, then):
+        """``then()`` once the password gate is open (asked for again after idling)."""
+        if self.gate.is_open():
+            self.gate.touch()
+            then()
+        else:
+            self.push_screen(consoleactions.PasswordScreen(), lambda ok: ok and then())
+
     def _open(self, key):
         """The action's screen, from what the agent says now (in a worker thread)."""
         try:
             screen = consoleactions.screen_for(key, self.client)
         except errors.RackforgeError as exc:        # the agent away, or not ready for it
-            self.call_from_thread(self.screen.say, str(exc))
+            self.call_from_thread(self.say, str(exc))
             return
         self.call_from_thread(self.push_screen, screen)
 
@@ -140,7 +156,7 @@ class ConsoleApp(App):
                 code = subprocess.run([shell, "-l"]).returncode
         except Exception as exc:     # noqa: BLE001 - one line; the console goes on
             LOG.warning("console: break-glass shell did not run: %s", exc)
-            self.screen.say("the shell did not run: %s" % exc)
+            self.say("the shell did not run: %s" % exc)
             return
         LOG.warning("console: break-glass shell closed (exit %s)", code)
 

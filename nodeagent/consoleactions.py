@@ -27,11 +27,14 @@ from textual.widgets import Button, Static
 
 from rackforge import errors
 from rackforge.installer.tui import Body, ChoiceList, ConsoleInput, field_row, text
-from rackforge.nodeagent import lldp, localapi, nettest
+from rackforge.nodeagent import lldp, localapi, netchange, nettest
 from rackforge.nodeagent.consoleview import fit
 
 LOG = logging.getLogger(__name__)
-CONFIRM_WITHIN = 120
+CONFIRM_WITHIN = netchange.CONFIRM_DEFAULT
+#: the agent applies a change and checks its next hop (30 s by default, DHCP up to 60 s)
+PROPOSE_TIMEOUT = 120
+SLOW_TIMEOUT = 60       # the BMC over IPMI, lldpctl, the network test
 SETTLE_WAIT = 20        # after the deadline, how long the agent's rollback is waited for
 
 #: (key, label, changes the node)
@@ -196,10 +199,18 @@ class NetworkScreen(ActionScreen):
     def on_input_submitted(self, event):
         self.focus_next()
 
+    busy = False                # a proposal is out: Apply and Esc wait for its answer
+
     def on_button_pressed(self, event):
-        self.apply()
+        self.app.gated(self.apply)
+
+    def action_back(self):
+        if not self.busy:
+            self.app.pop_screen()
 
     def apply(self):
+        if self.busy:
+            return
         spec, why = new_spec(self.current,
                              self.query_one("#mode", ChoiceList).value == "dhcp",
                              self.query_one("#address", ConsoleInput).value,
@@ -209,18 +220,23 @@ class NetworkScreen(ActionScreen):
             self.say(why)
             return
         self.say("applying %s ..." % describe(spec))
-        self.app.gate.touch()
+        self.busy = True
+        app = self.app
         # an app worker: it outlives this screen, which it replaces with the confirmation
-        self.app.run_worker(lambda: self._propose(spec), thread=True, group="network")
+        app.run_worker(lambda: self._propose(app, spec), thread=True, group="network")
 
-    def _propose(self, spec):
+    def _propose(self, app, spec):
         try:
-            state = self.app.client.post("/v1/network", {
-                "spec": spec, "confirm_within": self.app.confirm_within})
-        except localapi.LocalApiError as exc:
-            self.app.call_from_thread(self.say, str(exc))
+            state = app.client.post("/v1/network", {
+                "spec": spec, "confirm_within": app.confirm_within}, timeout=PROPOSE_TIMEOUT)
+        except errors.RackforgeError as exc:
+            app.call_from_thread(self._refused, str(exc))
             return
-        self.app.call_from_thread(self.app.switch_screen, ConfirmScreen(state))
+        app.call_from_thread(app.switch_screen, ConfirmScreen(state))
+
+    def _refused(self, line):
+        self.busy = False
+        self.say(line)
 
 
 class ConfirmScreen(ActionScreen):
@@ -320,9 +336,7 @@ class ConfirmScreen(ActionScreen):
         self.query_one("#keep", Button).label = "< Back >"
 
 
-def describe(spec):
-    from rackforge.nodeagent.netchange import describe as agent_describe
-    return agent_describe(spec)
+describe = netchange.describe
 
 
 class ReportScreen(ActionScreen):
@@ -350,7 +364,8 @@ class ReportScreen(ActionScreen):
 
     def _fetch(self):
         try:
-            shown, problem = self.make_lines(self.app.client.get(self.path)), ""
+            shown, problem = self.make_lines(
+                self.app.client.get(self.path, timeout=SLOW_TIMEOUT)), ""
         except errors.RackforgeError as exc:
             shown, problem = None, str(exc)
         self.app.call_from_thread(self._show, shown, problem)
@@ -393,13 +408,10 @@ class ServicesScreen(ActionScreen):
         svc = self.chosen()
         if event.button.id == "journal":
             self.app.push_screen(JournalScreen(svc))
-        elif self.app.gate.is_open():
-            self.restart(svc)
         else:
-            self.app.push_screen(PasswordScreen(), lambda ok: ok and self.restart(svc))
+            self.app.gated(lambda: self.restart(svc))
 
     def restart(self, svc):
-        self.app.gate.touch()
         self.say("restarting %s ..." % svc["name"])
         self.run_worker(lambda: self._restart(svc), thread=True, exclusive=True)
 
@@ -431,20 +443,39 @@ class JournalScreen(ActionScreen):
     def on_mount(self):
         self.run_worker(self._follow, thread=True, exclusive=True)
 
+    closed = False
+
     def _follow(self):
         log = self.query_one("#journal")
+        app = self.app
         try:
-            self.proc = self.app.journal(self.svc["units"])
+            proc = app.journal(self.svc["units"])
         except OSError as exc:
-            self.app.call_from_thread(self.say, "journalctl did not start: %s"
-                                      % (exc.strerror or exc))
+            app.call_from_thread(self.say, "journalctl did not start: %s"
+                                 % (exc.strerror or exc))
             return
-        for line in self.proc.stdout:
-            self.app.call_from_thread(log.write_line, fit(line.rstrip("\n")))
+        self.proc = proc
+        if self.closed:                 # Esc came while it started
+            self._stop(proc)
+            return
+        for line in proc.stdout:
+            if self.closed:
+                break
+            app.call_from_thread(log.write_line, fit(line.rstrip("\n")))
 
     def on_unmount(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        self.closed = True
+        if self.proc is not None:
+            self._stop(self.proc)
+
+    @staticmethod
+    def _stop(proc):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except Exception:       # noqa: BLE001 - it is going; the kernel reaps it
+                pass
 
 
 class BmcScreen(ActionScreen):
@@ -492,8 +523,10 @@ class BmcScreen(ActionScreen):
         return self.query_one("#" + input_id, ConsoleInput).value.strip()
 
     def on_button_pressed(self, event):
-        self.app.gate.touch()
-        if event.button.id == "set-address":
+        self.app.gated(lambda: self.pressed(event.button.id))
+
+    def pressed(self, button):
+        if button == "set-address":
             if self.query_one("#bmc-mode", ChoiceList).value == "dhcp":
                 body = {"dhcp": True}
             else:
@@ -519,7 +552,7 @@ class BmcScreen(ActionScreen):
 
     def _send(self, path, body, done):
         try:
-            answer = self.app.client.post(path, body)
+            answer = self.app.client.post(path, body, timeout=SLOW_TIMEOUT)
         except errors.RackforgeError as exc:
             self.app.call_from_thread(self.say, str(exc))
             return

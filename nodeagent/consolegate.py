@@ -60,7 +60,6 @@ class Gate:
     def __init__(self, stored=shadow_hash, check=check_password, clock=time.monotonic,
                  idle=IDLE):
         self.stored, self.check, self.clock, self.idle = stored, check, clock, idle
-        self._opened = None
         self._last = None
         self._failures = 0
         self._locked_until = 0.0

@@ -159,8 +159,8 @@ class Client:
         self.path = Path(path)
         self.timeout = timeout
 
-    def request(self, method, path, body=None):
-        conn = _UnixConnection(self.path, self.timeout)
+    def request(self, method, path, body=None, timeout=None):
+        conn = _UnixConnection(self.path, timeout or self.timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
             conn.request(method, path, body=data,
@@ -184,8 +184,8 @@ class Client:
                                 or "HTTP %d" % res.status)
         return answer
 
-    def get(self, path):
-        return self.request("GET", path)
+    def get(self, path, timeout=None):
+        return self.request("GET", path, timeout=timeout)
 
-    def post(self, path, body):
-        return self.request("POST", path, body)
+    def post(self, path, body, timeout=None):
+        return self.request("POST", path, body, timeout=timeout)

@@ -17,7 +17,12 @@ still works after it; otherwise the node goes back to the network it had:
    the pending record;
 4. an agent that starts and finds a pending record (it was killed or the node
    lost power during the wait) rolls back at once (:meth:`resume`); a node
-   that reboots comes up on networkd's files, which only a confirmation writes.
+   that reboots comes up on networkd's files, which only a confirmation writes;
+   a rollback that fails is tried again every :data:`RETRY` seconds.
+
+Applying a spec in place of another first removes the links either one creates
+(``firstboot/network.py`` builds a bond, VLAN or bridge only where none is) and
+stops the old spec's DHCP client.
 
 Every step is one line in the journal naming what changed.  One change at a
 time: a second proposal while one waits is refused.
@@ -34,6 +39,7 @@ from rackforge.fileutil import atomic_write, make_dirs
 LOG = logging.getLogger(__name__)
 CONFIRM_DEFAULT = 120
 CONFIRM_MIN, CONFIRM_MAX = 30, 900
+RETRY = 30              # a rollback (or a confirmation's write) that failed is tried again
 
 
 class NetworkChangeRefused(errors.ConfigError):
@@ -48,9 +54,22 @@ def pending_file():
     return paths.state_dir() / "network-pending.json"
 
 
-def _default_apply(mapping):
+def _default_apply(mapping, replacing):
+    """Apply ``mapping`` in place of ``replacing``: the links either spec creates (a
+    bond, VLAN, bridge) are removed first, so the target builds from scratch (network.apply
+    refuses a link that exists), and a DHCP client of the old spec is stopped."""
+    from pyroute2 import IPRoute
+
     from rackforge.firstboot import netspec, network
-    network.apply(netspec.parse(mapping))
+    target, old = netspec.parse(mapping), netspec.parse(replacing)
+    if old.dhcp and (not target.dhcp or target.interface != old.interface):
+        network.stop_dhcp(old.interface)
+    with IPRoute() as ipr:
+        for name in reversed(list(dict.fromkeys(old.created() + target.created()))):
+            found = ipr.link_lookup(ifname=name)
+            if found:
+                ipr.link("del", index=found[0])
+    network.apply(target)
 
 
 def _default_keep(mapping):
@@ -137,11 +156,12 @@ class NetworkChange:
                         "unless confirmed within %d s", describe(previous), describe(spec),
                         within)
             try:
-                self.apply(spec)
-            except errors.RackforgeError as exc:
-                self._restore(previous, "the new network failed its check")
-                raise NetworkChangeFailed(why=str(exc)) from None
-            self._arm(within)
+                self.apply(spec, previous)
+            except Exception as exc:    # noqa: BLE001 - netlink, a check: back, one line
+                self._restore(previous, spec, "the new network failed its check")
+                raise NetworkChangeFailed(why=str(exc) or type(exc).__name__) from None
+            # the deadline the console shows, however long the apply and its check took
+            self._arm(max(0.0, record["deadline"] - self.clock()))
             return self.state()
 
     def confirm(self, body=None):
@@ -151,7 +171,12 @@ class NetworkChange:
             if pending is None:
                 raise NetworkChangeRefused(why="no change waits for a confirmation")
             self._cancel()
-            self.keep(pending["spec"])
+            try:
+                self.keep(pending["spec"])
+            except Exception:
+                # still pending: the timer runs again for what was left (at least RETRY)
+                self._arm(max(RETRY, pending["deadline"] - self.clock()))
+                raise
             pending_file().unlink()
             LOG.warning("console: management network change confirmed: %s is kept",
                         describe(pending["spec"]))
@@ -166,7 +191,7 @@ class NetworkChange:
                     raise NetworkChangeRefused(why="no change waits for a confirmation")
                 return self.state()
             self._cancel()
-            self._restore(pending["previous"], why)
+            self._restore(pending["previous"], pending["spec"], why)
             return self.state()
 
     def resume(self):
@@ -175,14 +200,17 @@ class NetworkChange:
             self.rollback(why="the node agent restarted before the change was confirmed")
 
     # -- inside ------------------------------------------------------------------
-    def _restore(self, previous, why):
+    def _restore(self, previous, current, why):
         try:
-            self.apply(previous)
-        except errors.RackforgeError as exc:
-            # the record stays: the next start of the agent tries again
-            LOG.error("console: management network NOT restored to %s (%s): %s; the agent "
-                      "tries again at its next start", describe(previous), why, exc)
-            raise
+            self.apply(previous, current)
+        except Exception as exc:
+            # the record stays: tried again in RETRY s, and at the agent's next start
+            LOG.error("console: management network NOT restored to %s (%s): %s; tried "
+                      "again in %d s", describe(previous), why, exc, RETRY)
+            self._arm(RETRY)
+            if isinstance(exc, errors.RackforgeError):
+                raise
+            raise NetworkChangeFailed(why="the rollback failed: %s" % exc) from None
         try:
             pending_file().unlink()
         except FileNotFoundError:
@@ -204,4 +232,4 @@ class NetworkChange:
         try:
             self.rollback(why="not confirmed in time")
         except errors.RackforgeError:
-            pass                        # said in the journal; the record stays for a retry
+            pass                        # said in the journal; tried again in RETRY s

@@ -126,7 +126,8 @@ def test_the_agents_api_serves_every_path_the_console_asks(tmp_path, monkeypatch
     n1 = nodes["n1"][0]
     kept = {"interface": "eno1", "address": "10.0.0.11/24"}
     applied = []
-    network = netchange.NetworkChange(apply=applied.append, keep=kept.update,
+    network = netchange.NetworkChange(apply=lambda spec, old: applied.append(spec),
+                                      keep=kept.update,
                                       current=lambda: dict(kept))
     (tmp_path / "state").mkdir()
     netchange.pending_file().write_text(json.dumps({

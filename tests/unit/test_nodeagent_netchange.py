@@ -31,11 +31,13 @@ class Node:
 
     def __init__(self, fail_on=None):
         self.applied, self.kept, self.fail_on = [], dict(KEPT), fail_on
+        self.replaced = []
         self.now = 1000.0
 
-    def apply(self, spec):
+    def apply(self, spec, replacing):
         # intent before the side effect: the pending record is there when anything changes
         self.applied.append((spec, netchange.pending_file().exists()))
+        self.replaced.append(replacing)
         if spec == self.fail_on:
             raise errors.RackforgeError("the next hop 10.0.0.1 did not answer ARP")
 
@@ -117,15 +119,47 @@ def test_a_change_that_fails_its_check_leaves_the_network_as_it_was(node):
     assert not netchange.pending_file().exists()
 
 
-def test_a_failed_restore_keeps_the_record_for_the_next_start(node):
+def test_a_failed_restore_is_tried_again_and_at_the_next_start(node):
     c = change(node)
     c.propose({"spec": NEW})
+    assert node.replaced == [KEPT]                # the new spec in place of the kept one
     node.fail_on = KEPT
     FakeTimer.made[0].callback()                  # the journal says so; the record stays
-    assert netchange.pending_file().exists()
+    assert netchange.pending_file().exists() and node.replaced[-1] == NEW
+    retry = FakeTimer.made[-1]
+    assert retry.seconds == netchange.RETRY and not retry.cancelled
     node.fail_on = None
+    retry.callback()                              # 30 s later it works
+    assert not netchange.pending_file().exists() and node.applied[-1] == (KEPT, True)
+    # and a record left by a killed agent goes back at the next start
+    c.propose({"spec": NEW})
     change(node).resume()
     assert not netchange.pending_file().exists() and node.applied[-1] == (KEPT, True)
+
+
+def test_a_confirmation_whose_write_fails_stays_pending_with_its_timer(node):
+    c = change(node)
+    c.propose({"spec": NEW, "confirm_within": 60})
+
+    def broken(spec):
+        raise errors.RackforgeError("systemctl try-reload-or-restart failed")
+    c.keep = broken
+    with pytest.raises(errors.RackforgeError):
+        c.confirm({})
+    assert c.pending() is not None and FakeTimer.made[-1].seconds == 60
+    assert not FakeTimer.made[-1].cancelled
+
+
+def test_an_unexpected_error_while_applying_goes_back_in_one_line(node):
+    def boom(spec, replacing):
+        node.applied.append((spec, True))
+        if spec == NEW:
+            raise OSError(19, "No such device")
+    c = netchange.NetworkChange(apply=boom, keep=node.keep, current=lambda: dict(node.kept),
+                                clock=lambda: node.now, timer=FakeTimer)
+    with pytest.raises(netchange.NetworkChangeFailed, match="No such device"):
+        c.propose({"spec": NEW})
+    assert node.applied == [(NEW, True), (KEPT, True)] and c.pending() is None
 
 
 @pytest.mark.parametrize("body, says", [
