@@ -186,17 +186,21 @@ class Operator(Keys):
         await self.app.workers.wait_for_complete()
         await self.pause()
 
-    async def open_network(self, password="correct horse"):
+    async def action(self, key, password=None):
+        """F2, action ``key`` chosen; root's password typed when given (it must be asked)."""
         await self.pilot.press("f2")
         await self.pause()
         assert self.screen.TITLE == "actions"
-        await self.choose("actions", "network")
+        await self.choose("actions", key)
         await self.pause()
         if password is not None:
             assert isinstance(self.screen, consoleactions.PasswordScreen)
             await self.type("password", password)
             await self.pilot.press("enter")
         await self.settle()
+
+    async def open_network(self, password="correct horse"):
+        await self.action("network", password)
 
     async def apply(self, address=None, vlan=None):
         if address is not None:
@@ -345,10 +349,7 @@ def test_a_change_left_pending_opens_on_its_confirmation(agent):
 def test_lldp_neighbours_need_no_password_and_say_when_lldpd_is_away(agent):
     async def script(pilot):
         op = Operator(pilot)
-        await pilot.press("f2")
-        await op.pause()
-        await op.choose("actions", "lldp")
-        await op.settle()
+        await op.action("lldp")
         shown = screen_text(op.app)
         assert "LLDP neighbours" in shown and not op.app.gate.is_open()
         assert " eth0:\n   switch-a7 port rack7 port 12 (mac 3e:28:cf:88:3d:0f) mgmt 10.0.0.1" \
@@ -368,10 +369,7 @@ def test_lldp_neighbours_need_no_password_and_say_when_lldpd_is_away(agent):
 def test_the_network_test_shows_each_target(agent):
     async def script(pilot):
         op = Operator(pilot)
-        await pilot.press("f2")
-        await op.pause()
-        await op.choose("actions", "nettest")
-        await op.settle()
+        await op.action("nettest")
         shown = screen_text(op.app)
         assert "ok   gateway" in shown and "FAIL peer node3" in shown
         assert "1 of 2 do not answer" in shown and not op.app.gate.is_open()
@@ -382,10 +380,7 @@ def test_the_network_test_shows_each_target(agent):
 def test_a_service_restarted_behind_the_password_and_its_journal_followed(agent):
     async def script(pilot):
         op = Operator(pilot)
-        await pilot.press("f2")
-        await op.pause()
-        await op.choose("actions", "services")
-        await op.settle()
+        await op.action("services")
         assert "rabbitmq     failed   AMQP port 10.0.0.12:5672" in screen_text(op.app)
         await op.choose("services", "rabbitmq")
         op.screen.query_one("#journal").press()
@@ -449,13 +444,7 @@ def test_the_status_refreshes_behind_an_action_without_harm(agent):
 def test_the_bmcs_address_and_a_password_behind_the_password_gate(agent):
     async def script(pilot):
         op = Operator(pilot)
-        await pilot.press("f2")
-        await op.pause()
-        await op.choose("actions", "bmc")
-        await op.pause()
-        await op.type("password", "correct horse")
-        await pilot.press("enter")
-        await op.settle()
+        await op.action("bmc", "correct horse")
         assert "Now: 10.1.0.12/24 (static), gateway 10.1.0.1, MAC 3c:ec:ef:12:34:56" \
             in screen_text(op.app)
         await op.type("bmc-address", "10.1.0.40/24")
@@ -491,13 +480,7 @@ def test_an_idle_gate_asks_again_on_an_open_screen(agent):
 
     async def script(pilot):
         op = Operator(pilot)
-        await pilot.press("f2")
-        await op.pause()
-        await op.choose("actions", "bmc")
-        await op.pause()
-        await op.type("password", "correct horse")
-        await pilot.press("enter")
-        await op.settle()
+        await op.action("bmc", "correct horse")
         now[0] += consolegate.IDLE + 1             # the operator walked away
         await op.type("bmc-address", "10.1.0.41/24")
         op.screen.query_one("#set-address").press()
