@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from guest import PANIC, Guest
+from guest import PANIC, Guest, once_more_on_panic
 from netns import wait_until
 from virtrack import virt_rack
 
@@ -155,14 +155,22 @@ def install_seed(iso, workdir, public_key, timeout=INSTALL_TIMEOUT):
                    check=True)
     answers = workdir / "answer.img"
     answer_disk(answers, seed_answer(public_key))
-    guest = Guest(workdir / "install", firmware="uefi", uefi_vars=workdir / "OVMF_VARS.fd")
-    guest.devices += install_devices(iso, disk, answers)
-    guest.add_user_nic(mac=SEED_MAC)
-    started = time.monotonic()
-    with guest:
+
+    def make(attempt):
+        guest = Guest(workdir / ("install" if attempt == 1 else "install-again"),
+                      firmware="uefi", uefi_vars=workdir / "OVMF_VARS.fd")
+        guest.devices += install_devices(iso, disk, answers)
+        guest.add_user_nic(mac=SEED_MAC)
+        return guest
+
+    def install(guest):
         guest.wait_for(ANSWER_LINE, timeout)
         done = guest.wait_for(INSTALLED, timeout)
-        code = guest.wait_exit(300)
+        return guest, done, guest.wait_exit(300)
+    started = time.monotonic()
+    # a TCG kernel panic (guest.once_more_on_panic) boots the ISO once more: the
+    # installer writes the disk afresh either way
+    guest, done, code = once_more_on_panic(make, install)
     wall = time.monotonic() - started
     assert "rackforge installer: FAILED" not in guest.output, guest.console_log
     assert done.group(1) == "serial:" + TARGET_SERIAL, done.group(0)
