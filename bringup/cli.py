@@ -17,6 +17,7 @@ from rackforge import errors
 DISK_GLOBS = ("serial", "model", "vendor", "wwn", "by_path")
 DISK_SIZES = ("min_gib", "max_gib")
 DEFAULT_DEADLINE = "60m"
+DEFAULT_REBOOT_WAIT = "15m"
 #: the seed's PXE bundle, made by the installer from its medium (installer/write.py)
 DEFAULT_BUNDLE = "/var/lib/rackforge/bundle"
 
@@ -77,6 +78,9 @@ def add_commands(sub):
     g = q.add_argument_group("how")
     g.add_argument("--deadline", default=DEFAULT_DEADLINE, metavar="DURATION",
                    help="per node, until it is active: 90s, 30m, 2h (default: %(default)s)")
+    g.add_argument("--reboot-wait", default=DEFAULT_REBOOT_WAIT, metavar="DURATION",
+                   help="a node installed this long that has not joined yet (its reboot "
+                        "never came) is reset through its BMC, once (default: %(default)s)")
     g.add_argument("--no-wait", action="store_true",
                    help="power the nodes on and return; 'rack status' follows them")
     g.add_argument("--concurrency", type=int, default=16, metavar="N",
@@ -194,6 +198,7 @@ def cmd_up(args):
     addresses = targets.expand(args.bmcs)
     disk = parse_disk(args.disk_match, args.wipe)
     deadline = parse_duration(args.deadline)
+    reboot_wait = parse_duration(args.reboot_wait, "--reboot-wait")
     reg = registry.connect(args.etcd)
     _, _, cluster = cluster_ready(reg.kv)          # before anything is written
     key = credentials.load_key(create=True)
@@ -216,6 +221,7 @@ def cmd_up(args):
                              retry_failed=args.retry_failed, uefi=args.uefi, disk=disk,
                              concurrency=args.concurrency, timeout=args.timeout,
                              attempts=args.attempts, deadline=deadline,
+                             reboot_wait=reboot_wait,
                              poll=max(0.2, args.poll), follow=not args.no_wait)
     shown = display.Display(sys.stdout, tty=sys.stdout.isatty())
     run = rack.RackUp(reg, settings, shown, key, on_secret=flt.secrets.append)

@@ -14,7 +14,9 @@ Three stages, each working on all nodes at once and none held up by another:
 3. **Follow** every node through the phases of :data:`PHASES` by reading the
    registry, one line per change, until it is ``active``, ``failed`` (its
    record's reason) or past its deadline.  Once a node is ``installed`` its
-   BMC boots it from disk, persistently.
+   BMC boots it from disk, persistently; a node still ``installed``
+   ``reboot_wait`` later (its installer's reboot never came) is reset through
+   its BMC, once.
 
 Run again, it continues: with no BMC given, it takes up every node with a
 bring-up record that is not active yet (:mod:`.progress`).
@@ -22,7 +24,7 @@ bring-up record that is not active yet (:mod:`.progress`).
 
 import concurrent.futures
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from rackforge import errors, keys
@@ -35,8 +37,8 @@ from rackforge.bringup import installapi, progress, steps
 #: booting until its installer called the install API, installing after)
 PHASES = ("enrolled", "booting", "installing", "installed", "joining", "active")
 OK = ("active", "left alone")
-#: a failed boot-device call is tried again this long after
-DISK_RETRY = 30.0
+#: a failed BMC step (boot device, reset) is tried again this long after
+STEP_RETRY = 30.0
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Settings:
     timeout: float = 120.0              # per BMC and stage, retries included
     attempts: int = 5
     deadline: float = 3600.0            # per node, from this run's start to active
+    reboot_wait: float = 900.0          # installed this long without a first boot: reset
     poll: float = 5.0
     follow: bool = True
 
@@ -71,8 +74,8 @@ class Tracker:
     error: str = None
     outcome: str = None                 # active, left alone, failed, timed out
     deadline: float = 0.0
-    disk_job: object = None
-    disk_retry: float = 0.0
+    jobs: dict = field(default_factory=dict)        # BMC step -> its future
+    retry_at: dict = field(default_factory=dict)    # BMC step -> when to try it again
 
     @property
     def title(self):
@@ -167,8 +170,9 @@ class RackUp:
 
     def _ensure_record(self, t, node):
         now = self.wall()
-        self.store.update(node.id, lambda p: None, create=lambda: progress.Progress(
+        record = self.store.update(node.id, lambda p: None, create=lambda: progress.Progress(
             node=node.id, name=node.name, bmc=t.label, phase=node.state, since=now))
+        t.since = t.since or record.since       # a new tracker: how long in its phase
 
     # -- 1. enroll -----------------------------------------------------------------------
     def enroll(self, trackers):
@@ -271,34 +275,44 @@ class RackUp:
             return self._fail(t, node.boot.get("error") or "failed, no reason recorded")
         past_install = node.state in ("installed", "joining", "active")
         disk_done = record is not None and record.is_done("disk")
-        if past_install and (t.disk_job is not None or not disk_done):
-            # its result (the note, or the error to retry) is read before the node counts
-            # as up: the step's own record says done before the job hands it back
-            self._disk(t, pool)
-        elif node.state == "active":
+        # a step's result (the note, or the error to retry) is read before the node
+        # counts as up: the step's own record says done before its job hands it back
+        if past_install and ("disk" in t.jobs or not disk_done):
+            return self._job(t, pool, "disk", lambda: self.steps.disk(t), "boot-device disk",
+                             "boot device disk not set")
+        waited = self.wall() - t.since
+        if "restart" in t.jobs or (node.state == "installed" and record is not None
+                                   and not record.step("restart")
+                                   and waited >= self.settings.reboot_wait):
+            return self._job(t, pool, "restart", lambda: self.steps.restart(t, waited),
+                             "power reset", "not reset")
+        if node.state == "active":
             t.outcome = "active"
             if t.phase != "active":         # else the phase's line said it already
                 self.display.update(t)
 
-    def _disk(self, t, pool):
-        job = t.disk_job
+    def _job(self, t, pool, step, fn, action, failed):
+        """Run one BMC step of ``t`` in ``pool`` without holding up the poll: started
+        on one poll, its result read on a later one; a failure is tried again
+        :data:`STEP_RETRY` seconds later."""
+        job = t.jobs.get(step)
         if job is None:
-            if self.clock() >= t.disk_retry:
-                t.disk_job = pool.submit(parallel.call_with_retries, lambda: self.steps.disk(t),
-                                         t.title, "boot-device disk",
-                                         timeout=self.settings.timeout,
-                                         attempts=max(1, self.settings.attempts))
+            if self.clock() >= t.retry_at.get(step, 0.0):
+                t.jobs[step] = pool.submit(parallel.call_with_retries, fn, t.title, action,
+                                           timeout=self.settings.timeout,
+                                           attempts=max(1, self.settings.attempts))
             return
         if not job.done():
             return
-        t.disk_job = None
+        del t.jobs[step]
         try:
             note, _ = job.result()
         except errors.RackforgeError as exc:
-            t.disk_retry = self.clock() + DISK_RETRY
-            return self._note_error(t, "boot device disk not set (tried again in %ds): %s"
-                                    % (DISK_RETRY, exc))
-        self.display.note(t, note)
+            t.retry_at[step] = self.clock() + STEP_RETRY
+            return self._note_error(t, "%s (tried again in %ds): %s"
+                                    % (failed, STEP_RETRY, exc))
+        if note:
+            self.display.note(t, note)
 
     def _note_error(self, t, error):
         line = progress.clip(redact(error, self.secrets))

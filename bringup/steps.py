@@ -21,6 +21,14 @@ looks at what the record and the machine say before it acts again:
               persistent, so a reboot never returns to the network.  The
               network boot of an installed node is its disk anyway
               (``pxe/bootscript.py``); this is the BMC's side of it.
+``restart``   once per install, when the node is still ``installed`` (its
+              first boot has not joined) ``--reboot-wait`` after its install
+              report: a reset through the BMC, after the ``disk`` step, so it
+              boots its disk.  The installer reboots the machine itself; this
+              is for the reboot that never comes (a live system's shutdown that
+              hangs, a machine stuck in its firmware), as Ironic powers a node
+              off and on through its BMC at the end of a deploy.  Recorded
+              before it acts: a run stopped in between never resets twice.
 
 No password reaches a result, a record in clear, a log line or an error: each
 is redacted by the caller's filter, to which :meth:`NodeSteps.password` adds
@@ -129,7 +137,7 @@ class NodeSteps:
             t.node_id, "installing", states.OPERATOR, frm=node.state,
             change=lambda n: setattr(n, "boot", {k: v for k, v in n.boot.items()
                                                  if k != "error"}))
-        self.store.forget(t.node_id, "power", "disk")
+        self.store.forget(t.node_id, "power", "disk", "restart")
         self.store.set(t.node_id, installing_rev=node.revision, disk=self.disk_settings,
                        error=None)
         self.store.done(t.node_id, "install", rev=node.revision)
@@ -167,3 +175,23 @@ class NodeSteps:
         driver.management.set_boot_device(t.bmc, "disk", persistent=True, uefi=self.uefi)
         self.store.done(t.node_id, "disk")
         return "boot device disk (persistent)"
+
+    # -- restart -------------------------------------------------------------------------
+    def restart(self, t, waited):
+        """Reset through the BMC, once per install (see the module's docstring).
+
+        :param waited: seconds the node has been ``installed``, for the note
+        """
+        record = self.store.get(t.node_id)
+        if record is not None and record.step("restart"):
+            return None                      # recorded (done, or a run stopped in it)
+        self.store.start(t.node_id, "restart", waited=round(waited))
+        driver = self._driver(t)
+        try:
+            driver.power.change_power(t.bmc, "reset", timeout=self.power_wait)
+        except errors.RackforgeError:
+            self.store.forget(t.node_id, "restart")      # not done: the next try resets
+            raise
+        self.store.done(t.node_id, "restart")
+        return ("no first boot %d s after its install: reset through its BMC (once) to "
+                "boot its disk" % waited)

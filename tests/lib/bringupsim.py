@@ -7,7 +7,8 @@ powered on, every :meth:`World.tick` moves it one step, deciding what it boots t
 the PXE service does (``pxe/bootscript.decide`` on its MAC's node):
 
 - install boot: its installer asks ``/v1/install`` (MACs and serial), next tick reports
-  ``installed`` (or ``failed`` with a reason) to ``/v1/install/report``;
+  ``installed`` (or ``failed`` with a reason) to ``/v1/install/report``; with
+  ``hang_reboot`` it then does nothing until its BMC resets it;
 - local boot: first boot joins with the token its install answer held (a real
   ``JoinService`` on the same registry), next tick hands over (``joining -> active``);
 - discovery boot: the live appliance reports it to ``/v1/discover`` (a machine nobody
@@ -34,10 +35,11 @@ def fake_identity(address):
 
 
 class Machine:
-    def __init__(self, world, address, fail=None, silent=False):
+    def __init__(self, world, address, fail=None, silent=False, hang_reboot=False):
         self.world, self.address = world, address
         self.mac, self.serial = fake_identity(address)
         self.fail, self.silent = fail, silent
+        self.hang_reboot = hang_reboot      # after its install, on until its BMC resets it
         self.answer = self.report = self.discovered = None
         self.reported = False
         self.key = ca.new_key_pem()
@@ -51,6 +53,8 @@ class Machine:
         w = self.world
         if w.fake.rack.power.get(self.address) != "on" or self.silent:
             return
+        if self.hang_reboot and self.reported and not w.calls(self.address, "power reset"):
+            return                          # its reboot into the disk hung
         node = w.registry.node_by_mac(self.mac)
         decision = bootscript.decide(node)
         self.boots.append(decision.kind)

@@ -65,6 +65,9 @@ SSH_TIMEOUT = 5 * 60
 BRINGUP_TIMEOUT = 60 * 60           # two TCG nodes PXE-boot, install, reboot and join
 RACK_UP_DEADLINE = "75m"            # rack up's own per-node deadline: longer than our wait
 RACK_UP_EXIT_TIMEOUT = 5 * 60       # its follow loop sees the last node active
+#: a node installed this long and not joined is reset through its BMC: under TCG the
+#: disk boot and first boot take 2 to 6 min, and a live system's reboot hung twice
+RACK_UP_REBOOT_WAIT = "12m"
 
 ANSWER_LINE = r"rackforge installer: answer file from the partition labelled RF-ANSWER"
 INSTALLED = r"rackforge installer: installed to \S+ \((\S+)\) in (\d+) s"
@@ -203,8 +206,9 @@ def bmc_target(bmcs):
 def rack_up_command(bmcs, interface, deadline=RACK_UP_DEADLINE):
     """The seed's ``rack up`` over ``bmcs`` (the bundle: the seed's own, the default)."""
     return ("rackforge rack up %s --user admin --password-file %s --interface %s --mode full "
-            "--range %s --deadline %s" % (bmc_target(bmcs), PASSWORD_ON_SEED, interface,
-                                          DHCP_RANGE, deadline))
+            "--range %s --deadline %s --reboot-wait %s" % (
+                bmc_target(bmcs), PASSWORD_ON_SEED, interface, DHCP_RANGE, deadline,
+                RACK_UP_REBOOT_WAIT))
 
 
 def nic_with_mac(links, mac):

@@ -3,6 +3,7 @@ through the real install API and join through the real join service (tests/lib/b
 
 import io
 import logging
+import re
 
 import pytest
 from bringupsim import PASSWORD, World
@@ -72,6 +73,7 @@ def test_each_node_goes_enrolled_booting_installing_installed_joining_active(wor
         assert sum(x.endswith(") boot device disk (persistent)") for x in lines) == 1
         assert sum(x.endswith(") active") for x in lines) == 1 and lines[-1].endswith("active")
         assert len(world.calls(a, "power on")) == 1
+        assert world.calls(a, "power reset") == []      # its own reboot came
         # the machine booted the installer, then its disk; never the installer again
         kinds = world.machines[a].boots
         assert kinds[0] == "install" and set(kinds[kinds.index("local"):]) == {"local"}
@@ -163,6 +165,52 @@ def test_a_silent_node_times_out_alone(world):
     assert trackers["10.0.0.12"].outcome == "timed out"
     assert "phase booting" in trackers["10.0.0.12"].error and not ok
     assert 120 <= clock.now < 140
+
+
+def test_a_node_whose_reboot_hangs_after_its_install_is_reset_once_through_its_bmc(
+        world, monkeypatch):
+    world.machine("10.0.0.11")
+    world.machine("10.0.0.12", hang_reboot=True)
+    order = []
+    for name in ("set_boot_device", "set_power_state"):
+        real = getattr(world.fake.management if name == "set_boot_device" else
+                       world.fake.power, name)
+
+        def spy(bmc, what, *a, _real=real, **kw):
+            order.append((bmc.address, what))
+            return _real(bmc, what, *a, **kw)
+        monkeypatch.setattr(world.fake.management if name == "set_boot_device" else
+                            world.fake.power, name, spy)
+    trackers, ok, out, clock = rack_up(world, ["10.0.0.11", "10.0.0.12"], reboot_wait=300)
+    assert ok, out
+    assert world.calls("10.0.0.11", "power reset") == []
+    assert len(world.calls("10.0.0.12", "power reset")) == 1
+    mine = [o for o in order if o[0] == "10.0.0.12"]
+    assert mine.index(("10.0.0.12", "disk")) < mine.index(("10.0.0.12", "reset"))
+    assert clock.now >= 300                      # not before --reboot-wait
+    assert world.node("10.0.0.12").state == "active"
+    assert re.search(r"node-fake0012 \(10.0.0.12:623\) no first boot 3\d\d s after its "
+                     r"install: reset through its BMC \(once\)", out), out
+    record = progress.ProgressStore(world.kv).get(world.node("10.0.0.12").id)
+    assert record.is_done("restart")
+
+
+def test_a_reset_recorded_before_its_run_stopped_is_not_done_again(world, monkeypatch):
+    world.machine("10.0.0.12", hang_reboot=True)
+    real = progress.ProgressStore.done
+    calls = []
+
+    def done(self, node_id, step, **result):
+        if step == "restart" and not calls:
+            calls.append(step)
+            raise Stopped()                  # the reset happened; its record did not
+        return real(self, node_id, step, **result)
+    monkeypatch.setattr(progress.ProgressStore, "done", done)
+    _, ok, out, _ = rack_up(world, ["10.0.0.12"], reboot_wait=120)
+    assert ok, out
+    assert len(world.calls("10.0.0.12", "power reset")) == 1
+    record = progress.ProgressStore(world.kv).get(world.node("10.0.0.12").id)
+    assert record.step("restart")["status"] == progress.STARTED
 
 
 def test_a_failed_node_is_installed_again_only_when_asked(world):

@@ -67,7 +67,7 @@ def test_bmc_targets_and_the_rack_up_line():
     assert si.rack_up_command(["10.213.88.1:6231", "10.213.88.1:6232"], "enp0s2") == (
         "rackforge rack up 10.213.88.1:6231-6232 --user admin --password-file "
         "/root/bmc-password --interface enp0s2 --mode full --range "
-        "10.213.88.100,10.213.88.150 --deadline 75m")
+        "10.213.88.100,10.213.88.150 --deadline 75m --reboot-wait 12m")
 
 
 def test_the_rack_up_line_parses_as_rack_up_takes_it():
@@ -83,6 +83,7 @@ def test_the_rack_up_line_parses_as_rack_up_takes_it():
                                                         "10.213.88.100,10.213.88.150")
     assert args.bundle is None                  # the seed's own: /var/lib/rackforge/bundle
     assert bringup_cli.parse_duration(args.deadline) > si.BRINGUP_TIMEOUT
+    assert bringup_cli.parse_duration(args.reboot_wait) == 12 * 60
 
 
 def test_the_seeds_nic_is_found_by_node_01s_mac():
