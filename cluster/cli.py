@@ -93,6 +93,13 @@ def add_commands(sub):
     _etcd_option(q)
     q.set_defaults(func=cmd_node_show)
 
+    q = nsub.add_parser("remove", help="forget a machine that never joined (discovered, "
+                        "enrolled, installing, failed): its records and bound join token")
+    q.add_argument("name", metavar="NAME", help="node name, id or MAC")
+    q.add_argument("--yes", action="store_true", help="do it (without: say what would go)")
+    _etcd_option(q)
+    q.set_defaults(func=cmd_node_remove)
+
 
 def _connect_registry(args):
     from rackforge import registry
@@ -322,6 +329,25 @@ def cmd_node_list(args):
         print(fmt % (v["name"], v["role"] or "-", v["state"], ",".join(addrs) or "-",
                      ",".join(d["name"] for d in v["disks"]) or "-",
                      _ago(v["heartbeat"], now)))
+    return 0
+
+
+def cmd_node_remove(args):
+    from rackforge.cluster import removal
+
+    reg = _connect_registry(args)
+    node = reg.find_node(args.name)
+    why = removal.member_reason(reg.kv, node)
+    if why:
+        raise removal.NodeIsMember(node=node.name, why=why)
+    if not args.yes:
+        print("rackforge node remove: this forgets node %s (%s, state %s, MACs %s) and any "
+              "join token bound to it; run it again with --yes to do it"
+              % (node.name, node.id, node.state, ", ".join(node.macs) or "-"), file=sys.stderr)
+        return 2
+    gone = removal.remove(reg, node.id)
+    print("removed node %s (%s, was %s); its next network boot is a stranger's (discovery)"
+          % (gone.name, gone.id, gone.state))
     return 0
 
 
