@@ -74,7 +74,8 @@ class BadJoinRequest(errors.ConfigError):
 class NodeTaken(errors.RackforgeError):
     message = ("{what} belongs to node {node} already, and this request is not that node "
                "resuming its own join (it holds another key); a join token admits new nodes "
-               "only: remove node {node} first ('rackforge node remove') if it is gone")
+               "only: if node {node} never joined, 'rackforge node remove {node} --yes' "
+               "forgets it (a member cannot be removed yet)")
     exit_code = 2
 
 
