@@ -56,12 +56,12 @@ def cmd_serve(args):
 
 
 def cmd_status(args):
-    from rackforge import errors, registry
+    from rackforge import errors
     from rackforge.pxe import service
 
     status = service.read_status()
     try:
-        boots = registry.connect(args.etcd or (status or {}).get("etcd")).list_boots()
+        boots = _registry(args, status).list_boots()
     except errors.RackforgeError as e:
         boots, registry_error = None, str(e)
     else:
@@ -98,6 +98,20 @@ def cmd_status(args):
                 b["mac"], b["count"], b.get("decision") or "-", b.get("platform") or "-",
                 _when(b["time"]), b.get("node") or "(unknown)"))
     return 0 if status and status["serving"] else 1
+
+
+def _registry(args, status):
+    """The registry as this node's other commands reach it (``$RACKFORGE_ETCD``, else its
+    client file, with the cluster's TLS), else the endpoint the boot server used: that
+    URL alone carries no client certificate, and a cluster's etcd asks for one."""
+    import os
+
+    from rackforge import kvstore, registry
+    if args.etcd:
+        return registry.connect(args.etcd)
+    if os.environ.get("RACKFORGE_ETCD") or kvstore.read_client() is not None:
+        return registry.connect()
+    return registry.connect((status or {}).get("etcd"))
 
 
 def _when(ts):

@@ -405,7 +405,9 @@ class SeedRack:
     def boots(self):
         """The seed's boot records (``pxe status --json``), by MAC."""
         res = self.ssh("rackforge pxe status --json", check=False)
-        return {b["mac"]: b for b in json.loads(res.stdout).get("boots") or []}
+        found = json.loads(res.stdout)
+        assert not found.get("registry_error"), found["registry_error"]
+        return {b["mac"].lower(): b for b in found.get("boots") or []}
 
     # -- when something went wrong -------------------------------------------------------
     def report(self):
