@@ -128,6 +128,19 @@ class ProgressStore:
             p.steps[step] = dict(intent, status=STARTED, time=now)
         return self.update(node_id, change)
 
+    def claim(self, node_id, step, **intent):
+        """:meth:`start`, but only if no record of ``step`` exists: True when this call
+        recorded the intent, False when another run (or an earlier one) had."""
+        now, mine = self.clock(), []
+
+        def change(p):
+            mine.clear()
+            if step not in p.steps:
+                p.steps[step] = dict(intent, status=STARTED, time=now)
+                mine.append(True)
+        self.update(node_id, change)
+        return bool(mine)
+
     def done(self, node_id, step, **result):
         """Record that ``step`` acted; its intent is dropped (it may hold a sealed
         password), its result kept."""

@@ -32,6 +32,7 @@ from rackforge.bmc import base, credentials, drivers, parallel
 from rackforge.bmc import cli as bmc_cli
 from rackforge.bmc.errors import redact
 from rackforge.bringup import installapi, progress, steps
+from rackforge.bringup.progress import STARTED
 
 #: what ``rack up`` shows a node go through (a node's state, but ``installing`` in two:
 #: booting until its installer called the install API, installing after)
@@ -76,6 +77,7 @@ class Tracker:
     deadline: float = 0.0
     jobs: dict = field(default_factory=dict)        # BMC step -> its future
     retry_at: dict = field(default_factory=dict)    # BMC step -> when to try it again
+    noted: set = field(default_factory=set)         # one-time notes already shown
 
     @property
     def title(self):
@@ -86,7 +88,8 @@ class RackUp:
     """One ``rack up`` run.  Everything outside (drivers, clocks, sleep) is injectable."""
 
     def __init__(self, registry, settings, display, key, driver_for=None,
-                 clock=time.monotonic, wall=time.time, sleep=time.sleep, on_secret=None):
+                 clock=time.monotonic, wall=time.time, sleep=time.sleep, on_secret=None,
+                 executor=concurrent.futures.ThreadPoolExecutor):
         self.registry = registry
         self.kv = registry.kv
         self.settings = settings
@@ -94,6 +97,7 @@ class RackUp:
         self.key = key
         self.store = progress.ProgressStore(self.kv, clock=wall)
         self.clock, self.wall, self.sleep = clock, wall, sleep
+        self.executor = executor            # workers -> the pool the BMC steps run in
         self._drivers = {}
         self._driver_for = driver_for or drivers.get_driver
         self.secrets = []
@@ -243,7 +247,7 @@ class RackUp:
             t.deadline = start + self.settings.deadline
         self.display.start(trackers)
         workers = max(1, min(self.settings.concurrency, len(trackers) or 1))
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        with self.executor(workers) as pool:
             while True:
                 for t in trackers:
                     if t.outcome is None:
@@ -280,16 +284,36 @@ class RackUp:
         if past_install and ("disk" in t.jobs or not disk_done):
             return self._job(t, pool, "disk", lambda: self.steps.disk(t), "boot-device disk",
                              "boot device disk not set")
-        waited = self.wall() - t.since
-        if "restart" in t.jobs or (node.state == "installed" and record is not None
-                                   and not record.step("restart")
-                                   and waited >= self.settings.reboot_wait):
-            return self._job(t, pool, "restart", lambda: self.steps.restart(t, waited),
-                             "power reset", "not reset")
+        if "restart" in t.jobs or node.state == "installed":
+            return self._reboot_overdue(t, pool, node, record)
         if node.state == "active":
             t.outcome = "active"
             if t.phase != "active":         # else the phase's line said it already
                 self.display.update(t)
+
+    def _reboot_overdue(self, t, pool, node, record):
+        """Reset a node whose installer's reboot never brought it back, once: measured
+        from its install report (the install API's time), else from when this run saw
+        it installed."""
+        if "restart" in t.jobs:
+            return self._job(t, pool, "restart", None, "power reset", "not reset")
+        step = record.step("restart") if record is not None else None
+        if step is not None:
+            if step["status"] == STARTED and "restart" not in t.noted:
+                t.noted.add("restart")
+                self.display.note(t, "a reset through its BMC was begun by an earlier run "
+                                     "and not recorded done: if its console shows no boot, "
+                                     "'rackforge power reset %s'" % t.title)
+            return None
+        reported = node.boot.get("installed")
+        # the later of the report and this run's sight of it: neither a controller's
+        # clock nor a record of an earlier phase can make it early
+        since = max(reported, t.since) if isinstance(reported, (int, float)) else t.since
+        waited = self.wall() - since
+        if record is not None and waited >= self.settings.reboot_wait:
+            return self._job(t, pool, "restart", lambda: self.steps.restart(t, waited),
+                             "power reset", "not reset")
+        return None
 
     def _job(self, t, pool, step, fn, action, failed):
         """Run one BMC step of ``t`` in ``pool`` without holding up the poll: started

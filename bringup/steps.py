@@ -27,8 +27,10 @@ looks at what the record and the machine say before it acts again:
               boots its disk.  The installer reboots the machine itself; this
               is for the reboot that never comes (a live system's shutdown that
               hangs, a machine stuck in its firmware), as Ironic powers a node
-              off and on through its BMC at the end of a deploy.  Recorded
-              before it acts: a run stopped in between never resets twice.
+              off and on through its BMC at the end of a deploy.  Claimed by
+              compare-and-set before it acts and done once the BMC took the
+              command: a run stopped in between leaves it ``started``, and no
+              later run resets again (``rack up`` says so, once).
 
 No password reaches a result, a record in clear, a log line or an error: each
 is redacted by the caller's filter, to which :meth:`NodeSteps.password` adds
@@ -180,17 +182,24 @@ class NodeSteps:
     def restart(self, t, waited):
         """Reset through the BMC, once per install (see the module's docstring).
 
-        :param waited: seconds the node has been ``installed``, for the note
+        The step is claimed by compare-and-set (two runs never both reset), and recorded
+        done as soon as the BMC took the command: the reset is not tried again even if
+        the node is slow to show power.  A command the BMC refused is forgotten, so the
+        next try sends it again.
+
+        :param waited: seconds since the install report, for the note
+        :returns: the note, or None when there was nothing to do
         """
-        record = self.store.get(t.node_id)
-        if record is not None and record.step("restart"):
-            return None                      # recorded (done, or a run stopped in it)
-        self.store.start(t.node_id, "restart", waited=round(waited))
+        if self.registry.get_node(t.node_id).state != "installed":
+            return None                          # its first boot came meanwhile
+        if not self.store.claim(t.node_id, "restart", waited=round(waited)):
+            return None                          # another run has it
         driver = self._driver(t)
         try:
-            driver.power.change_power(t.bmc, "reset", timeout=self.power_wait)
+            state = driver.power.get_power_state(t.bmc)
+            driver.power.set_power_state(t.bmc, "reset" if state == "on" else "on")
         except errors.RackforgeError:
-            self.store.forget(t.node_id, "restart")      # not done: the next try resets
+            self.store.forget(t.node_id, "restart")      # not sent: the next try sends it
             raise
         self.store.done(t.node_id, "restart")
         return ("no first boot %d s after its install: reset through its BMC (once) to "

@@ -1,6 +1,7 @@
 """``rack up`` against fake BMCs and the in-memory registry, with machines that install
 through the real install API and join through the real join service (tests/lib/bringupsim)."""
 
+import concurrent.futures
 import io
 import logging
 import re
@@ -11,6 +12,7 @@ from fakeclock import Clock
 
 from rackforge import errors, states
 from rackforge.bmc import credentials
+from rackforge.bmc import errors as bmc_errors
 from rackforge.bringup import display, progress, rack
 
 ADDRESSES = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
@@ -28,6 +30,30 @@ def settings(**kw):
     return rack.Settings(**base)
 
 
+class InlineExecutor:
+    """The follow loop's pool, running each job as it is submitted: on the fake clock a
+    thread's job would finish at no particular poll (its result read one poll later,
+    as with threads, since the loop looks at a job on the poll after it started it)."""
+
+    def __init__(self, workers):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def submit(fn, *args, **kw):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kw))
+        except Exception as exc:        # noqa: BLE001 - handed back as a thread's would be
+            future.set_exception(exc)
+        return future
+
+
 def rack_up(world, addresses, stop_after=None, tty=False, **kw):
     """One run; ``stop_after`` ticks of the machines, it stops as Ctrl-C would."""
     out, clock = io.StringIO(), Clock(0.0)
@@ -39,9 +65,11 @@ def rack_up(world, addresses, stop_after=None, tty=False, **kw):
             raise KeyboardInterrupt
 
     wall = (lambda: 1_700_000_000 + clock.now)
+    world.install.clock = wall          # the install report's time, on the same clock
     shown = display.Display(out, tty=tty, wall=wall)
     run = rack.RackUp(world.registry, settings(**kw), shown, world.key,
-                      driver_for=lambda name: world.fake, clock=clock, wall=wall, sleep=sleep)
+                      driver_for=lambda name: world.fake, clock=clock, wall=wall, sleep=sleep,
+                      executor=InlineExecutor)
     trackers = run.run([(a, None) for a in addresses])
     ok = shown.summary(trackers)
     return {t.label.split(":")[0]: t for t in trackers}, ok, out.getvalue(), clock
@@ -181,13 +209,12 @@ def test_a_node_whose_reboot_hangs_after_its_install_is_reset_once_through_its_b
             return _real(bmc, what, *a, **kw)
         monkeypatch.setattr(world.fake.management if name == "set_boot_device" else
                             world.fake.power, name, spy)
-    trackers, ok, out, clock = rack_up(world, ["10.0.0.11", "10.0.0.12"], reboot_wait=300)
+    trackers, ok, out, _ = rack_up(world, ["10.0.0.11", "10.0.0.12"], reboot_wait=300)
     assert ok, out
     assert world.calls("10.0.0.11", "power reset") == []
     assert len(world.calls("10.0.0.12", "power reset")) == 1
     mine = [o for o in order if o[0] == "10.0.0.12"]
     assert mine.index(("10.0.0.12", "disk")) < mine.index(("10.0.0.12", "reset"))
-    assert clock.now >= 300                      # not before --reboot-wait
     assert world.node("10.0.0.12").state == "active"
     assert re.search(r"node-fake0012 \(10.0.0.12:623\) no first boot 3\d\d s after its "
                      r"install: reset through its BMC \(once\)", out), out
@@ -195,22 +222,38 @@ def test_a_node_whose_reboot_hangs_after_its_install_is_reset_once_through_its_b
     assert record.is_done("restart")
 
 
-def test_a_reset_recorded_before_its_run_stopped_is_not_done_again(world, monkeypatch):
+def test_a_reset_begun_by_a_stopped_run_is_not_sent_again_and_is_said(world):
     world.machine("10.0.0.12", hang_reboot=True)
-    real = progress.ProgressStore.done
-    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        rack_up(world, ["10.0.0.12"], stop_after=4)         # stopped once it is installed
+    node = world.node("10.0.0.12")
+    assert node.state == "installed"
+    store = progress.ProgressStore(world.kv)
+    assert store.claim(node.id, "restart")                  # a run that died in the reset
+    assert not store.claim(node.id, "restart")              # ... claimed once only
+    trackers, ok, out, _ = rack_up(world, [], reboot_wait=60, deadline=300)
+    assert world.calls("10.0.0.12", "power reset") == []
+    assert trackers["10.0.0.12"].outcome == "timed out" and not ok
+    notes = [x for x in out.splitlines() if "begun by an earlier run" in x]
+    assert len(notes) == 1 and "'rackforge power reset node-fake0012'" in notes[0], out
 
-    def done(self, node_id, step, **result):
-        if step == "restart" and not calls:
-            calls.append(step)
-            raise Stopped()                  # the reset happened; its record did not
-        return real(self, node_id, step, **result)
-    monkeypatch.setattr(progress.ProgressStore, "done", done)
+
+def test_a_reset_the_bmc_refused_is_sent_again(world, monkeypatch):
+    world.machine("10.0.0.12", hang_reboot=True)
+    real, refused = world.fake.power.set_power_state, []
+
+    def once(bmc, action):
+        if action == "reset" and not refused:
+            refused.append(action)
+            raise bmc_errors.BMCCommandFailed(bmc=bmc.label, action="power reset",
+                                              detail="busy")
+        return real(bmc, action)
+    monkeypatch.setattr(world.fake.power, "set_power_state", once)
     _, ok, out, _ = rack_up(world, ["10.0.0.12"], reboot_wait=120)
     assert ok, out
-    assert len(world.calls("10.0.0.12", "power reset")) == 1
+    assert refused == ["reset"] and len(world.calls("10.0.0.12", "power reset")) == 1
     record = progress.ProgressStore(world.kv).get(world.node("10.0.0.12").id)
-    assert record.step("restart")["status"] == progress.STARTED
+    assert record.is_done("restart")
 
 
 def test_a_failed_node_is_installed_again_only_when_asked(world):
