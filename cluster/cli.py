@@ -94,7 +94,8 @@ def add_commands(sub):
     q.set_defaults(func=cmd_node_show)
 
     q = nsub.add_parser("remove", help="forget a machine that never joined (discovered, "
-                        "enrolled, installing, failed): its records and bound join token")
+                        "enrolled, live, installing, installed, failed before a join): its "
+                        "records and bound join token")
     q.add_argument("name", metavar="NAME", help="node name, id or MAC")
     q.add_argument("--yes", action="store_true", help="do it (without: say what would go)")
     _etcd_option(q)
@@ -340,14 +341,17 @@ def cmd_node_remove(args):
     why = removal.member_reason(reg.kv, node)
     if why:
         raise removal.NodeIsMember(node=node.name, why=why)
+    bmc = ("; its BMC record goes too, with the only copy of a password 'rack up "
+           "--set-bmc-password' set" if (node.bmc or {}).get("password") else "")
     if not args.yes:
         print("rackforge node remove: this forgets node %s (%s, state %s, MACs %s) and any "
-              "join token bound to it; run it again with --yes to do it"
-              % (node.name, node.id, node.state, ", ".join(node.macs) or "-"), file=sys.stderr)
+              "join token bound to it%s; run it again with --yes to do it"
+              % (node.name, node.id, node.state, ", ".join(node.macs) or "-", bmc),
+              file=sys.stderr)
         return 2
     gone = removal.remove(reg, node.id)
-    print("removed node %s (%s, was %s); its next network boot is a stranger's (discovery)"
-          % (gone.name, gone.id, gone.state))
+    print("removed node %s (%s, was %s); enrolled or network-booted again, it is a new "
+          "machine" % (gone.name, gone.id, gone.state))
     return 0
 
 

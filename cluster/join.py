@@ -79,6 +79,11 @@ class NodeTaken(errors.RackforgeError):
     exit_code = 2
 
 
+class AddressIsEndpoint(NodeTaken):
+    message = ("the address {address} is the join endpoint {url}, served by a controller: a "
+               "joining node never has it; give this node another address")
+
+
 class JoinBusy(errors.RackforgeError):
     message = "the join service is busy ({detail}); the node retries by itself"
     retryable = True
@@ -353,8 +358,7 @@ class JoinService:
         for url in self.join_endpoints():
             host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
             if host == request.address:
-                raise NodeTaken(what="the address %s (a join endpoint)" % request.address,
-                                node="the controller serving %s" % url)
+                raise AddressIsEndpoint(address=request.address, url=url)
 
     # -- the seed and a controller's own record --------------------------------------------
     def admit_self(self, name, address, inventory, key_pem):

@@ -58,13 +58,10 @@ def member_reason(kv, node):
 
 
 def plan(registry, node):
-    """``(compares, deletes)`` removing ``node`` and what is bound to it, as it is now."""
+    """``(compares, deletes)`` removing ``node`` and what is bound to it, compared on the
+    node as it was read (``node.revision``): the record the member check looked at."""
     kv = registry.kv
-    entry = kv.get(keys.NODES + node.id)
-    if entry is None:
-        from rackforge.registry import NodeNotFound
-        raise NodeNotFound(name=node.name)
-    compares = [Compare(keys.NODES + node.id, entry.mod_revision)]
+    compares = [Compare(keys.NODES + node.id, node.revision)]
     deletes = [keys.NODES + node.id] + registry._index_keys(node)
     for key in (keys.BRINGUP_NODES + node.id, keys.BRINGUP_INSTALL + node.id):
         found = kv.get(key)

@@ -106,19 +106,24 @@ def test_a_node_that_moves_during_the_removal_is_looked_at_again(world, monkeypa
     assert keys_naming(world, node.id) == []
 
 
-def test_a_node_admitted_during_the_removal_is_refused(world, monkeypatch):
+@pytest.mark.parametrize("between", ["check", "plan"])
+def test_a_node_admitted_during_the_removal_is_refused(world, monkeypatch, between):
     node = lifecycle.create(world.registry, "installed", name="n34",
                             macs=["52:54:00:00:00:22"])
-    real = removal.plan
+    real = getattr(removal, "member_reason" if between == "check" else "plan")
+    moved = []
 
-    def plan(reg, n):
-        got = real(reg, n)
-        reg.transition(n.id, "joining", states.JOIN, frm="installed")   # a join admitted it
+    def racing(*args):
+        got = real(*args)
+        if not moved:                # a join admits it right after this read
+            moved.append(world.registry.transition(node.id, "joining", states.JOIN,
+                                                   frm="installed"))
         return got
-    monkeypatch.setattr(removal, "plan", plan)
+    monkeypatch.setattr(removal, "member_reason" if between == "check" else "plan", racing)
     with pytest.raises(removal.NodeIsMember, match="state joining"):
         removal.remove(world.registry, node.name)
     assert world.registry.get_node(node.id).state == "joining"
+    assert world.registry.node_by_mac("52:54:00:00:00:22").id == node.id
 
 
 def test_the_command_asks_for_yes_then_removes(world, capsys):
