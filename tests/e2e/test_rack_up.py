@@ -3,8 +3,8 @@
 1. The ``minimal`` ISO installs the seed's disk from an answer file (QEMU, TCG,
    UEFI): a static address 10.213.88.10/24 on node-01's NIC, ``cluster:
    create``, root's SSH key made here (``tests/lib/seedinstall.py``).
-2. ``virt rack up 3 --bmc-network --disk node-01=SEED_DISK``: node-01 boots an
-   overlay over that disk; node-02 and node-03 have empty disks; every BMC
+2. ``virt rack up 4 --bmc-network --disk node-01=SEED_DISK``: node-01 boots an
+   overlay over that disk; node-02, node-03 and node-04 have empty disks; every BMC
    answers on 10.213.88.1 inside the rack's namespace.  node-01, boot device
    disk, is powered on through its BMC and its first boot makes it the seed;
    its tty1 (``/dev/vcs1`` over SSH) is the console, showing the seed's own
@@ -21,13 +21,18 @@
 5. node-02 power-cycled through its BMC boots its disk: the installed system's
    banner and login on its console, no network boot (or only a local-disk
    decision) in the seed's boot records, still active.
+6. node-04, in the rack but given to nobody, is powered on to boot from the
+   network: the seed's boot service sends it the discovery boot, its live
+   system reports it, and it is ``discovered`` (its MAC and inventory in the
+   registry, no role) beside three active nodes; it never joins.
 
-Three TCG guests on two cores: the install and each node's install are the slow
-parts; the waits are generous (30 + 15 + 60 + 15 minutes at most).  On a failure
+Three TCG guests at once (a fourth at the end) on two cores: the installs are the slow
+parts; the waits are generous (30 + 15 + 60 + 15 + 15 minutes at most).  On a failure
 the tail of each console, the ``rack up`` output and the seed's journal of
 ``rackforge-pxe`` and ``rackforge-join`` are printed before the rack goes down.
 """
 
+import json
 import re
 
 import pytest
@@ -42,6 +47,7 @@ from rackforge import __version__
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 PXE_NODES = ["node-02", "node-03"]
+STRANGER = "node-04"            # in the rack, never enrolled: it PXE-boots on its own
 
 
 def test_the_seed_from_the_iso_brings_up_the_rack_and_a_node_reboots_from_its_disk(
@@ -57,7 +63,7 @@ def test_the_seed_from_the_iso_brings_up_the_rack_and_a_node_reboots_from_its_di
     print("seed installed in %d s (the installer's count), %.0f s from the ISO's boot to "
           "its reboot" % (seed.installer_s, seed.wall_s))
 
-    with seed_rack(tmp_path / "rack", 3, seed.disk, key) as rack:
+    with seed_rack(tmp_path / "rack", 4, seed.disk, key) as rack:
         password = rack.rack.password
         rack.boot_seed()
         # the seed's own tty1 is the console (its getty gone), drawn from the node agent
@@ -90,7 +96,7 @@ def test_the_seed_from_the_iso_brings_up_the_rack_and_a_node_reboots_from_its_di
 
         # node-02 power-cycled through its BMC boots its disk
         node = "node-02"
-        mac = rack.nodes[node]["mac"]
+        mac = rack.nodes[node]["mac"].lower()
         boots = rack.boots()
         before = boots.get(mac)
         assert before is not None, "node-02 never booted from the network: %s" % boots
@@ -106,6 +112,24 @@ def test_the_seed_from_the_iso_brings_up_the_rack_and_a_node_reboots_from_its_di
             (before, after)
         row = rack.wait_active(3, BOOT_TIMEOUT)
         assert {r["bmc"]: r["state"] for r in row["nodes"]}[bmcs[node]] == "active"
+
+        # a machine nobody enrolled network-boots: discovered, with its inventory; no join
+        stranger_mac = rack.nodes[STRANGER]["mac"].lower()
+        since = rack.console_size(STRANGER)
+        rack.bmc("bmc", "boot-device", "pxe", nodes=[STRANGER])
+        rack.bmc("power", "on", nodes=[STRANGER])
+        line = rack.wait_console(STRANGER, r"discovered: recorded as node (\S+);",
+                                 BOOT_TIMEOUT, since=since)
+        shown = json.loads(rack.ssh("rackforge node show %s --json" % stranger_mac).stdout)
+        assert shown["id"] == line.group(1) and shown["state"] == "discovered", shown
+        host = shown["inventory"]["host"]
+        assert stranger_mac.lower() in [i["mac"].lower() for i in host["interfaces"]], host
+        assert not shown.get("role"), shown
+        assert rack.boots()[stranger_mac]["decision"] == "discover"
+        # its live system went idle after the report: still discovered, three active
+        rows = rack.rack_status()["nodes"]
+        assert sorted(r["state"] for r in rows) == ["active"] * 3 + ["discovered"], rows
+        rack.bmc("power", "off", nodes=[STRANGER])
         for log_file in (rack.workdir / "state" / "virt").rglob("*.log"):
             assert password not in log_file.read_text(errors="replace")
         assert processes_naming(password) == []
