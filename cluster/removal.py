@@ -61,8 +61,7 @@ def plan(registry, node):
     """``(compares, deletes)`` removing ``node`` and what is bound to it, compared on the
     node as it was read (``node.revision``): the record the member check looked at."""
     kv = registry.kv
-    compares = [Compare(keys.NODES + node.id, node.revision)]
-    deletes = [keys.NODES + node.id] + registry._index_keys(node)
+    compares, _, deletes = registry.plan_delete(node)
     for key in (keys.BRINGUP_NODES + node.id, keys.BRINGUP_INSTALL + node.id):
         found = kv.get(key)
         if found is None:

@@ -263,10 +263,16 @@ class NodeRegistry:
             if entry is None:
                 raise NodeNotFound(name=node_id)
             node = Node.from_entry(entry)
-            if self.kv.txn([Compare(NODES + node_id, entry.mod_revision)], (),
-                           [NODES + node_id] + self._index_keys(node)):
+            if self.kv.txn(*self.plan_delete(node)):
                 return node
         raise ConcurrentUpdate(node=node_id, attempts=CAS_ATTEMPTS)
+
+    def plan_delete(self, node):
+        """``(compares, puts, deletes)`` that delete ``node`` and its indexes in one
+        transaction, compared on the revision it was read at, for a caller that
+        deletes more in the same one (``node remove``)."""
+        return ([Compare(NODES + node.id, node.revision)], [],
+                [NODES + node.id] + self._index_keys(node))
 
     # -- network boots ---------------------------------------------------------
     def record_boot(self, mac, decision=None, platform=None, node=None):
