@@ -4,6 +4,8 @@
 - ``firstboot discover``: a discovery boot reports this machine to the seed
   (:mod:`.discover`; ``rackforge-discover.service``);
 - ``firstboot reset --yes``: forget the step journal;
+- ``firstboot join --endpoint URL --ca-sha256 PIN [--token-file F]``: new join
+  settings for a node that has not joined (``rejoin.py``), first boot started again;
 - ``firstboot inventory [--json]``: this machine's hardware inventory.
 
 Heavy imports stay inside the command functions so ``rackforge --help`` stays fast.
@@ -26,6 +28,17 @@ def add_commands(sub):
     q = fsub.add_parser("reset", help="forget every first-boot step so the agent runs again")
     q.add_argument("--yes", action="store_true", help="really remove the step records")
     q.set_defaults(func=cmd_firstboot_reset)
+    q = fsub.add_parser("join", help="a node that has not joined: replace its join endpoint, "
+                        "token and CA pin, and run first boot again",
+                        allow_abbrev=False)      # no '--token' read as '--token-file'
+    q.add_argument("--endpoint", action="append", required=True, metavar="URL",
+                   help="a controller's join service, https://ADDRESS:9443 (repeat for each)")
+    q.add_argument("--ca-sha256", required=True, metavar="PIN",
+                   help="the cluster CA's pin, sha256:<64 hex>")
+    q.add_argument("--token-file", metavar="FILE",
+                   help="read the token from FILE ('-': standard input); asked for "
+                        "otherwise (never on the command line)")
+    q.set_defaults(func=cmd_firstboot_join)
     q = fsub.add_parser("inventory", help="this machine's hardware inventory")
     q.add_argument("--json", action="store_true", help="print the whole inventory as JSON")
     q.set_defaults(func=cmd_firstboot_inventory)
@@ -163,6 +176,42 @@ def cmd_firstboot_reset(args):
     removed = journal.reset()
     print("removed %d first-boot record%s from %s; rackforge-firstboot runs again on the "
           "next boot" % (removed, "" if removed == 1 else "s", journal.steps_dir().parent))
+    return 0
+
+
+def read_token(file, ask=None, stdin=None):
+    """The join token from ``file`` (its first line; '-': standard input) or a prompt."""
+    import getpass
+
+    from rackforge import fileutil
+    if file == "-":
+        return ((stdin or sys.stdin).readline()).strip()
+    if file:
+        data = fileutil.read_limited(file, 4096).decode("utf-8-sig", errors="replace")
+        lines = data.splitlines()
+        return lines[0].strip() if lines else ""
+    return (ask or getpass.getpass)("join token (from 'rackforge cluster token create'): "
+                                    ).strip()
+
+
+def cmd_firstboot_join(args):
+    from rackforge import errors
+    from rackforge.firstboot import rejoin
+
+    try:
+        token = read_token(args.token_file)
+    except OSError as exc:
+        print("rackforge firstboot join: cannot read the token file %s: %s; give a "
+              "readable file, '-' for standard input, or no --token-file to be asked"
+              % (args.token_file, exc.strerror or exc), file=sys.stderr)
+        return 2
+    try:
+        boot = rejoin.apply(args.endpoint, token, args.ca_sha256)
+    except errors.RackforgeError as exc:
+        print("rackforge firstboot join: %s" % exc, file=sys.stderr)
+        return exc.exit_code
+    print("join settings replaced (%s); first boot runs again: 'journalctl -fu %s'"
+          % (", ".join(boot.join.endpoints), rejoin.UNIT))
     return 0
 
 

@@ -110,6 +110,14 @@ def state(steps, base=None):
     return out
 
 
+def records(base=None):
+    """``{step name: record}`` of every step recorded so far (whatever the steps)."""
+    directory = steps_dir(base)
+    if not directory.is_dir():
+        return {}
+    return {p.stem.split("-", 1)[-1]: _read(p) for p in sorted(directory.glob("*.json"))}
+
+
 BREAK_ENV = "RACKFORGE_FIRSTBOOT_BREAK"
 
 
