@@ -21,7 +21,8 @@ from textual.widgets import Static
 
 from rackforge import errors
 from rackforge.installer import tui
-from rackforge.nodeagent import consoleactions, consolegate, consoleview, localapi
+from rackforge.nodeagent import (consoleactions, consolegate, consolejoin,
+                                 consoleview, localapi)
 
 REFRESH = 5.0
 LOG = logging.getLogger(__name__)
@@ -120,9 +121,15 @@ class ConsoleApp(App):
             self.push_screen(consoleactions.PasswordScreen(), lambda ok: ok and then())
 
     def _open(self, key):
-        """The action's screen, from what the agent says now (in a worker thread)."""
+        """The action's screen, from what the agent says now (in a worker thread); the
+        join's from first boot's own records (a node not joined has no agent)."""
         try:
-            screen = consoleactions.screen_for(key, self.client)
+            if key == "join":
+                state = self.join_state()
+                consolejoin.check(state)
+                screen = consolejoin.JoinScreen(state)
+            else:
+                screen = consoleactions.screen_for(key, self.client)
         except errors.RackforgeError as exc:        # the agent away, or not ready for it
             self.call_from_thread(self.say, str(exc))
             return
@@ -132,6 +139,19 @@ class ConsoleApp(App):
     def systemctl(self, *args):
         from rackforge import systemd
         systemd.systemctl(*args)
+
+    def join_state(self):
+        return consolejoin.join_state()
+
+    def rejoin(self, endpoints, token, pin):
+        """New join settings written and first boot started again (``firstboot.rejoin``)."""
+        from rackforge.firstboot import rejoin
+        return rejoin.apply(endpoints, token, pin, systemctl=self.systemctl)
+
+    def first_boot_line(self):
+        """First boot's console line (what it does, or why it has not joined), or ''."""
+        from rackforge.firstboot import rejoin
+        return rejoin.banner_line()
 
     def journal(self, units):
         """``journalctl --follow`` of ``units``: a process whose stdout gives lines."""
@@ -168,7 +188,9 @@ class ConsoleApp(App):
                 doc, error = self.client.get("/v1/status"), None
                 self.last = doc
             except localapi.LocalApiError as exc:
-                doc, error = None, str(exc)
+                # no agent yet on a node that has not joined: first boot says why
+                first = self.first_boot_line()
+                doc, error = None, str(exc) + ("\n" + first if first else "")
             self.call_from_thread(page.show, doc, error)
         finally:
             page.fetching = False

@@ -1,0 +1,110 @@
+"""The console's "Join with a new token": for a node whose first boot has not joined.
+
+A node stuck at its join (a token that expired before it came up, a mistyped
+endpoint or CA pin) has no node agent yet, so the console does this one itself,
+as root: :mod:`rackforge.firstboot.rejoin` checks that the node is not a member,
+validates the new settings by the bootstrap file's rules, writes them and starts
+first boot again.  The screen shows what first boot says now (its console line
+and the join step's last error) and the current endpoints and pin, to be
+corrected; the token field starts empty, is masked, and is emptied once used.
+"""
+
+import logging
+
+from textual.widgets import Button, Static
+
+from rackforge import errors
+from rackforge.installer.tui import ConsoleInput, field_row, text
+from rackforge.nodeagent.consoleactions import ActionScreen, ActionUnavailable
+
+LOG = logging.getLogger(__name__)
+
+
+def join_state():
+    """This node's :class:`rejoin.JoinState` (the console's; tests replace the app's)."""
+    from rackforge.firstboot import rejoin
+    return rejoin.state()
+
+
+def check(join_state):
+    """:class:`ActionUnavailable` unless the node may join with new settings."""
+    if join_state.member:
+        raise ActionUnavailable(action="join", why="this node %s; leaving its cluster is a "
+                                "decommission rackforge does not do yet" % join_state.member)
+    if join_state.seed_cluster is not None:
+        raise ActionUnavailable(action="join", why="this node began creating cluster %s as "
+                                "its seed; reinstall it to make it join instead"
+                                % join_state.seed_cluster)
+
+
+class JoinScreen(ActionScreen):
+    TITLE = "join with a new token"
+
+    def __init__(self, join_state):
+        super().__init__()
+        self.state = join_state
+        self.busy = False
+
+    def fields(self):
+        s = self.state
+        yield Static(text("First boot: %s" % (s.banner or "no word from it yet")))
+        if s.error:
+            yield Static(text("Its join step failed: %s" % s.error))
+        yield Static(text("New join settings, from 'rackforge cluster token create --json' "
+                          "on a controller:"), classes="heading")
+        yield field_row("Endpoints", "endpoints", "https://10.0.0.5:9443 (comma between)")
+        yield field_row("Token", "token", "ID.SECRET", password=True)
+        yield field_row("CA pin", "pin", "sha256:...")
+        yield Static(text("First boot starts again at its join step with these."))
+
+    def buttons(self):
+        yield Button("< Join >", id="join")
+
+    def on_mount(self):
+        self.query_one("#endpoints", ConsoleInput).value = ", ".join(self.state.endpoints)
+        self.query_one("#pin", ConsoleInput).value = self.state.ca_sha256
+        self.query_one("#token", ConsoleInput).focus()
+
+    def on_input_submitted(self, event):
+        self.focus_next()
+
+    def on_button_pressed(self, event):
+        self.app.gated(self.apply)
+
+    def action_back(self):
+        if not self.busy:
+            self.app.pop_screen()
+
+    def apply(self):
+        if self.busy:
+            return
+        endpoints = [e.strip() for e in self.query_one("#endpoints", ConsoleInput)
+                     .value.replace(" ", ",").split(",") if e.strip()]
+        token_box = self.query_one("#token", ConsoleInput)
+        token, pin = token_box.value.strip(), self.query_one("#pin", ConsoleInput).value.strip()
+        if not token:
+            self.say("the token is missing: type the one 'rackforge cluster token create' "
+                     "printed")
+            return
+        self.busy = True
+        self.say("writing the join settings ...")
+        app = self.app
+        app.run_worker(lambda: self._apply(app, endpoints, token, pin), thread=True,
+                       group="join")
+
+    def _apply(self, app, endpoints, token, pin):
+        try:
+            boot = app.rejoin(endpoints, token, pin)
+        except errors.RackforgeError as exc:
+            app.call_from_thread(self._done, str(exc), False)
+            return
+        LOG.warning("console: join settings replaced (endpoints %s); first boot started "
+                    "again", ", ".join(boot.join.endpoints))
+        app.call_from_thread(self._done, "first boot runs again with the new settings: the "
+                             "status page follows it (Esc)", True)
+
+    def _done(self, line, ok):
+        self.busy = False
+        if ok:
+            self.query_one("#token", ConsoleInput).value = ""
+        self.say(line)
