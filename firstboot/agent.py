@@ -97,6 +97,16 @@ def _persist_network(spec):
     _systemctl("enable", "systemd-networkd.service")
 
 
+def _start_console(say):
+    """The console on tty1 while first boot runs (started, not enabled: hand-over
+    enables it): it shows first boot's line, and a node whose join fails is given new
+    join settings there.  Best effort: without it tty1 keeps its getty and banner."""
+    try:
+        _systemctl("start", "--no-block", "rackforge-console.service")
+    except errors.RackforgeError as exc:
+        say("the console on tty1 did not start (%s); tty1 keeps its login prompt" % exc)
+
+
 def _enable_nodeagent(ctx):
     # --no-block: the node agent is ordered after this unit; waiting for its
     # start job from inside this one would wait forever
@@ -121,6 +131,7 @@ class Env:
     start_join_server: Callable = _start_join_server
     storage_run: Optional[Callable] = None         # probe runner for storage.select
     enable_nodeagent: Callable = _enable_nodeagent
+    start_console: Callable = _start_console          # (say): tty1's console, now
     address_in_use: Callable = _address_in_use        # (spec, address) -> bool (ARP)
     persist_network: Callable = _persist_network      # (spec): networkd files, enabled
     profile: object = field(default_factory=_default_profile)

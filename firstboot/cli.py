@@ -32,7 +32,8 @@ def add_commands(sub):
                         "token and CA pin, and run first boot again",
                         allow_abbrev=False)      # no '--token' read as '--token-file'
     q.add_argument("--endpoint", action="append", required=True, metavar="URL",
-                   help="a controller's join service, https://ADDRESS:9443 (repeat for each)")
+                   help="a controller's join service, https://ADDRESS:9443 (repeat, or "
+                        "commas between)")
     q.add_argument("--ca-sha256", required=True, metavar="PIN",
                    help="the cluster CA's pin, sha256:<64 hex>")
     q.add_argument("--token-file", metavar="FILE",
@@ -45,7 +46,7 @@ def add_commands(sub):
 
 
 # -- firstboot ------------------------------------------------------------------------
-BANNER = "rackforge-firstboot.issue"
+BANNER = "rackforge-firstboot.issue"        # rejoin.py reads it back
 
 
 def banner(line):
@@ -107,6 +108,8 @@ def cmd_firstboot_run(args, env=None):
     say("bootstrap %s: %s%s" % (boot.path, what,
                                 ", role pinned %s" % boot.role if boot.role else ""))
     banner("working: %s" % what)
+    env = env or agent.Env()
+    env.start_console(say)
 
     def on_retry(step, exc, delay):
         say("step %s: retrying in %ds: %s" % (step, delay, exc))
@@ -180,33 +183,44 @@ def cmd_firstboot_reset(args):
 
 
 def read_token(file, ask=None, stdin=None):
-    """The join token from ``file`` (its first line; '-': standard input) or a prompt."""
+    """The join token from ``file`` (its first line; '-': standard input, asked for
+    without echo when that is a terminal) or a prompt."""
     import getpass
 
     from rackforge import fileutil
+    stdin = stdin or sys.stdin
+    ask = ask or getpass.getpass
+    prompt = "join token (from 'rackforge cluster token create'): "
     if file == "-":
-        return ((stdin or sys.stdin).readline()).strip()
+        return (ask(prompt) if stdin.isatty() else stdin.readline()).strip()
     if file:
         data = fileutil.read_limited(file, 4096).decode("utf-8-sig", errors="replace")
         lines = data.splitlines()
         return lines[0].strip() if lines else ""
-    return (ask or getpass.getpass)("join token (from 'rackforge cluster token create'): "
-                                    ).strip()
+    return ask(prompt).strip()
 
 
-def cmd_firstboot_join(args):
+def cmd_firstboot_join(args, geteuid=None):
+    import os
+
     from rackforge import errors
     from rackforge.firstboot import rejoin
 
+    if (geteuid or os.geteuid)() != 0:
+        print("rackforge firstboot join: %s" % errors.NotPrivileged(
+            action="rackforge firstboot join"), file=sys.stderr)
+        return 2
     try:
         token = read_token(args.token_file)
     except OSError as exc:
-        print("rackforge firstboot join: cannot read the token file %s: %s; give a "
+        print("rackforge firstboot join: cannot read the token file %s (%s); give a "
               "readable file, '-' for standard input, or no --token-file to be asked"
-              % (args.token_file, exc.strerror or exc), file=sys.stderr)
+              % (errors.printable(args.token_file), exc.strerror or type(exc).__name__),
+              file=sys.stderr)
         return 2
+    endpoints = [e for given in args.endpoint for e in given.replace(" ", ",").split(",") if e]
     try:
-        boot = rejoin.apply(args.endpoint, token, args.ca_sha256)
+        boot = rejoin.apply(endpoints, token, args.ca_sha256)
     except errors.RackforgeError as exc:
         print("rackforge firstboot join: %s" % exc, file=sys.stderr)
         return exc.exit_code

@@ -115,7 +115,13 @@ def records(base=None):
     directory = steps_dir(base)
     if not directory.is_dir():
         return {}
-    return {p.stem.split("-", 1)[-1]: _read(p) for p in sorted(directory.glob("*.json"))}
+    out = {}
+    for path in sorted(directory.glob("*.json")):
+        rec = _read(path)
+        if not isinstance(rec, dict):
+            raise JournalCorrupt(path=path, detail="not a JSON object")
+        out[path.stem.split("-", 1)[-1]] = rec
+    return out
 
 
 BREAK_ENV = "RACKFORGE_FIRSTBOOT_BREAK"

@@ -102,7 +102,8 @@ class ConsoleApp(App):
         if key == "shell":
             self.break_glass()
             return
-        self.run_worker(lambda: self._open(key), thread=True, exclusive=True, group="open")
+        self.run_worker(lambda: self._open(key), thread=True, exclusive=True, group="open",
+                        exit_on_error=False)
 
     def say(self, line):
         """One line on the screen on top (an action's, or the status page's error line)."""
@@ -132,6 +133,11 @@ class ConsoleApp(App):
                 screen = consoleactions.screen_for(key, self.client)
         except errors.RackforgeError as exc:        # the agent away, or not ready for it
             self.call_from_thread(self.say, str(exc))
+            return
+        except Exception as exc:    # noqa: BLE001 - a bug: one line, no traceback on tty1
+            LOG.error("console: action %s did not open: %s", key, type(exc).__name__)
+            self.call_from_thread(self.say, "%s did not open: %s (a bug); see 'journalctl "
+                                  "-t rackforge-console'" % (key, type(exc).__name__))
             return
         self.call_from_thread(self.push_screen, screen)
 
@@ -190,7 +196,7 @@ class ConsoleApp(App):
             except localapi.LocalApiError as exc:
                 # no agent yet on a node that has not joined: first boot says why
                 first = self.first_boot_line()
-                doc, error = None, str(exc) + ("\n" + first if first else "")
+                doc, error = None, str(exc) + ("\nfirst boot: " + first if first else "")
             self.call_from_thread(page.show, doc, error)
         finally:
             page.fetching = False

@@ -27,14 +27,12 @@ def join_state():
 
 
 def check(join_state):
-    """:class:`ActionUnavailable` unless the node may join with new settings."""
-    if join_state.member:
-        raise ActionUnavailable(action="join", why="this node %s; leaving its cluster is a "
-                                "decommission rackforge does not do yet" % join_state.member)
-    if join_state.seed_cluster is not None:
-        raise ActionUnavailable(action="join", why="this node began creating cluster %s as "
-                                "its seed; reinstall it to make it join instead"
-                                % join_state.seed_cluster)
+    """:class:`ActionUnavailable` unless the node may join with new settings (the
+    refusal's own line: ``rejoin.refusal``)."""
+    from rackforge.firstboot import rejoin
+    refused = rejoin.refusal(join_state)
+    if refused is not None:
+        raise ActionUnavailable(action="join", why=str(refused))
 
 
 class JoinScreen(ActionScreen):
@@ -90,13 +88,19 @@ class JoinScreen(ActionScreen):
         self.say("writing the join settings ...")
         app = self.app
         app.run_worker(lambda: self._apply(app, endpoints, token, pin), thread=True,
-                       group="join")
+                       group="join", exit_on_error=False)
 
     def _apply(self, app, endpoints, token, pin):
         try:
             boot = app.rejoin(endpoints, token, pin)
         except errors.RackforgeError as exc:
             app.call_from_thread(self._done, str(exc), False)
+            return
+        except Exception as exc:    # noqa: BLE001 - a bug: one line, never its locals
+            LOG.error("console: the join settings were not applied: %s (a bug; the "
+                      "traceback is left out: it would hold the token)", type(exc).__name__)
+            app.call_from_thread(self._done, "not applied: %s (a bug); see 'journalctl -t "
+                                 "rackforge-console'" % type(exc).__name__, False)
             return
         LOG.warning("console: join settings replaced (endpoints %s); first boot started "
                     "again", ", ".join(boot.join.endpoints))

@@ -28,7 +28,8 @@ def inv(i, data_disk=True):
 def world(tmp_path, monkeypatch):
     """One shared registry; each node has its own state dir (set per call)."""
     reg = registry.MemoryRegistry()
-    calls = {"etcd": 0, "network": [], "nodeagent": 0, "joins": 0, "members": [],
+    calls = {"etcd": 0, "network": [], "nodeagent": 0, "console": 0, "joins": 0,
+             "members": [],
              "join_server": 0, "clients": {}, "answers": [], "in_use": set(),
              "persisted": []}
     return tmp_path, reg, calls
@@ -72,6 +73,8 @@ def env_for(reg, calls, i, data_disk=True, service=None, hostname=None):
                      storage_run=lambda argv: (0, "") if argv[0] == "wipefs" else (2, ""),
                      enable_nodeagent=lambda ctx: calls.__setitem__(
                          "nodeagent", calls["nodeagent"] + 1),
+                     start_console=lambda say: calls.__setitem__(
+                         "console", calls["console"] + 1),
                      address_in_use=lambda spec, address: address in calls["in_use"],
                      persist_network=lambda spec: calls["persisted"].append(spec.address),
                      hostname=hostname or "node%d.rack" % i)
@@ -131,7 +134,7 @@ def test_bad_bootstrap_is_one_line_and_writes_nothing(world, monkeypatch, capsys
     rc, out = run_cli(capsys, env_for(reg, calls, 1))
     assert rc == 2 and "not joined: bootstrap file" in out and "'cluster' is missing" in out
     assert out.count("\n") == 2 and not journal.steps_dir(state).exists()
-    assert list(reg.kv.get_prefix("/")) == []
+    assert list(reg.kv.get_prefix("/")) == [] and calls["console"] == 0
     # the console banner says why the node stays unjoined
     issue = (tmp_path / "issue.d" / fb_cli.BANNER).read_text()
     assert issue.startswith("rackforge first boot: not joined: bootstrap file") \
@@ -162,6 +165,8 @@ def test_seed_and_four_joins_form_the_cluster(world, monkeypatch, capsys):
     # every controller serves joins: the seed and the two that joined as controllers
     assert (calls["etcd"], calls["join_server"], calls["nodeagent"], calls["joins"]) == \
         (1, 3, 5, 4)
+    # tty1's console started as each first boot began (hand-over enables it for good)
+    assert calls["console"] == 5
     cluster = json.loads(reg.kv.get(keys.CLUSTER).value)
     assert cluster["join_endpoints"] == ["https://10.0.0.%d:9443" % i for i in (1, 2, 3)]
     for i in (2, 3):     # each got the CA's key, sealed for it, and keeps it 0600

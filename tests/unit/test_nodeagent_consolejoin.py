@@ -33,7 +33,7 @@ def test_new_settings_behind_the_password_restart_first_boot(stuck, agent, caplo
         await open_join(op)
         assert isinstance(op.screen, consolejoin.JoinScreen)
         shown = screen_text(op.app)
-        assert "not joined: first boot step 'join' failed" in shown
+        assert "First boot: not joined: first boot step 'join' failed" in shown
         assert "Its join step failed: join token abcdef is expired" in shown
         assert OLD["join"]["token"] not in shown
         assert op.screen.query_one("#endpoints").value == "https://10.0.0.5:9443"
@@ -99,8 +99,8 @@ def test_a_member_is_told_why_not_and_nothing_opens(stuck, agent):      # noqa: 
         op = Operator(pilot)
         await open_join(op)
         assert op.screen.TITLE == "actions"
-        assert "join: this node completed first boot; leaving its cluster is a " \
-               "decommission" in op.problems()
+        assert "join: this node completed first boot: it is a member, and leaving its " \
+               "cluster" in op.problems()
 
     app = run(agent, script)
     assert app.done == [] and yaml.safe_load(stuck.where.read_text()) == OLD
@@ -120,4 +120,40 @@ def test_with_no_agent_the_status_page_says_what_first_boot_says(stuck, tmp_path
     run_app(console.ConsoleApp(client, refresh_every=3600,
                                gate=consolegate.Gate(stored=lambda: "!")), script,
             settle=first)
-    assert "rackforge first boot: not joined: first boot step 'join' failed" in seen[0]
+    assert "first boot: not joined: first boot step 'join' failed" in seen[0]
+
+
+def test_a_seed_that_began_is_told_why_not(stuck, agent):      # noqa: F811
+    (stuck.steps / "03-join.json").unlink()
+    (stuck.steps / "03-seed.json").write_text(json.dumps({"step": "seed",
+                                                          "status": "started"}))
+
+    async def script(pilot):
+        op = Operator(pilot)
+        await open_join(op)
+        assert op.screen.TITLE == "actions"
+        assert "join: this node began creating a cluster" in op.problems()
+
+    app = run(agent, script)
+    assert app.done == [] and yaml.safe_load(stuck.where.read_text()) == OLD
+
+
+def test_a_bug_in_the_join_is_one_line_without_the_token(
+        stuck, agent, caplog, monkeypatch):      # noqa: F811
+    from rackforge.nodeagent import console
+
+    def broken(self, endpoints, token, pin):
+        raise TypeError("unhashable: %s" % token)       # a bug that quotes its input
+
+    async def script(pilot):
+        op = Operator(pilot)
+        await open_join(op)
+        await op.type("token", NEW_TOKEN)
+        op.screen.query_one("#join").press()
+        await op.settle()
+        assert "not applied: TypeError (a bug)" in op.problems()
+        assert NEW_TOKEN not in screen_text(op.app)
+
+    monkeypatch.setattr(console.ConsoleApp, "rejoin", broken)
+    run(agent, script)
+    assert NEW_TOKEN not in caplog.text and "TypeError" in caplog.text
