@@ -61,7 +61,9 @@ class SerialConsole:
             self.socket.unlink()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        relay = " ".join(shlex.quote(str(a)) for a in (sys.executable, RELAY, self.socket))
+        self.trace = Path(self.guest.workdir) / "serial.trace"
+        argv = (sys.executable, RELAY, self.socket, self.trace)
+        relay = " ".join(shlex.quote(str(a)) for a in argv)
         self.tmux("new-session", "-d", "-s", self.session, "-x", str(COLUMNS), "-y",
                   str(LINES), "-e", "TERM=linux", relay + "; sleep 3600")
         self.tmux("pipe-pane", "-t", self.session, "-o", "cat >> %s" % shlex.quote(
@@ -83,27 +85,48 @@ class SerialConsole:
     def screen(self):
         return self.tmux("capture-pane", "-p", "-t", self.session).stdout
 
-    def focused(self):
-        """[(text before the focus, the focused text)] of each line with focus colour: a
-        field's label and its value, or a button's or a row's text."""
+    def _focused_lines(self):
+        """[(text before the focus, [(focused text, dim)])] of each line with focus colour."""
         out = []
         for line in self.tmux("capture-pane", "-e", "-p", "-t", self.session).stdout \
                 .splitlines():
-            before, on, cyan = [], [], False
+            before, on, cyan, dim = [], [], False, False
             for token in TOKEN.findall(line):
                 if token.startswith("\x1b"):
                     if token.endswith("m"):
                         params = token[2:-1].split(";")
+                        if any(p in ("", "0") for p in params):
+                            dim = False
+                        if "22" in params:
+                            dim = False
+                        if "2" in params:
+                            dim = True
                         if FOCUS in params:
                             cyan = True
                         elif any(p in ("", "0", "49") or (len(p) == 2 and p[0] == "4")
                                  for p in params):
                             cyan = False
                     continue
-                (on if cyan else before if not on else []).append(token)
+                if cyan:
+                    on.append((token, dim))
+                elif not on:
+                    before.append(token)
             if on:
-                out.append(("".join(before).strip(), "".join(on)))
+                out.append(("".join(before).strip(), on))
         return out
+
+    def focused(self):
+        """[(text before the focus, the focused text)] of each line with focus colour: a
+        field's label and its value, or a button's or a row's text."""
+        return [(before, "".join(t for t, _ in on)) for before, on in self._focused_lines()]
+
+    def field_value(self):
+        """What is typed in the focused input field: its focused text without what is
+        drawn dim (the placeholder of an empty field), stripped; None without a focus."""
+        lines = self._focused_lines()
+        if not lines:
+            return None
+        return "".join(t for t, dim in lines[0][1] if not dim).strip()
 
     def has_focus(self, label):
         return any(label in on or before.endswith(label) for before, on in self.focused())
@@ -164,21 +187,37 @@ class SerialConsole:
                              % (key, tries, self.screen()))
 
     def focus(self, label, timeout, tries=12):
-        """Tab until the focused line holds ``label`` (a field's label or a row's text)."""
+        """Tab until the focused line holds ``label`` (a field's label or a row's text):
+        each Tab waits until the focus moved (anywhere: ``label`` may be several Tabs
+        away), not for ``label`` itself, which would wait out ``timeout`` on every Tab
+        but the last."""
+        for _ in range(tries):
+            if self.has_focus(label):
+                return
+            before = self.focused()
+            self.key_until("Tab", lambda: self.focused() not in ([], before), timeout)
         if not self.has_focus(label):
-            self.key_until("Tab", lambda: self.has_focus(label), timeout, tries)
+            raise ConsoleTimeout("Tab pressed %d times did not reach %r; the screen:\n%s"
+                                 % (tries, label, self.screen()))
 
     def fill(self, label, value, timeout, tries=3):
-        """The field labelled ``label`` focused, emptied (Ctrl-U: the cursor is at its
-        end), ``value`` typed, and shown in it; typed again (up to ``tries`` times) when
-        the field shows something else, as a person would on a laggy line."""
-        shown = re.escape(label) + r"\s+" + re.escape(value) + r"(\s|$)"
+        """The field labelled ``label`` focused, emptied (Ctrl-U: the cursor is at its end
+        on focus) and ``value`` typed into it, as a person at a slow serial console types:
+        one key, then a look at the field until it shows that key, then the next.  Keys
+        sent in a burst while the guest was still redrawing for the one before showed
+        only when later keys came (a TCG guest's 16550; cause not found): a person's
+        pace never sends one.  A key that does not show within ``timeout`` starts the
+        field again, up to ``tries`` times."""
         for attempt in range(tries):
             self.focus(label, timeout)
-            self.keys("End", "C-u")
-            self.type(value)
             try:
-                return self.wait_screen(shown, timeout)
+                if self.field_value():
+                    self.key_until("C-u", lambda: self.field_value() == "", timeout)
+                for i in range(len(value)):
+                    self.type(value[i])
+                    self.wait_until(lambda: self.field_value() == value[:i + 1], timeout,
+                                    "%r to show %r" % (label, value[:i + 1]))
+                return
             except ConsoleTimeout:
                 if attempt == tries - 1:
                     raise
