@@ -105,11 +105,15 @@ def text(lines):
 
 class ConsoleInput(Input):
     """An input line whose password mask is ``*`` (Textual's bullet is not in a console
-    font) and which puts the cursor at the end on focus instead of selecting all."""
+    font), which puts the cursor at the end on focus instead of selecting all, and whose
+    cursor does not blink: a blink redraws the line twice a second for as long as the
+    field has the focus, traffic for nothing on a serial console (a BMC's, at 115200
+    baud or less)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("select_on_focus", False)
         super().__init__(*args, **kwargs)
+        self.set_reactive(Input.cursor_blink, False)
 
     @property
     def _value(self):
@@ -490,10 +494,17 @@ class ProgressScreen(Screen):
 
 class ScreenConsole:
     """``run.Console``'s two calls for ``install()``, from the worker thread: onto the
-    progress screen and into the log (not onto the ttys: another console's TUI is there)."""
+    progress screen and into the log (not onto the ttys: another console's TUI is there).
+
+    Progress reaches the screen only when what it shows changes (a step's whole
+    percent): the writer reports every file it copies or verifies, and each report
+    waits for the app (``call_from_thread``) and redraws the screen, which on a slow
+    CPU and a serial console cost more than the hashing (the TUI's verify took
+    minutes longer than the answer file's)."""
 
     def __init__(self, app, screen):
         self.app, self.screen = app, screen
+        self.shown = {}         # step -> the whole percent on the screen
 
     def line(self, line):
         LOG.info("%s", line)
@@ -502,6 +513,10 @@ class ScreenConsole:
     def progress(self, step, fraction, line):
         if line:
             LOG.info("%s", line)
+        percent = int(max(0.0, min(1.0, fraction)) * 100)
+        if self.shown.get(step) == percent:
+            return
+        self.shown[step] = percent
         self.app.call_from_thread(self.screen.show_progress, step, fraction)
 
 

@@ -282,9 +282,9 @@ class Writer:
             total = tree_bytes(self.source)
             seen = [0]
 
-            def tick(n):
+            def tick(n):        # both copies are read: the source's bytes and the disk's
                 seen[0] += n
-                self.progress("verify", min(0.99, seen[0] / max(total, 1)), "")
+                self.progress("verify", min(0.99, seen[0] / max(2 * total, 1)), "")
             bad = compare_trees(self.source, self.root, skip=NODE_FILES, tick=tick)
         finally:
             self._unmount()

@@ -207,6 +207,23 @@ def test_a_bad_address_stays_on_the_network_screen(dell):
     run_app(tui.InstallerApp(dell, run=Runner()), script)
 
 
+def test_a_focused_field_does_not_blink(dell):
+    """A blinking cursor redraws its line twice a second for as long as the field has the
+    focus: on a serial console, bytes on a slow line for nothing."""
+    async def script(pilot):
+        op = Operator(pilot)
+        await op.disk(SDA)
+        box = op.screen.query_one("#address", tui.ConsoleInput)
+        box.focus()
+        await op.pause()
+        assert box.has_focus
+        assert not box._blink_timer._active.is_set()
+        await pilot.pause(0.6)          # past Textual's blink interval (0.5 s)
+        assert box._cursor_visible
+
+    run_app(tui.InstallerApp(dell, run=Runner()), script)
+
+
 def test_dhcp_hides_the_static_fields(dell):
     async def script(pilot):
         op = Operator(pilot)
@@ -676,3 +693,21 @@ def test_without_textual_the_command_says_so(monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "rackforge: error: the installer's screens need Textual (no module textual); "
         "install python3-textual, or install from an answer file"]
+
+
+def test_progress_reaches_the_screen_only_when_what_it_shows_changes():
+    """The writer reports each file; the screen is redrawn for each whole percent."""
+    class App:
+        calls = []
+
+        def call_from_thread(self, func, *args):
+            self.calls.append(args)
+
+    app = App()
+    console = tui.ScreenConsole(app, type("S", (), {"show_progress": None})())
+    for i in range(5001):
+        console.progress("verify", i / 5000, None)
+    console.progress("copy", 1.0, None)
+    assert len(app.calls) == 102
+    assert app.calls[0] == ("verify", 0.0) and app.calls[-2] == ("verify", 1.0)
+    assert app.calls[-1] == ("copy", 1.0)
