@@ -14,7 +14,9 @@ nodes 2-5 join.  Checked:
   and, booted again, resumes the join and ends joined once: one record, the
   token spent once for it;
 - a sixth node with a wrong token is refused: nothing about it in the
-  registry, its console banner says why;
+  registry, its console banner says why; at the end, given a new token with
+  ``rackforge firstboot join`` (the console's "Join with a new token"), it
+  resumes its join step and joins;
 - every controller serves joins: with the seed powered off, a seventh node
   joins through another controller (its join bundle lists all three);
 - no node's private key was made off the node: each key is on its node only,
@@ -246,3 +248,26 @@ def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root,
         served = [c.name for c in controllers
                   if "node node7" in c.journal("rackforge-join.service")]
         assert len(served) == 1, served
+
+        # -- node6, refused for its wrong token, joins with a new one ----------------
+        # (``rackforge firstboot join``: what the console's "Join with a new token" does)
+        assert bad.run("rackforge", "firstboot", "join", "--endpoint", bundle["endpoints"][0],
+                       "--ca-sha256", bundle["ca_sha256"], "--token-file", "-",
+                       input="\n", check=False).returncode == 2   # no token: nothing changes
+        fresh = json.loads(ctl.run("rackforge", "cluster", "token", "create", "--json").stdout)
+        argv = ["rackforge", "firstboot", "join", "--ca-sha256", fresh["ca_sha256"],
+                "--token-file", "-"]
+        fresh["endpoints"].sort(key=lambda e: e != "https://%s:9443" % address(1))
+        for endpoint in fresh["endpoints"]:          # the seed's first: it is off
+            argv += ["--endpoint", endpoint]
+        assert "join settings replaced" in bad.run(*argv, input=fresh["token"] + "\n").stdout
+        wait_until(lambda: done(bad), JOIN_TIMEOUT, "node6 to join with its new token",
+                   interval=1)
+        assert "joined as compute" in bad.path("/etc/issue.d/rackforge-firstboot.issue") \
+            .read_text()
+        assert re.search(r"step join: resuming \(attempt 2\)", firstboot_log(bad))
+        assert node_list(ctl)["node6"]["state"] == "active"
+        assert fresh["token"] not in firstboot_log(bad) + ctl.journal("rackforge-join.service")
+        kept = bad.path("/etc/rackforge/bootstrap.yaml")
+        assert kept.stat().st_mode & 0o777 == 0o600 and "address: %s/24" % address(6) in \
+            kept.read_text()
