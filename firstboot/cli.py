@@ -108,14 +108,14 @@ def cmd_firstboot_run(args, env=None):
     say("bootstrap %s: %s%s" % (boot.path, what,
                                 ", role pinned %s" % boot.role if boot.role else ""))
     banner("working: %s" % what)
-    env = env or agent.Env()
-    env.start_console(say)
 
     def on_retry(step, exc, delay):
         say("step %s: retrying in %ds: %s" % (step, delay, exc))
         banner("retrying: %s (step %s, next try in %ds)" % (exc, step, delay))
 
     try:
+        env = env or agent.Env()        # reads the node profile: its error is a line too
+        env.start_console(say)
         ctx = agent.run(boot, env=env, say=say, on_retry=on_retry)
     except errors.RackforgeError as exc:
         say("not joined: " + str(exc))

@@ -115,6 +115,10 @@ class ConsoleInput(Input):
         super().__init__(*args, **kwargs)
         self.set_reactive(Input.cursor_blink, False)
 
+    def _on_focus(self, event):
+        super()._on_focus(event)
+        self.cursor_position = len(self.value)      # Ctrl-U then empties the whole field
+
     @property
     def _value(self):
         if self.password:

@@ -207,7 +207,7 @@ def test_a_bad_address_stays_on_the_network_screen(dell):
     run_app(tui.InstallerApp(dell, run=Runner()), script)
 
 
-def test_a_focused_field_does_not_blink(dell):
+def test_a_focused_field_does_not_blink_and_its_cursor_is_at_the_end(dell):
     """A blinking cursor redraws its line twice a second for as long as the field has the
     focus: on a serial console, bytes on a slow line for nothing."""
     async def script(pilot):
@@ -220,6 +220,14 @@ def test_a_focused_field_does_not_blink(dell):
         assert not box._blink_timer._active.is_set()
         await pilot.pause(0.6)          # past Textual's blink interval (0.5 s)
         assert box._cursor_visible
+        # and the cursor is at the end whenever the field takes the focus
+        box.value = "10.0.0.11/24"
+        box.cursor_position = 0
+        op.screen.query_one("#gateway", tui.ConsoleInput).focus()
+        await op.pause()
+        box.focus()
+        await op.pause()
+        assert box.cursor_position == len("10.0.0.11/24")
 
     run_app(tui.InstallerApp(dell, run=Runner()), script)
 
