@@ -47,6 +47,7 @@ def add_commands(sub):
 
 # -- firstboot ------------------------------------------------------------------------
 BANNER = "rackforge-firstboot.issue"        # rejoin.py reads it back
+BANNER_PREFIX = "rackforge first boot: "
 
 
 def banner(line):
@@ -63,7 +64,7 @@ def banner(line):
     text = errors.printable(" ".join(str(line).split()))
     try:
         make_dirs(directory, 0o755)       # agetty reads it; the banner is public
-        atomic_write(directory / BANNER, "rackforge first boot: %s\n\n" % text, mode=0o644)
+        atomic_write(directory / BANNER, "%s%s\n\n" % (BANNER_PREFIX, text), mode=0o644)
     except OSError as exc:      # a read-only /etc must not hide the real outcome
         print("rackforge-firstboot: cannot write the console banner: %s" % exc, flush=True)
 
@@ -218,9 +219,8 @@ def cmd_firstboot_join(args, geteuid=None):
               % (errors.printable(args.token_file), exc.strerror or type(exc).__name__),
               file=sys.stderr)
         return 2
-    endpoints = [e for given in args.endpoint for e in given.replace(" ", ",").split(",") if e]
     try:
-        boot = rejoin.apply(endpoints, token, args.ca_sha256)
+        boot = rejoin.apply(rejoin.split_endpoints(args.endpoint), token, args.ca_sha256)
     except errors.RackforgeError as exc:
         print("rackforge firstboot join: %s" % exc, file=sys.stderr)
         return exc.exit_code

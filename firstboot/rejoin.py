@@ -39,12 +39,11 @@ import yaml
 from rackforge import errors, paths, yamlfile
 from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.firstboot import bootstrap, journal
+from rackforge.firstboot.cli import BANNER, BANNER_PREFIX   # cli.banner writes it
 
 LOG = logging.getLogger(__name__)
 UNIT = "rackforge-firstboot.service"
 KEPT = ("management", "role", "boot")
-BANNER = "rackforge-firstboot.issue"        # first boot's console banner (cli.banner)
-BANNER_PREFIX = "rackforge first boot: "
 
 
 class AlreadyMember(errors.RackforgeError):
@@ -174,6 +173,12 @@ def refusal(join_state):
         return BeganSeeding(why=join_state.seed, cluster=" (%s)" % join_state.cluster
                             if join_state.cluster else "")
     return None
+
+
+def split_endpoints(given):
+    """Endpoints as typed: strings (or one) with commas or spaces between."""
+    given = [given] if isinstance(given, str) else given
+    return [e for text in given for e in text.replace(" ", ",").split(",") if e]
 
 
 def new_mapping(raw, endpoints, token, ca_sha256):

@@ -147,7 +147,9 @@ class ConsoleApp(App):
         systemd.systemctl(*args)
 
     def join_state(self):
-        return consolejoin.join_state()
+        """This node's ``rejoin.JoinState`` (tests replace it)."""
+        from rackforge.firstboot import rejoin
+        return rejoin.state()
 
     def rejoin(self, endpoints, token, pin):
         """New join settings written and first boot started again (``firstboot.rejoin``)."""

@@ -20,12 +20,6 @@ from rackforge.nodeagent.consoleactions import ActionScreen, ActionUnavailable
 LOG = logging.getLogger(__name__)
 
 
-def join_state():
-    """This node's :class:`rejoin.JoinState` (the console's; tests replace the app's)."""
-    from rackforge.firstboot import rejoin
-    return rejoin.state()
-
-
 def check(join_state):
     """:class:`ActionUnavailable` unless the node may join with new settings (the
     refusal's own line: ``rejoin.refusal``)."""
@@ -76,8 +70,8 @@ class JoinScreen(ActionScreen):
     def apply(self):
         if self.busy:
             return
-        endpoints = [e.strip() for e in self.query_one("#endpoints", ConsoleInput)
-                     .value.replace(" ", ",").split(",") if e.strip()]
+        from rackforge.firstboot import rejoin
+        endpoints = rejoin.split_endpoints(self.query_one("#endpoints", ConsoleInput).value)
         token_box = self.query_one("#token", ConsoleInput)
         token, pin = token_box.value.strip(), self.query_one("#pin", ConsoleInput).value.strip()
         if not token:
