@@ -40,6 +40,15 @@ def add_commands(sub):
                    help="read the token from FILE ('-': standard input); asked for "
                         "otherwise (never on the command line)")
     q.set_defaults(func=cmd_firstboot_join)
+    q = fsub.add_parser("factory-reset", help="reset this node to its factory state: it "
+                        "leaves its cluster, its state is erased, first boot waits for "
+                        "join settings")
+    g = q.add_mutually_exclusive_group(required=True)
+    g.add_argument("--confirm", metavar="HOSTNAME",
+                   help="this node's host name, typed to confirm")
+    g.add_argument("--resume", action="store_true",
+                   help="go on with a reset a power cut interrupted (its unit runs this)")
+    q.set_defaults(func=cmd_firstboot_factory_reset)
     q = fsub.add_parser("inventory", help="this machine's hardware inventory")
     q.add_argument("--json", action="store_true", help="print the whole inventory as JSON")
     q.set_defaults(func=cmd_firstboot_inventory)
@@ -226,6 +235,32 @@ def cmd_firstboot_join(args, geteuid=None):
         return exc.exit_code
     print("join settings replaced (%s); first boot runs again: 'journalctl -fu %s'"
           % (", ".join(boot.join.endpoints), rejoin.UNIT))
+    return 0
+
+
+def cmd_firstboot_factory_reset(args, geteuid=None, env=None):
+    import os
+
+    from rackforge import errors
+    from rackforge.firstboot import factoryreset
+
+    if (geteuid or os.geteuid)() != 0:
+        print("rackforge firstboot factory-reset: %s" % errors.NotPrivileged(
+            action="rackforge firstboot factory-reset"), file=sys.stderr)
+        return 2
+
+    def say(line):
+        print(line, flush=True)
+    try:
+        if args.resume:
+            factoryreset.resume(env, say)
+        else:
+            plan = factoryreset.start(args.confirm, env, say)
+            for line in plan.lines():
+                print("  " + line)
+    except errors.RackforgeError as exc:
+        print("rackforge firstboot factory-reset: %s" % exc, file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -21,7 +21,7 @@ from textual.widgets import Static
 
 from rackforge import errors
 from rackforge.installer import tui
-from rackforge.nodeagent import (consoleactions, consolegate, consolejoin,
+from rackforge.nodeagent import (consoleactions, consolegate, consolejoin, consolereset,
                                  consoleview, localapi)
 
 REFRESH = 5.0
@@ -123,12 +123,17 @@ class ConsoleApp(App):
 
     def _open(self, key):
         """The action's screen, from what the agent says now (in a worker thread); the
-        join's from first boot's own records (a node not joined has no agent)."""
+        join's from first boot's own records (a node not joined has no agent), the
+        reset's from the node's own files (the reset stops the agent)."""
         try:
             if key == "join":
                 state = self.join_state()
                 consolejoin.check(state)
                 screen = consolejoin.JoinScreen(state)
+            elif key == "reset":
+                plan = self.reset_plan()
+                consolereset.check(plan)
+                screen = consolereset.ResetScreen(plan)
             else:
                 screen = consoleactions.screen_for(key, self.client)
         except errors.RackforgeError as exc:        # the agent away, or not ready for it
@@ -155,6 +160,21 @@ class ConsoleApp(App):
         """New join settings written and first boot started again (``firstboot.rejoin``)."""
         from rackforge.firstboot import rejoin
         return rejoin.apply(endpoints, token, pin, systemctl=self.systemctl)
+
+    def reset_env(self):
+        """What a factory reset touches (``firstboot.factoryreset.Env``; tests replace it)."""
+        from rackforge.firstboot import factoryreset
+        return factoryreset.Env(systemctl=self.systemctl)
+
+    def reset_plan(self):
+        """What a factory reset of this node does (``firstboot.factoryreset.plan``)."""
+        from rackforge.firstboot import factoryreset
+        return factoryreset.plan(self.reset_env())
+
+    def factory_reset(self, confirm, say):
+        """This node reset to its factory state (``firstboot.factoryreset.start``)."""
+        from rackforge.firstboot import factoryreset
+        return factoryreset.start(confirm, self.reset_env(), say)
 
     def first_boot_line(self):
         """First boot's console line (what it does, or why it has not joined), or ''."""

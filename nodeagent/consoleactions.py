@@ -44,6 +44,7 @@ ACTIONS = [("network", "Management network (DHCP or static, VLAN)", True),
            ("bmc", "BMC: its address and a user's password (in band)", True),
            ("services", "Services: restart one (or the agent), follow its journal", False),
            ("join", "Join the cluster with a new token (first boot not joined)", True),
+           ("reset", "Reset this node to its factory state (type its name)", True),
            ("shell", "A root shell (break glass; logged)", True)]
 JOURNAL_LINES = 200     # kept on the journal screen; the journal keeps the rest
 

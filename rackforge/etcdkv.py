@@ -338,6 +338,11 @@ class EtcdKV(KVStore):
         """Make the learner ``member_id`` a voting member."""
         return self._member_call("promote", {"ID": member_id})
 
+    def member_remove(self, member_id):
+        """Remove the member ``member_id`` (a node's factory reset: its own); returns the
+        member list after the change."""
+        return self._member_call("remove", {"ID": member_id}).get("members") or []
+
 
 def _short(exc):
     """The innermost reason of a requests exception, on one line."""

@@ -17,6 +17,10 @@ nodes 2-5 join.  Checked:
   registry, its console banner says why; at the end, given a new token with
   ``rackforge firstboot join`` (the console's "Join with a new token"), it
   resumes its join step and joins;
+- a controller reset to its factory state (``rackforge firstboot
+  factory-reset``, the console's "Reset") leaves the cluster (its records, its
+  etcd member), is erased, waits for join settings, and joins again with a new
+  token, as a controller in its freed place;
 - every controller serves joins: with the seed powered off, a seventh node
   joins through another controller (its join bundle lists all three);
 - no node's private key was made off the node: each key is on its node only,
@@ -271,3 +275,53 @@ def test_five_nodes_three_controllers_interrupted_join_and_bad_token(image_root,
         kept = bad.path("/etc/rackforge/bootstrap.yaml")
         assert kept.stat().st_mode & 0o777 == 0o600 and "address: %s/24" % address(6) in \
             kept.read_text()
+
+        # -- a controller reset to its factory state, then joined again ---------------
+        # (``rackforge firstboot factory-reset``: what the console's "Reset" does)
+        seed.boot()                 # its etcd member back: the others keep a quorum
+        gone = controllers[1]
+        wrong = gone.run("rackforge", "firstboot", "factory-reset", "--confirm", "node0",
+                         check=False)
+        assert wrong.returncode == 2 and "host name (%s)" % gone.name in wrong.stderr
+
+        def reset():
+            res = gone.run("rackforge", "firstboot", "factory-reset", "--confirm", gone.name,
+                           check=False)
+            if res.returncode != 0 and "without a quorum" not in res.stderr:
+                raise AssertionError(res.stdout + res.stderr)
+            return res.returncode == 0 and res
+        res = wait_until(reset, 180, "%s's factory reset (the seed's etcd back)" % gone.name,
+                         interval=2)
+        assert "leaves cluster rack1" in res.stdout and "factory reset: done" in res.stdout
+        assert gone.name not in node_list(ctl)
+        members = json.loads(ctl.run(
+            "PYTHONPATH=/usr/lib/rackforge", "python3", "-c",
+            "import json; from rackforge import registry; "
+            "print(json.dumps(registry.connect().kv.members()))").stdout)
+        assert sorted(m["name"] for m in members) == sorted(["node1", ctl.name])
+        assert list(gone.path("/var/lib/rackforge").iterdir()) == []
+        assert not gone.path("/var/lib/etcd/rackforge").exists()
+        assert not gone.path("/etc/rackforge/etcd").exists()
+        assert "join:" not in gone.path("/etc/rackforge/bootstrap.yaml").read_text()
+        assert gone.run("systemctl", "is-enabled", "rackforge-etcd.service",
+                        "rackforge-nodeagent.service", check=False).stdout.split() == \
+            ["disabled", "disabled"]
+        wait_until(lambda: "join' is missing" in firstboot_log(gone), 60,
+                   "%s's first boot to wait for join settings" % gone.name, interval=1)
+        again = json.loads(ctl.run("rackforge", "cluster", "token", "create", "--json").stdout)
+        argv = ["rackforge", "firstboot", "join", "--ca-sha256", again["ca_sha256"],
+                "--token-file", "-"] + [a for e in again["endpoints"]
+                                        if address(int(gone.name[4:])) not in e
+                                        for a in ("--endpoint", e)]
+        assert "join settings replaced" in gone.run(*argv, input=again["token"] + "\n").stdout
+        wait_until(lambda: done(gone), JOIN_TIMEOUT, "%s to join again" % gone.name,
+                   interval=1)
+        listing = node_list(ctl)
+        assert listing[gone.name]["state"] == "active"
+        assert listing[gone.name]["role"].startswith("controller")    # its place was free
+        members = json.loads(ctl.run(
+            "PYTHONPATH=/usr/lib/rackforge", "python3", "-c",
+            "import json; from rackforge import registry; "
+            "print(json.dumps(registry.connect().kv.members()))").stdout)
+        assert sorted(m["name"] for m in members) == sorted(["node1", ctl.name, gone.name])
+        assert not any(m.get("isLearner") for m in members)

@@ -1,0 +1,287 @@
+"""A node reset to its factory state (``firstboot/factoryreset.py``) and ``rackforge
+firstboot factory-reset``: the host name typed to confirm; a member leaves its cluster
+(every record of it in the in-memory registry, its etcd membership) before its units
+stop and its state is erased; the bootstrap file keeps the management network only;
+refusals change nothing; a reset cut at any phase resumes and ends the same."""
+
+import json
+import types
+
+import lifecycle
+import pytest
+import yaml
+
+from rackforge import keys, paths, registry
+from rackforge.cluster import etcd, roles
+from rackforge.firstboot import bootstrap, cli, factoryreset
+from rackforge.kvstore import MemoryKV, RegistryUnavailable
+from rackforge.systemd import SystemctlFailed
+
+BOOT = {"join": {"endpoint": "https://10.0.0.5:9443", "token": "abcdef.0123456789abcdef",
+                 "ca_sha256": "sha256:" + "ab" * 32},
+        "management": {"interface": "eno1", "address": "10.0.0.12/24", "gateway": "10.0.0.1"},
+        "role": "controller"}
+
+
+class MembersKV(MemoryKV):
+    """The in-memory store with an etcd member list (the real store's membership calls)."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.member_list = [{"ID": str(100 + i), "name": n, "peerURLs": [],
+                             "clientURLs": ["https://%s:2379" % n]}
+                            for i, n in enumerate(names)]
+        self.removed = []
+        self.down = set()               # members whose status does not answer
+
+    def member_status(self, endpoint, timeout=3):
+        if any(endpoint == "https://%s:2379" % n for n in self.down):
+            raise RegistryUnavailable(endpoint=endpoint, detail="connection refused")
+        return {"leader": 100}
+
+    def members(self):
+        return list(self.member_list)
+
+    def member_remove(self, member_id):
+        self.removed.append(member_id)
+        self.member_list = [m for m in self.member_list if m["ID"] != member_id]
+        return self.member_list
+
+
+def make_cluster(kv, names):
+    """Active nodes with roles (the first three controllers), certificates, heartbeats and
+    health records, in the store ``kv``; returns {name: node}."""
+    reg = registry.NodeRegistry(kv)
+    election = roles.RoleElection(kv)
+    kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1"}).encode())])
+    out = {}
+    for name in names:
+        node = lifecycle.create(reg, "active", name=name, macs=[
+            "52:54:00:00:00:%02x" % (len(out) + 1)])
+        roles.record_role(reg, node.id, election.decide(node.id))
+        kv.txn([], [(keys.NODE_CERTS + node.id, b"PEM"),
+                    (keys.HEARTBEATS + node.id, b"{}"),
+                    (keys.HEALTH + node.id + "/etcd", b"{}"),
+                    (keys.HEALTH + node.id + "/join", b"{}")])
+        out[name] = reg.get_node(node.id)
+    return reg, out
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """This node, node-1, a member of a three-node cluster with an etcd member each."""
+    for var, sub in (("RACKFORGE_STATE", "state"), ("RACKFORGE_CONFIG", "etc"),
+                     ("RACKFORGE_ISSUE_DIR", "issue.d"),
+                     ("RACKFORGE_ETCD_DATA", "etcd-data"),
+                     ("RACKFORGE_ETCD_CLIENT", "etc/etcd/client.json")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("RACKFORGE_BOOTSTRAP", str(tmp_path / "etc" / "bootstrap.yaml"))
+    kv = MembersKV(["node-1", "node-2", "node-3"])
+    reg, nodes = make_cluster(kv, ["node-1", "node-2", "node-3"])
+    me = nodes["node-1"]
+    state = paths.state_dir()
+    (state / "pki").mkdir(parents=True)
+    (state / "pki" / "node.key").write_text("KEY")
+    (state / "firstboot" / "steps").mkdir(parents=True)
+    (state / "firstboot.done").write_text("")
+    (state / "node.json").write_text(json.dumps({
+        "node_id": me.id, "name": "node-1", "role": "controller", "etcd_member": True,
+        "etcd_endpoints": ["https://10.0.0.12:2379"]}))
+    layout = etcd.Layout.default()
+    layout.data_dir.mkdir(parents=True)
+    (layout.data_dir / "member").mkdir()
+    layout.config_dir.mkdir(parents=True)
+    (layout.config_dir / "client.json").write_text("{}")
+    bootstrap.path().write_text(yaml.safe_dump(BOOT))
+    calls = []
+    world = types.SimpleNamespace(kv=kv, reg=reg, nodes=nodes, me=me, calls=calls,
+                                  root=tmp_path / "root", active=set(), refuse=set(),
+                                  down=False)
+    world.root.mkdir()
+
+    def systemctl(*args):
+        calls.append(args)
+        if args[0] == "is-active":
+            if args[-1] not in world.active:
+                raise SystemctlFailed(args=" ".join(args), detail="inactive", unit=args[-1])
+        elif args[-1] in world.refuse:
+            raise SystemctlFailed(args=" ".join(args), detail="no such unit", unit=args[-1])
+
+    def connect(node_json):
+        if world.down:
+            raise RegistryUnavailable(endpoint="https://10.0.0.5:2379",
+                                      detail="connection refused")
+        assert node_json["node_id"] == me.id
+        return reg
+
+    world.env = factoryreset.Env(systemctl=systemctl, connect=connect, root=world.root,
+                                 hostname="node-1")
+    return world
+
+
+def names(reg):
+    return sorted(n.name for n in reg.list_nodes())
+
+
+def keys_of(kv, node_id):
+    return [e.key for e in kv.get_prefix("/") if node_id in e.key or node_id.encode()
+            in e.value]
+
+
+def assert_factory_state(world):
+    state = paths.state_dir()
+    assert not state.exists() or list(state.iterdir()) == []
+    assert not etcd.Layout.default().data_dir.exists()
+    assert not etcd.Layout.default().config_dir.exists()
+    kept = yaml.safe_load(bootstrap.path().read_text())
+    assert kept == {"management": BOOT["management"], "role": "controller"}
+    assert bootstrap.path().stat().st_mode & 0o777 == 0o600
+    assert not factoryreset.record_path().exists()
+    banner = (paths.issue_dir() / cli.BANNER).read_text()
+    assert "factory reset" in banner and "join settings" in banner
+
+
+def test_a_member_leaves_then_is_erased(node):
+    plan = factoryreset.start("node-1", node.env)
+    assert plan.leaves and plan.cluster == "rack1" and plan.etcd_members == 3
+    # the cluster forgot it: no key names it, its controller place is free
+    assert names(node.reg) == ["node-2", "node-3"]
+    assert keys_of(node.kv, node.me.id) == []
+    assert node.me.id not in roles.RoleElection(node.kv).controllers()
+    assert node.kv.removed == ["100"]
+    assert [m["name"] for m in node.kv.members()] == ["node-2", "node-3"]
+    # the agents stopped first, etcd last, then first boot started again
+    verbs = [c for c in node.calls if c[0] == "disable"]
+    assert verbs[0] == ("disable", "--now", "rackforge-nodeagent.service")
+    assert verbs[-1] == ("disable", "--now", "rackforge-etcd.service")
+    assert node.calls[-1] == ("start", "--no-block", factoryreset.FIRSTBOOT)
+    assert_factory_state(node)
+    # a bootstrap file with no join is first boot's "join is missing": it waits
+    with pytest.raises(bootstrap.BootstrapError, match="join"):
+        bootstrap.load(cmdline="")
+
+
+def test_the_host_name_must_be_typed(node):
+    with pytest.raises(factoryreset.NotConfirmed, match=r"\(node-1\)"):
+        factoryreset.start("node-2", node.env)
+    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+    assert not factoryreset.record_path().exists()
+    assert (paths.state_dir() / "node.json").exists()
+
+
+@pytest.mark.parametrize("rel,what", [("var/lib/mysql/grastate.dat", "Galera"),
+                                      ("var/lib/ceph/osd/ceph-3/whoami", "Ceph OSDs")])
+def test_a_membership_without_a_leave_is_refused(node, rel, what):
+    path = node.root / rel
+    path.parent.mkdir(parents=True)
+    path.write_text("x")
+    (node.root / "var/lib/ceph/mon").mkdir(parents=True)       # empty: not a monitor
+    with pytest.raises(factoryreset.LeaveNotBuilt) as exc:
+        factoryreset.start("node-1", node.env)
+    assert what in str(exc.value) and "monitor" not in str(exc.value)
+    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+    assert not factoryreset.record_path().exists()
+
+
+def test_the_last_etcd_member_with_other_nodes_is_refused(node):
+    node.kv.member_list = node.kv.member_list[:1]
+    with pytest.raises(factoryreset.LastMember, match="2 other"):
+        factoryreset.start("node-1", node.env)
+    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+
+
+def test_an_etcd_member_whose_leaving_breaks_the_quorum_is_refused(node):
+    node.kv.down = {"node-2"}           # of node-2 and node-3, both must answer
+    with pytest.raises(factoryreset.QuorumAtRisk, match="1 of the other 2 member"):
+        factoryreset.start("node-1", node.env)
+    assert node.calls == [] and node.kv.removed == []
+    assert names(node.reg) == ["node-1", "node-2", "node-3"]
+    node.kv.member_list.append({"ID": "103", "name": "node-4",
+                                "clientURLs": ["https://node-4:2379"]})
+    factoryreset.start("node-1", node.env)      # 2 of the other 3 answer: a quorum
+    assert node.kv.removed == ["100"]
+
+
+def test_the_only_node_resets_without_a_leave(node):
+    for name in ("node-2", "node-3"):
+        node.reg.delete_node(node.nodes[name].id)
+    node.kv.member_list = node.kv.member_list[:1]
+    plan = factoryreset.start("node-1", node.env)
+    assert plan.alone and not plan.leaves
+    assert "the cluster ends with it" in plan.lines()[0]
+    assert node.kv.removed == [] and names(node.reg) == ["node-1"]
+    assert_factory_state(node)
+
+
+def test_an_unreachable_cluster_changes_nothing(node):
+    node.down = True
+    with pytest.raises(factoryreset.ClusterUnreachable, match="connection refused"):
+        factoryreset.start("node-1", node.env)
+    assert node.calls == [] and not factoryreset.record_path().exists()
+
+
+def test_a_node_that_never_joined_resets_without_the_cluster(node):
+    (paths.state_dir() / "node.json").unlink()
+    node.down = True                            # never asked
+    plan = factoryreset.start("node-1", node.env)
+    assert not plan.member
+    assert names(node.reg) == ["node-1", "node-2", "node-3"]
+    assert_factory_state(node)
+
+
+def test_a_unit_the_image_lacks_is_passed_a_live_one_stops_the_reset(node):
+    node.refuse = {"memcached.service"}
+    factoryreset.start("node-1", node.env)      # not installed: not running
+    assert_factory_state(node)
+
+
+def test_a_live_unit_that_does_not_stop_fails_and_resumes(node):
+    node.refuse = {"rackforge-etcd.service"}
+    node.active = {"rackforge-etcd.service"}
+    with pytest.raises(factoryreset.PhaseFailed, match="phase stop"):
+        factoryreset.start("node-1", node.env)
+    rec = factoryreset.read_record()
+    assert rec["phases"] == {"leave": "done", "stop": "started"}
+    assert (paths.state_dir() / "node.json").exists()      # nothing erased under it
+    node.refuse = set()
+    factoryreset.resume(node.env)
+    assert_factory_state(node)
+    assert node.kv.removed == ["100"]                        # left once
+
+
+@pytest.mark.parametrize("cut", factoryreset.PHASES)
+def test_a_reset_cut_in_any_phase_resumes(node, monkeypatch, cut):
+    """Power cut as ``cut`` begins its side effect: the record says it started; the
+    resumed reset runs it (again) and the rest, and ends in the factory state."""
+    real = factoryreset.PHASE_FUNCS[cut]
+
+    def power_cut(rec, env):
+        raise SystemExit("power cut")
+    monkeypatch.setitem(factoryreset.PHASE_FUNCS, cut, power_cut)
+    with pytest.raises(SystemExit):
+        factoryreset.start("node-1", node.env)
+    assert factoryreset.read_record()["phases"][cut] == "started"
+    monkeypatch.setitem(factoryreset.PHASE_FUNCS, cut, real)
+    node.calls.clear()
+    # a second confirmation resumes it as the boot-time unit does
+    factoryreset.start("node-1", node.env)
+    assert_factory_state(node)
+    assert names(node.reg) == ["node-2", "node-3"]
+    assert node.kv.removed == ["100"]
+
+
+def test_the_command_wants_root_the_name_and_says_each_phase(node, capsys):
+    args = types.SimpleNamespace(confirm="node-1", resume=False)
+    assert cli.cmd_firstboot_factory_reset(args, geteuid=lambda: 1000, env=node.env) == 2
+    assert "root" in capsys.readouterr().err
+    wrong = types.SimpleNamespace(confirm="nodeX", resume=False)
+    assert cli.cmd_firstboot_factory_reset(wrong, geteuid=lambda: 0, env=node.env) == 2
+    assert "host name (node-1)" in capsys.readouterr().err
+    assert cli.cmd_firstboot_factory_reset(args, geteuid=lambda: 0, env=node.env) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("factory reset: ")] == [
+        "factory reset: leave", "factory reset: stop", "factory reset: wipe",
+        "factory reset: start", "factory reset: done; first boot waits for join settings"]
+    again = types.SimpleNamespace(confirm=None, resume=True)
+    assert cli.cmd_firstboot_factory_reset(again, geteuid=lambda: 0, env=node.env) == 0
+    assert "no factory reset to resume" in capsys.readouterr().err
