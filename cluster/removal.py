@@ -16,9 +16,11 @@ network boot is a stranger's (discovery) again.
 
 A **member** is refused: a node in ``joining``, ``active`` or
 ``maintenance``, or one holding a role or a certificate record (a join
-admitted it).  Removing a member means taking it out of etcd, Galera,
-RabbitMQ, OVN's databases and Ceph first: a decommission, which rackforge
-does not do yet; the refusal says so and changes nothing.
+admitted it).  A member leaves from its own side, with a factory reset
+(``firstboot/factoryreset.py``: its records and its etcd member, before it
+erases itself); removing a dead member from the cluster's side (etcd,
+Galera, RabbitMQ, OVN's databases, Ceph) is not built; the refusal says so
+and changes nothing.
 """
 
 import json
@@ -32,9 +34,9 @@ CAS_ATTEMPTS = 10
 
 
 class NodeIsMember(errors.RackforgeError):
-    message = ("node {node} is a member of the cluster ({why}): removing a member (its etcd, "
-               "Galera, RabbitMQ, OVN and Ceph membership) is a decommission rackforge does "
-               "not do yet; nothing was removed")
+    message = ("node {node} is a member of the cluster ({why}): a member leaves with a "
+               "factory reset at its console ('rackforge firstboot factory-reset' there), "
+               "which tells the cluster; nothing was removed")
     exit_code = 2
 
 

@@ -15,8 +15,7 @@ Only a node that is not a member may (:func:`refusal` says why not):
 
 - a **member**: first boot completed, its ``join`` step done, or a node
   certificate in its state directory (a join answered, whatever the journal
-  says): leaving the cluster (etcd, Galera, RabbitMQ, OVN, Ceph) is a
-  decommission rackforge does not do yet;
+  says): it leaves its cluster with a factory reset first (``factoryreset.py``);
 - a node that **began seeding**: a ``seed`` step recorded or a cluster CA
   made here: a new join cannot undo its own cluster.
 
@@ -47,9 +46,9 @@ KEPT = ("management", "role", "boot")
 
 
 class AlreadyMember(errors.RackforgeError):
-    message = ("this node {why}: it is a member, and leaving its cluster to join again (its "
-               "etcd, Galera, RabbitMQ, OVN and Ceph membership) is a decommission rackforge "
-               "does not do yet; nothing was changed")
+    message = ("this node {why}: it is a member; to join a cluster again, reset it to its "
+               "factory state first (the console's 'Reset this node', or 'rackforge "
+               "firstboot factory-reset'); nothing was changed")
     exit_code = 2
 
 

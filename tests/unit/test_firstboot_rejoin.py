@@ -146,7 +146,7 @@ def test_a_member_is_refused(node, evidence, says):
     with pytest.raises(rejoin.AlreadyMember) as err:
         rejoin.apply(["https://10.0.0.6:9443"], NEW_TOKEN, PIN, where=node.where,
                      systemctl=recorder(node))
-    assert says in str(err.value) and "decommission" in str(err.value)
+    assert says in str(err.value) and "factory-reset" in str(err.value)
     assert yaml.safe_load(node.where.read_text()) == OLD and node.calls == []
 
 

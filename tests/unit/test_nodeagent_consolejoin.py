@@ -99,8 +99,8 @@ def test_a_member_is_told_why_not_and_nothing_opens(stuck, agent):      # noqa: 
         op = Operator(pilot)
         await open_join(op)
         assert op.screen.TITLE == "actions"
-        assert "join: this node completed first boot: it is a member, and leaving its " \
-               "cluster" in op.problems()
+        assert "join: this node completed first boot: it is a member; to join a cluster " \
+               "again, reset it to its factory state first" in op.problems()
 
     app = run(agent, script)
     assert app.done == [] and yaml.safe_load(stuck.where.read_text()) == OLD
