@@ -23,16 +23,20 @@ node agent and etcd, while that record exists.  Every phase is idempotent.
            the service catalogue stopped and disabled;
 ``wipe``   the state directory (first boot's journal, the node's key and
            certificate, the agent's state), etcd's data and files, the client
-           file; the bootstrap file keeps only its ``management``, ``role`` and
-           ``boot`` keys (no token, no seed);
+           file, every file holding a secret of the cluster (what the agent
+           rendered for a service with secrets, keystone's keys, libvirt's
+           secrets, Ceph keyrings); the bootstrap file keeps only its
+           ``management``, ``role`` and ``boot`` keys (no token, no seed);
 ``start``  the record removed and first boot started again.
 
 **Refused, with nothing changed** (:func:`refusal`):
 
 - a host name typed that is not this node's (the confirmation);
 - a node holding memberships whose leave (and erasure) rackforge does not do
-  yet: Galera, RabbitMQ, OVN's clustered databases, a Ceph monitor, Ceph OSDs
-  (their data on disk says so); the refusal names them;
+  yet: Galera, RabbitMQ, OVN's clustered databases, a Ceph monitor (their data
+  on disk says so); the refusal names them;
+- a node with Ceph OSDs (its records of them): they are drained and removed
+  first with ``rackforge node disk remove`` on a controller;
 - the cluster's only etcd member while other nodes are registered: the cluster
   would end under them; an etcd member whose leaving would take the quorum
   with it (too few of the others answer);
@@ -64,8 +68,10 @@ MEMBERSHIPS = (("Galera", "var/lib/mysql/grastate.dat"),
                ("RabbitMQ", "var/lib/rabbitmq/mnesia"),
                ("OVN northbound", "var/lib/ovn/ovnnb_db.db"),
                ("OVN southbound", "var/lib/ovn/ovnsb_db.db"),
-               ("a Ceph monitor", "var/lib/ceph/mon"),
-               ("Ceph OSDs", "var/lib/ceph/osd"))
+               ("a Ceph monitor", "var/lib/ceph/mon"))
+#: secrets the agent writes outside the catalogue's rendered files (under the root)
+SECRET_DIRS = ("etc/keystone/fernet-keys", "etc/keystone/credential-keys",
+               "etc/libvirt/secrets", "var/lib/ceph/osd", "var/lib/ceph/bootstrap-osd")
 
 
 class NotConfirmed(errors.RackforgeError):
@@ -78,6 +84,13 @@ class LeaveNotBuilt(errors.RackforgeError):
     message = ("this node holds {what}: a factory reset does not leave or erase them yet "
                "(a decommission rackforge does not do yet), and would leave them behind; "
                "reinstall the node instead; nothing was changed")
+    exit_code = 2
+
+
+class HoldsOsds(errors.RackforgeError):
+    message = ("this node holds Ceph OSDs ({osds}): drain and remove each first with "
+               "'rackforge node disk remove {node} osd.N' on a controller (Ceph copies its "
+               "data away, then purges it), then reset; nothing was changed")
     exit_code = 2
 
 
@@ -123,6 +136,7 @@ class Plan:
     alone: bool = False                          # the only node: no leave
     cluster: str = None
     memberships: list = field(default_factory=list)   # what the node holds, unbuilt leave
+    osds: list = field(default_factory=list)     # ids of this node's OSDs (its records)
     others: int = 0                              # other nodes registered in its cluster
     etcd_members: int = 0
     etcd_healthy_others: int = 0                 # the other members that answer
@@ -216,6 +230,18 @@ def memberships(root):
     return [what for what, rel in MEMBERSHIPS if _present(Path(root) / rel)]
 
 
+def osds():
+    """The ids of the OSDs this node keeps records of (``nodeagent/osd.py``)."""
+    folder = paths.state_dir() / "ceph" / "osds"
+    out = []
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(int(json.loads(f.read_text())["id"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            out.append(f.stem)          # unreadable: an OSD all the same
+    return out
+
+
 def plan(env):
     """This node's :class:`Plan`; reads the cluster when the node is a member.
 
@@ -223,7 +249,7 @@ def plan(env):
     from rackforge import registry as registry_mod
     node = _node_json()
     out = Plan(hostname=env.hostname, node=node, member=bool(node.get("node_id")),
-               memberships=memberships(env.root))
+               memberships=memberships(env.root), osds=osds())
     if not out.member:
         return out
     try:
@@ -266,6 +292,9 @@ def blocker(p):
     """Why this node cannot be reset whatever is typed (the console's check), or None."""
     if p.memberships:
         return LeaveNotBuilt(what=", ".join(p.memberships))
+    if p.osds:
+        return HoldsOsds(osds=", ".join("osd.%s" % i for i in p.osds),
+                         node=p.node.get("name") or p.hostname)
     if p.leaves and p.node.get("etcd_member"):
         if p.etcd_members <= 1:
             return LastMember(cluster=p.cluster or "?", others=p.others)
@@ -379,23 +408,30 @@ def _leave_etcd(kv, name):
             return
 
 
-def _units():
+def _catalogue():
+    from rackforge.nodeagent import catalogue, hooks
+    return catalogue.load(**hooks.names()).services
+
+
+def _units(services):
     """Every unit a reset stops: the agents first, the catalogue's, etcd last."""
-    from rackforge.nodeagent import catalogue
     out = list(FIRST_UNITS)
-    try:
-        services = catalogue.load()
-    except errors.RackforgeError as exc:
-        LOG.warning("factory reset: the service catalogue: %s", exc)
-        services = []
-    for svc in reversed(services):          # what depends on others stops first
-        out += [u for u in svc.units if u not in out and u not in LAST_UNITS]
+    for svc in reversed(services):          # the reverse of the start order
+        out += [u for u in reversed(svc.units) if u not in out and u not in LAST_UNITS]
     return out + list(LAST_UNITS)
+
+
+def secret_files(services):
+    """What holds the cluster's secrets on this node: the files the agent rendered
+    for a service that has secrets (it renders them again after a join), and
+    :data:`SECRET_DIRS`; absolute paths."""
+    out = [c.path for svc in services if svc.secrets for c in svc.configs]
+    return sorted(set(out)) + ["/" + d for d in SECRET_DIRS]
 
 
 def phase_stop(rec, env):
     from rackforge.systemd import SystemctlFailed
-    for unit in _units():
+    for unit in _units(_catalogue()):
         try:
             env.systemctl("disable", "--now", unit)
         except SystemctlFailed as exc:
@@ -432,6 +468,13 @@ def phase_wipe(rec, env):
     layout = etcd.Layout.default()
     for path in (layout.data_dir, layout.config_dir, kvstore.client_file()):
         _remove(Path(path))
+    for path in secret_files(_catalogue()):         # no secret of the cluster stays
+        found = Path(env.root) / path.lstrip("/")
+        if path.lstrip("/") in SECRET_DIRS and found.is_dir():
+            for child in found.iterdir():           # the folder (its owner) stays
+                _remove(child)
+        else:
+            _remove(found)
     where = bootstrap.path()
     raw = rejoin._raw(where) if where.exists() else {}
     kept = {k: raw[k] for k in KEPT if k in raw}

@@ -154,6 +154,11 @@ def test_a_member_leaves_then_is_erased(node):
     verbs = [c for c in node.calls if c[0] == "disable"]
     assert verbs[0] == ("disable", "--now", "rackforge-nodeagent.service")
     assert verbs[-1] == ("disable", "--now", "rackforge-etcd.service")
+    stopped = [c[-1] for c in verbs]
+    assert {"nova-compute.service", "mariadb.service", "ceph.target",
+            "keepalived.service"} <= set(stopped)           # the catalogue's units
+    # what needs a service stops before it (nova-compute before libvirtd)
+    assert stopped.index("nova-compute.service") < stopped.index("libvirtd.service")
     assert node.calls[-1] == ("start", "--no-block", factoryreset.FIRSTBOOT)
     assert_factory_state(node)
     # a bootstrap file with no join is first boot's "join is missing": it waits
@@ -170,7 +175,7 @@ def test_the_host_name_must_be_typed(node):
 
 
 @pytest.mark.parametrize("rel,what", [("var/lib/mysql/grastate.dat", "Galera"),
-                                      ("var/lib/ceph/osd/ceph-3/whoami", "Ceph OSDs")])
+                                      ("var/lib/ovn/ovnsb_db.db", "OVN southbound")])
 def test_a_membership_without_a_leave_is_refused(node, rel, what):
     path = node.root / rel
     path.parent.mkdir(parents=True)
@@ -181,6 +186,42 @@ def test_a_membership_without_a_leave_is_refused(node, rel, what):
     assert what in str(exc.value) and "monitor" not in str(exc.value)
     assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
     assert not factoryreset.record_path().exists()
+
+
+def test_osds_are_removed_first_with_node_disk_remove(node):
+    osds = paths.state_dir() / "ceph" / "osds"
+    osds.mkdir(parents=True)
+    for i in (3, 7):
+        (osds / ("%d.json" % i)).write_text(json.dumps({"id": i}))
+    with pytest.raises(factoryreset.HoldsOsds) as exc:
+        factoryreset.start("node-1", node.env)
+    assert "(osd.3, osd.7)" in str(exc.value)
+    assert "'rackforge node disk remove node-1 osd.N' on a controller" in str(exc.value)
+    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+    for i in (3, 7):                    # as the agent forgets a removed one
+        (osds / ("%d.json" % i)).unlink()
+    factoryreset.start("node-1", node.env)
+    assert_factory_state(node)
+
+
+def test_no_secret_of_the_cluster_stays(node):
+    root = node.root
+    files = {"etc/nova/nova.conf": "transport_url = rabbit://openstack:pw@",
+             "etc/ceph/ceph.client.nova.keyring": "key = AQ",
+             "etc/keystone/fernet-keys/0": "k0",
+             "etc/libvirt/secrets/abc.base64": "QUE=",
+             "var/lib/ceph/osd/ceph-3/keyring": "key = AQ",
+             "var/lib/rabbitmq/.erlang.cookie": "cookie",
+             "etc/hosts": "10.0.0.12 node-1\n",             # no secret: kept
+             "etc/memcached.conf": "-m 64\n"}                # likewise
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    factoryreset.start("node-1", node.env)
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert left == ["etc/hosts", "etc/memcached.conf"]
+    for folder in ("etc/keystone/fernet-keys", "var/lib/ceph/osd", "etc/libvirt/secrets"):
+        assert (root / folder).is_dir()            # emptied, its owner kept
 
 
 def test_the_last_etcd_member_with_other_nodes_is_refused(node):
@@ -232,6 +273,7 @@ def test_a_node_that_never_joined_resets_without_the_cluster(node):
 def test_a_unit_the_image_lacks_is_passed_a_live_one_stops_the_reset(node):
     node.refuse = {"memcached.service"}
     factoryreset.start("node-1", node.env)      # not installed: not running
+    assert ("is-active", "--quiet", "memcached.service") in node.calls
     assert_factory_state(node)
 
 
