@@ -25,7 +25,8 @@ node agent and etcd, while that record exists.  Every phase is idempotent.
            certificate, the agent's state), etcd's data and files, the client
            file, every file holding a secret of the cluster (what the agent
            rendered for a service with secrets, keystone's keys, libvirt's
-           secrets, Ceph keyrings); the bootstrap file keeps only its
+           secrets, Ceph keyrings); the disks of removed OSDs blanked (their
+           labels); the bootstrap file keeps only its
            ``management``, ``role`` and ``boot`` keys (no token, no seed);
 ``start``  the record removed and first boot started again.
 
@@ -35,6 +36,8 @@ node agent and etcd, while that record exists.  Every phase is idempotent.
 - a node holding memberships whose leave (and erasure) rackforge does not do
   yet: Galera, RabbitMQ, OVN's clustered databases, a Ceph monitor (their data
   on disk says so); the refusal names them;
+- a node hosting virtual machines (libvirt's domains): migrated or deleted
+  first;
 - a node with Ceph OSDs (its records of them): they are drained and removed
   first with ``rackforge node disk remove`` on a controller;
 - the cluster's only etcd member while other nodes are registered: the cluster
@@ -84,6 +87,12 @@ class LeaveNotBuilt(errors.RackforgeError):
     message = ("this node holds {what}: a factory reset does not leave or erase them yet "
                "(a decommission rackforge does not do yet), and would leave them behind; "
                "reinstall the node instead; nothing was changed")
+    exit_code = 2
+
+
+class HostsVms(errors.RackforgeError):
+    message = ("this node hosts {count} virtual machine(s) ({names}): migrate or delete them "
+               "first ('openstack server list --host {node}'); nothing was changed")
     exit_code = 2
 
 
@@ -137,6 +146,7 @@ class Plan:
     cluster: str = None
     memberships: list = field(default_factory=list)   # what the node holds, unbuilt leave
     osds: list = field(default_factory=list)     # ids of this node's OSDs (its records)
+    vms: list = field(default_factory=list)      # libvirt domains defined or running here
     others: int = 0                              # other nodes registered in its cluster
     etcd_members: int = 0
     etcd_healthy_others: int = 0                 # the other members that answer
@@ -168,6 +178,7 @@ class Env:
     """What a reset touches outside the process (the unit tests replace it)."""
     systemctl: object = None
     connect: object = None          # (node.json) -> NodeRegistry of its cluster
+    run: object = None              # subprocess.run (wipefs)
     root: Path = Path("/")
     hostname: str = None
 
@@ -175,7 +186,9 @@ class Env:
         import socket
 
         from rackforge import systemd
+        import subprocess
         self.systemctl = self.systemctl or systemd.systemctl
+        self.run = self.run or subprocess.run
         self.connect = self.connect or _connect
         self.hostname = self.hostname or socket.gethostname().split(".")[0]
 
@@ -242,6 +255,15 @@ def osds():
     return out
 
 
+def vms(root):
+    """The libvirt domains on this node: defined (``/etc/libvirt/qemu``) or running
+    (``/run/libvirt/qemu``), by their names (nova's ``instance-…``)."""
+    found = set()
+    for folder in ("etc/libvirt/qemu", "run/libvirt/qemu"):
+        found.update(p.stem for p in (Path(root) / folder).glob("*.xml"))
+    return sorted(found)
+
+
 def plan(env):
     """This node's :class:`Plan`; reads the cluster when the node is a member.
 
@@ -249,7 +271,7 @@ def plan(env):
     from rackforge import registry as registry_mod
     node = _node_json()
     out = Plan(hostname=env.hostname, node=node, member=bool(node.get("node_id")),
-               memberships=memberships(env.root), osds=osds())
+               memberships=memberships(env.root), osds=osds(), vms=vms(env.root))
     if not out.member:
         return out
     try:
@@ -292,6 +314,9 @@ def blocker(p):
     """Why this node cannot be reset whatever is typed (the console's check), or None."""
     if p.memberships:
         return LeaveNotBuilt(what=", ".join(p.memberships))
+    if p.vms:
+        return HostsVms(count=len(p.vms), names=", ".join(p.vms[:5]) + (
+            ", ..." if len(p.vms) > 5 else ""), node=p.node.get("name") or p.hostname)
     if p.osds:
         return HoldsOsds(osds=", ".join("osd.%s" % i for i in p.osds),
                          node=p.node.get("name") or p.hostname)
@@ -468,6 +493,7 @@ def phase_wipe(rec, env):
     layout = etcd.Layout.default()
     for path in (layout.data_dir, layout.config_dir, kvstore.client_file()):
         _remove(Path(path))
+    wipe_osd_disks(env)
     for path in secret_files(_catalogue()):         # no secret of the cluster stays
         found = Path(env.root) / path.lstrip("/")
         if path.lstrip("/") in SECRET_DIRS and found.is_dir():
@@ -487,6 +513,20 @@ def phase_wipe(rec, env):
     from rackforge.firstboot.cli import banner
     banner("factory reset: not joined; waiting for join settings (the console's 'Join the "
            "cluster with a new token', or 'rackforge firstboot join')")
+
+
+def wipe_osd_disks(env):
+    """The disks of this node's removed OSDs blank again (their BlueStore labels, as
+    ``ceph-volume zap`` does), so a join makes OSDs on them: each OSD folder's ``block``
+    link names its disk (a removed OSD's folder stays until this reset)."""
+    from rackforge.nodeagent import osd
+    wiper = osd.Osds(None, None, run=env.run, root=env.root)
+    for link in sorted((Path(env.root) / "var/lib/ceph/osd").glob("ceph-*/block")):
+        disk = link.resolve()
+        if disk.exists():
+            LOG.warning("factory reset: wiping %s, the disk of removed %s", disk,
+                        link.parent.name.replace("ceph-", "osd."))
+            wiper.wipe(str(disk))
 
 
 def phase_start(rec, env):

@@ -171,3 +171,70 @@ def test_horizon_logs_the_admin_in_from_a_real_browser_through_the_vip(cloud_rac
     assert "OpenStack" in got["title"] or "Login" in got["title"]
     assert got["logged_in"] and "/horizon/" in got["landed"]
     assert shot.stat().st_size > 10000
+
+
+def test_a_compute_node_drains_resets_and_joins_again(cloud_rack):
+    """A compute node repurposed the operator's way: its VMs deleted, its OSD drained and
+    removed from a controller, then the factory reset at the node (what the console's
+    "Reset" does).  The cluster forgets it, none of the cloud's secrets stays on it, first
+    boot waits; given a new token it joins again and its nova-compute comes back up."""
+    nodes = cloud_rack["nodes"]
+    ctrl = [n for n in harack.controllers(nodes) if n.leader() is not None]
+    node = harack.compute(nodes)
+    c = cloud.Cloud(ctrl[0])
+    refused = node.run("rackforge", "firstboot", "factory-reset", "--confirm", node.name,
+                       check=False)
+    assert refused.returncode == 2 and ("virtual machine" in refused.stderr
+                                        or "Ceph OSDs" in refused.stderr), refused.stderr
+    for server in c.osc("server", "list", "--all-projects", "-f", "json"):
+        c.osc("server", "delete", "--wait", server["ID"], timeout=600)
+    wait_until(lambda: not node.run("sh", "-c", "ls /etc/libvirt/qemu/*.xml "
+                                    "/run/libvirt/qemu/*.xml", check=False).stdout.strip(),
+               120, "libvirt on %s to forget the deleted VMs" % node.name, interval=3)
+    refused = node.run("rackforge", "firstboot", "factory-reset", "--confirm", node.name,
+                       check=False)
+    assert refused.returncode == 2 and "node disk remove" in refused.stderr, refused.stderr
+    for rec in json.loads(ctrl[0].run("rackforge", "node", "disk", "list", node.name,
+                                      "--json").stdout)["osds"]:
+        out = ctrl[0].run("rackforge", "node", "disk", "remove", node.name,
+                          "osd.%d" % rec["id"], "--timeout", "900", timeout=2000)
+        print(out.stdout)
+
+    def reset():
+        res = node.run("rackforge", "firstboot", "factory-reset", "--confirm", node.name,
+                       check=False, timeout=600)
+        if res.returncode != 0 and "node disk remove" not in res.stderr:
+            raise AssertionError(res.stdout + res.stderr)
+        return res.returncode == 0 and res     # the agent forgets a removed OSD in its pass
+    started = time.monotonic()
+    res = wait_until(reset, 180, "%s's factory reset" % node.name, interval=5)
+    print("factory reset of %s: %.0f s\n%s" % (node.name, time.monotonic() - started,
+                                               res.stdout))
+    assert "leaves cluster rack1" in res.stdout
+    listing = json.loads(ctrl[0].run("rackforge", "node", "list", "--json").stdout)
+    assert node.name not in {n["name"] for n in listing}
+    for path in ("/etc/nova/nova-compute.conf", "/etc/ceph/ceph.client.nova.keyring",
+                 "/etc/neutron/neutron_ovn_metadata_agent.ini",
+                 "/var/lib/rackforge/node.json"):
+        assert not node.path(path).exists(), path
+    assert node.run("systemctl", "is-active", "nova-compute.service", "ovn-controller.service",
+                    check=False).stdout.split() == ["inactive", "inactive"]
+    wait_until(lambda: "join' is missing" in node.journal("rackforge-firstboot.service"), 120,
+               "%s's first boot to wait for join settings" % node.name, interval=2)
+    bundle = json.loads(ctrl[0].run("rackforge", "cluster", "token", "create",
+                                    "--json").stdout)
+    argv = ["rackforge", "firstboot", "join", "--ca-sha256", bundle["ca_sha256"],
+            "--token-file", "-"]
+    for endpoint in bundle["endpoints"]:
+        argv += ["--endpoint", endpoint]
+    assert "join settings replaced" in node.run(*argv, input=bundle["token"] + "\n").stdout
+    wait_until(lambda: harack.firstboot_done(node), harack.FIRSTBOOT_TIMEOUT,
+               "%s to join again" % node.name, interval=2)
+    assert harack.roles(nodes)[node.name] == "compute"
+
+    def computes_again():
+        listed = c.osc("compute", "service", "list", "--service", "nova-compute", "-f",
+                       "json")
+        return any(s["Host"] == node.name and s["State"] == "up" for s in listed)
+    wait_until(computes_again, 900, "%s's nova-compute to be up again" % node.name,
+               interval=10)

@@ -5,6 +5,7 @@ stop and its state is erased; the bootstrap file keeps the management network on
 refusals change nothing; a reset cut at any phase resumes and ends the same."""
 
 import json
+import subprocess
 import types
 
 import lifecycle
@@ -114,8 +115,12 @@ def node(tmp_path, monkeypatch):
         assert node_json["node_id"] == me.id
         return reg
 
+    def run(argv, **kw):
+        calls.append(tuple(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
     world.env = factoryreset.Env(systemctl=systemctl, connect=connect, root=world.root,
-                                 hostname="node-1")
+                                 hostname="node-1", run=run)
     return world
 
 
@@ -204,6 +209,18 @@ def test_osds_are_removed_first_with_node_disk_remove(node):
     assert_factory_state(node)
 
 
+def test_a_node_hosting_vms_is_refused(node):
+    for folder, name in (("etc/libvirt/qemu", "instance-00000001"),
+                         ("run/libvirt/qemu", "instance-00000002")):
+        (node.root / folder).mkdir(parents=True)
+        (node.root / folder / (name + ".xml")).write_text("<domain/>")
+    with pytest.raises(factoryreset.HostsVms) as exc:
+        factoryreset.start("node-1", node.env)
+    assert "2 virtual machine(s) (instance-00000001, instance-00000002)" in str(exc.value)
+    assert "--host node-1" in str(exc.value)
+    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+
+
 def test_no_secret_of_the_cluster_stays(node):
     root = node.root
     files = {"etc/nova/nova.conf": "transport_url = rabbit://openstack:pw@",
@@ -222,6 +239,20 @@ def test_no_secret_of_the_cluster_stays(node):
     assert left == ["etc/hosts", "etc/memcached.conf"]
     for folder in ("etc/keystone/fernet-keys", "var/lib/ceph/osd", "etc/libvirt/secrets"):
         assert (root / folder).is_dir()            # emptied, its owner kept
+
+
+def test_a_removed_osds_disk_is_blank_again(node, tmp_path):
+    disk = tmp_path / "disk0.img"
+    disk.write_bytes(b"bluestore block device\n" + b"\x01" * (12 << 20))
+    folder = node.root / "var/lib/ceph/osd/ceph-3"
+    folder.mkdir(parents=True)
+    (folder / "block").symlink_to(disk)
+    factoryreset.start("node-1", node.env)
+    assert ("wipefs", "--all", str(disk)) in node.calls
+    data = disk.read_bytes()
+    assert data[:10 << 20] == bytes(10 << 20) and data[10 << 20:] == b"\x01" * (
+        len(data) - (10 << 20))                 # the label zeroed, as ceph-volume zap does
+    assert list((node.root / "var/lib/ceph/osd").iterdir()) == []
 
 
 def test_the_last_etcd_member_with_other_nodes_is_refused(node):
