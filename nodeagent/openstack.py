@@ -15,7 +15,11 @@ that one controller claims (``tasks.py``) and the others wait for:
 - ``glance-db-sync``, ``placement-db-sync``, ``nova-db-sync`` (api_db, cell0, cell1,
   db), ``neutron-db-sync``, ``cinder-db-sync``: each run as the service's user;
 - ``nova-discover-hosts``: run again whenever the set of compute nodes whose
-  nova-compute is up changes, until every one of them is mapped to cell1.
+  nova-compute is up changes, until every one of them is mapped to cell1;
+- ``openstack-forget-hosts``: the compute services, network agents and volume
+  services of a host that is no node of the cluster any more (a factory reset
+  took it out) and is not up, deleted (looked for every 5 minutes, in step
+  ``nova-cells``), so the cloud does not report a departed node down forever.
 
 Keystone's keys (step ``keystone``): the cluster's key sets are secrets (sealed in
 etcd, the same on every controller); before Keystone starts, and on every pass, the
@@ -35,6 +39,7 @@ from pathlib import Path
 
 from rackforge import errors, keys, yamlfile
 from rackforge.fileutil import atomic_write, make_dirs
+from rackforge.kvstore import RegistryUnavailable
 from rackforge.nodeagent import galera, health
 from rackforge.nodeagent.reconcile import Action, Waiting
 
@@ -173,6 +178,21 @@ class Keystone:
         self.catalog = {s["type"]: e["url"] for s in (data.get("token") or {}).get(
             "catalog") or [] for e in s.get("endpoints") or [] if e.get("interface") == "public"}
 
+    def delete(self, url):
+        """DELETE an absolute ``url`` of another service; one gone already is fine."""
+        req = urllib.request.Request(url, method="DELETE")
+        req.add_header("X-Auth-Token", self.token)
+        try:
+            with self.urlopen(req, timeout=self.timeout) as res:
+                return res.status
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return 404
+            raise OpenStackError(what="DELETE %s" % url, detail="answered %d" % exc.code) \
+                from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise OpenStackError(what="DELETE %s" % url, detail=str(exc)) from None
+
     def get(self, url):
         """GET an absolute ``url`` of another service with this token; its JSON."""
         req = urllib.request.Request(url, method="GET")
@@ -197,13 +217,18 @@ class Keystone:
 
 
 class OpenStack:
+    FORGET_EVERY = 300.0            # seconds between looks for departed hosts
+
     def __init__(self, node_id, kv, run=subprocess.run, root="/",
-                 urlopen=urllib.request.urlopen):
+                 urlopen=urllib.request.urlopen, clock=None):
+        import time
         self.node_id = node_id
         self.kv = kv
         self.run = run
         self.root = Path(root)
         self.urlopen = urlopen
+        self.clock = clock or time.monotonic
+        self.forget_next = 0.0
 
     def path(self, inside):
         return self.root / str(inside).lstrip("/")
@@ -420,7 +445,79 @@ class OpenStack:
         if before is None or not before.holds_for({"hosts": hosts}):
             return [Action("task", "nova-discover-hosts", "nova-cells",
                            "%d compute host(s) mapped" % len(hosts))]
-        return []
+        return self.forget_step(ctx)
+
+    # -- task openstack-forget-hosts: what a departed node left in the cloud ------------
+    def admin(self, view):
+        """Keystone logged in as the cloud's admin (this controller's clouds.yaml)."""
+        import yaml
+
+        auth = yaml.safe_load(self.path(CLOUDS_YAML).read_text())["clouds"]["rackforge"][
+            "auth"]
+        ks = Keystone("http://%s:5000" % api_host(view), auth["password"],
+                      urlopen=self.urlopen)
+        ks.login()
+        return ks
+
+    def departed(self, ks, members):
+        """``[(label, kind, id)]`` of the service records on hosts that are no node of
+        the cluster (``members``: node names) and are not up; ``kind``: nova, neutron,
+        cinder (whose ``id`` is ``(binary, host)``: its API deletes none)."""
+        out = []
+        for s in ks.get(ks.catalog["compute"].rstrip("/") + "/os-services").get(
+                "services", []):
+            if s["host"] not in members and s.get("state") != "up":
+                out.append(("%s@%s" % (s["binary"], s["host"]), "nova", s["id"]))
+        for a in ks.get(ks.catalog["network"].rstrip("/") + "/v2.0/agents").get(
+                "agents", []):
+            if a["host"] not in members and not a.get("alive"):
+                out.append(("%s@%s" % (a["agent_type"], a["host"]), "neutron", a["id"]))
+        for s in ks.get(ks.catalog["volumev3"].rstrip("/") + "/os-services").get(
+                "services", []):
+            if s["host"].split("@")[0] not in members and s.get("state") != "up":
+                out.append(("%s@%s" % (s["binary"], s["host"]), "cinder",
+                            (s["binary"], s["host"])))
+        return sorted(out, key=lambda r: r[0])
+
+    def forget_hosts(self, ks, records):
+        for label, kind, ident in records:
+            if kind == "nova":
+                ks.delete("%s/os-services/%s" % (ks.catalog["compute"].rstrip("/"), ident))
+            elif kind == "neutron":
+                ks.delete("%s/v2.0/agents/%s" % (ks.catalog["network"].rstrip("/"), ident))
+            else:
+                self.manage("cinder", ["cinder-manage", "service", "remove"] + list(ident))
+            LOG.warning("openstack: %s deleted: its host left the cluster", label)
+        return {"forgot": [r[0] for r in records]}
+
+    def members(self):
+        """The names of every node in the registry, whatever its state or address."""
+        from rackforge import registry
+        return {n.name for n in registry.NodeRegistry(self.kv).list_nodes()}
+
+    def forget_step(self, ctx):
+        """Every :attr:`FORGET_EVERY` seconds, the records of departed hosts deleted by
+        one controller (task ``openstack-forget-hosts``)."""
+        now = self.clock()
+        if ctx.dry_run or ctx.tasks is None or now < self.forget_next:
+            return []
+        self.forget_next = now + self.FORGET_EVERY
+        try:
+            ks = self.admin(ctx.view)
+            records = self.departed(ks, self.members())
+        except (OSError, KeyError, ValueError, TypeError, OpenStackError,
+                RegistryUnavailable, urllib.error.URLError) as exc:
+            LOG.info("openstack: departed hosts not looked for: %s", exc)
+            return []
+        if not records:
+            return []
+        labels = [r[0] for r in records]
+        got = ctx.tasks.run("openstack-forget-hosts", self.forget_hosts, ks, records,
+                            inputs={"records": labels})
+        if got != "done":
+            return []
+        return [Action("task", "openstack-forget-hosts", "nova-cells",
+                       "deleted %s (their hosts left the cluster)" % ", ".join(labels))]
 
     # -- builtin check "openstack": the cloud as its users and OpenStack see it ----------
     def cloud_check(self, view, systemd):

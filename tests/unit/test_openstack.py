@@ -451,3 +451,105 @@ def test_a_rack_without_openstack_runs_none_of_its_records_and_haproxy_no_api():
     assert not left & cloud and {"mariadb", "haproxy", "ceph"} <= left
     haproxy = rendered("haproxy", off)["/etc/haproxy/haproxy.cfg"]
     assert ":5000" not in haproxy and ":3306" in haproxy
+
+
+class FakeCloud:
+    """Keystone's token (with its catalogue) and the compute, network and volume services'
+    lists as the cloud answers them; DELETEs recorded and applied."""
+
+    def __init__(self):
+        self.nova = [{"id": 1, "binary": "nova-compute", "host": "node1", "state": "up"},
+                     {"id": 2, "binary": "nova-compute", "host": "node4", "state": "down"},
+                     {"id": 3, "binary": "nova-compute", "host": "node5", "state": "up"},
+                     {"id": 4, "binary": "nova-conductor", "host": "node2", "state": "down"}]
+        self.agents = [{"id": "a1", "agent_type": "OVN Controller agent", "host": "node4",
+                        "alive": False},
+                       {"id": "a2", "agent_type": "OVN Controller agent", "host": "node1",
+                        "alive": True}]
+        self.volume = [{"binary": "cinder-volume", "host": "node4@rbd", "state": "down"},
+                       {"binary": "cinder-volume", "host": "node1@rbd", "state": "up"}]
+        self.deleted = []
+
+    def __call__(self, req, timeout=None):
+        method, url = req.get_method(), req.full_url
+        if url.endswith("/v3/auth/tokens"):
+            catalog = [{"type": t, "endpoints": [{"interface": "public", "url": u}]}
+                       for t, u in (("compute", "http://vip:8774/v2.1"),
+                                    ("network", "http://vip:9696"),
+                                    ("volumev3", "http://vip:8776/v3/p1"))]
+            return Response(201, {"token": {"project": {"id": "p1"}, "catalog": catalog}},
+                            {"X-Subject-Token": "tok"})
+        if method == "DELETE":
+            self.deleted.append(url)
+            if url.endswith("/os-services/99"):
+                raise urllib.error.HTTPError(url, 404, "gone", {}, io.BytesIO(b""))
+            return Response(204, {})
+        return Response(200, {"http://vip:8774/v2.1/os-services": {"services": self.nova},
+                              "http://vip:9696/v2.0/agents": {"agents": self.agents},
+                              "http://vip:8776/v3/p1/os-services": {"services": self.volume}
+                              }[url])
+
+
+def forgetter(tmp_path, cloud, members, now):
+    import lifecycle
+    import yaml
+
+    from rackforge import registry
+    from rackforge.kvstore import MemoryKV
+    from rackforge.nodeagent import tasks
+    kv = MemoryKV()
+    reg = registry.NodeRegistry(kv)
+    for i, name in enumerate(members):
+        lifecycle.create(reg, "active", name=name, macs=["52:54:00:00:01:%02x" % i])
+    clouds = tmp_path / "etc/openstack/clouds.yaml"
+    clouds.parent.mkdir(parents=True)
+    clouds.write_text(yaml.safe_dump({"clouds": {"rackforge": {"auth": {"password": "pw"}}}}))
+    ran = []
+
+    def run(argv, **kw):
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    os_ = openstack.OpenStack("n1", kv, run=run, root=tmp_path, urlopen=cloud,
+                              clock=lambda: now[0])
+    ctx = SimpleNamespace(dry_run=False, view=view(), kv=kv,
+                          tasks=tasks.Tasks(kv, "n1", lease=None, version="1"))
+    return os_, ctx, ran
+
+
+def test_a_departed_hosts_records_are_deleted_once_by_one_controller(tmp_path):
+    """node4 left the cluster (a factory reset): its down compute service, agent and volume
+    service go; node5's, up though unregistered, and node2's down conductor (a node of
+    the cluster, rebooting perhaps) stay."""
+    cloud, now = FakeCloud(), [1000.0]
+    os_, ctx, ran = forgetter(tmp_path, cloud, ["node1", "node2", "node3"], now)
+    actions = os_.forget_step(ctx)
+    assert [a.detail for a in actions] == [
+        "deleted OVN Controller agent@node4, cinder-volume@node4@rbd, nova-compute@node4 "
+        "(their hosts left the cluster)"]
+    assert cloud.deleted == ["http://vip:9696/v2.0/agents/a1",
+                             "http://vip:8774/v2.1/os-services/2"]
+    assert ran == [["runuser", "-u", "cinder", "--", "cinder-manage", "service", "remove",
+                    "cinder-volume", "node4@rbd"]]
+    # not looked for again within five minutes, whatever the cloud says
+    cloud.nova.append({"id": 99, "binary": "nova-compute", "host": "node6", "state": "down"})
+    now[0] += 60
+    assert os_.forget_step(ctx) == [] and len(cloud.deleted) == 2
+    # then it is (a record already gone meanwhile is fine), and the task runs again
+    cloud.nova = [s for s in cloud.nova if s["host"] != "node4"]
+    cloud.agents = cloud.volume = []
+    now[0] += openstack.OpenStack.FORGET_EVERY
+    actions = os_.forget_step(ctx)
+    assert cloud.deleted[-1] == "http://vip:8774/v2.1/os-services/99"
+    assert "nova-compute@node6" in actions[0].detail
+
+
+def test_nothing_departed_nothing_deleted_and_a_cloud_away_is_no_error(tmp_path):
+    cloud, now = FakeCloud(), [1000.0]
+    os_, ctx, ran = forgetter(tmp_path, cloud, ["node1", "node2", "node3", "node4"], now)
+    assert os_.forget_step(ctx) == [] and cloud.deleted == [] and ran == []
+
+    def refuse(req, timeout=None):
+        raise urllib.error.URLError("Connection refused")
+    os_.urlopen = refuse
+    now[0] += openstack.OpenStack.FORGET_EVERY
+    assert os_.forget_step(ctx) == []
