@@ -75,6 +75,9 @@ MEMBERSHIPS = (("Galera", "var/lib/mysql/grastate.dat"),
 #: secrets the agent writes outside the catalogue's rendered files (under the root)
 SECRET_DIRS = ("etc/keystone/fernet-keys", "etc/keystone/credential-keys",
                "etc/libvirt/secrets", "var/lib/ceph/osd", "var/lib/ceph/bootstrap-osd")
+#: what made this node one host of the cloud (nova's stable id of its compute node:
+#: the cloud forgets the host, so a join makes it a new one)
+HOST_FILES = ("var/lib/nova/compute_id",)
 
 
 class NotConfirmed(errors.RackforgeError):
@@ -451,7 +454,7 @@ def secret_files(services):
     for a service that has secrets (it renders them again after a join), and
     :data:`SECRET_DIRS`; absolute paths."""
     out = [c.path for svc in services if svc.secrets for c in svc.configs]
-    return sorted(set(out)) + ["/" + d for d in SECRET_DIRS]
+    return sorted(set(out)) + ["/" + d for d in SECRET_DIRS + HOST_FILES]
 
 
 def phase_stop(rec, env):

@@ -221,6 +221,13 @@ def test_a_compute_node_drains_resets_and_joins_again(cloud_rack):
                     check=False).stdout.split() == ["inactive", "inactive"]
     wait_until(lambda: "join' is missing" in node.journal("rackforge-firstboot.service"), 120,
                "%s's first boot to wait for join settings" % node.name, interval=2)
+
+    def forgotten():                # by a controller's agent, within its 5 minutes
+        listed = c.osc("compute", "service", "list", "-f", "json")
+        return node.name not in {s["Host"] for s in listed}
+    wait_until(forgotten, 900, "the cloud to forget %s's services" % node.name, interval=10)
+    seconds = harack.wait_converged(ctrl[0], want_nodes=3)
+    print("the rack healthy without %s %.0f s after its services went" % (node.name, seconds))
     bundle = json.loads(ctrl[0].run("rackforge", "cluster", "token", "create",
                                     "--json").stdout)
     argv = ["rackforge", "firstboot", "join", "--ca-sha256", bundle["ca_sha256"],

@@ -229,6 +229,7 @@ def test_no_secret_of_the_cluster_stays(node):
              "etc/libvirt/secrets/abc.base64": "QUE=",
              "var/lib/ceph/osd/ceph-3/keyring": "key = AQ",
              "var/lib/rabbitmq/.erlang.cookie": "cookie",
+             "var/lib/nova/compute_id": "5f0c3f0e-0000-4000-8000-000000000001",
              "etc/hosts": "10.0.0.12 node-1\n",             # no secret: kept
              "etc/memcached.conf": "-m 64\n"}                # likewise
     for rel, text in files.items():
