@@ -255,8 +255,8 @@ def cmd_firstboot_factory_reset(args, geteuid=None, env=None):
         if args.resume:
             factoryreset.resume(env, say)
         else:
-            plan = factoryreset.start(args.confirm, env, say)
-            for line in plan.lines():
+            plan = factoryreset.start(args.confirm, env, say)   # None: a reset resumed
+            for line in plan.lines() if plan else []:
                 print("  " + line)
     except errors.RackforgeError as exc:
         print("rackforge firstboot factory-reset: %s" % exc, file=sys.stderr)

@@ -8,27 +8,28 @@ cluster gave it goes.  First boot then runs again and waits for join settings
 (the console's "Join the cluster with a new token", or ``rackforge firstboot
 join``).
 
-The reset runs in four **phases**, each recorded in ``config_dir()/factory-
+The reset runs in **phases**, each recorded in ``config_dir()/factory-
 reset.json`` (outside the state it wipes) before its side effect, so a power
 cut resumes it where it stopped: ``rackforge-factory-reset.service`` runs
-``rackforge firstboot factory-reset --resume`` at boot, before first boot, the
-node agent and etcd, while that record exists.  Every phase is idempotent.
+``rackforge firstboot factory-reset --resume`` at boot (again every 30 s until
+it ends), and the node agent, first boot, etcd and the join service do not
+start while the record exists.  Every phase is idempotent.
 
-``leave``  (a member of a cluster it shares with other nodes) the cluster forgets
-           it: its records in one transaction compared on its node record (the
-           node and its indexes, its role decision and controller place, its
-           certificate, heartbeat, health, bring-up and install records), then
-           its etcd membership when it has one;
-``stop``   the node agent, first boot, the join service, etcd and every unit of
-           the service catalogue stopped and disabled;
-``wipe``   the state directory (first boot's journal, the node's key and
-           certificate, the agent's state), etcd's data and files, the client
-           file, every file holding a secret of the cluster (what the agent
-           rendered for a service with secrets, keystone's keys, libvirt's
-           secrets, Ceph keyrings); the disks of removed OSDs blanked (their
-           labels); the bootstrap file keeps only its
-           ``management``, ``role`` and ``boot`` keys (no token, no seed);
-``start``  the record removed and first boot started again.
+``quiesce`` the node agent, first boot and the join service stopped and
+            disabled: nothing re-registers the node or serves a join meanwhile;
+``leave``   (a member of a cluster it shares with other nodes) the cluster
+            forgets it, through the other etcd members (:mod:`.leave`);
+``stop``    every unit of the service catalogue stopped and disabled (in the
+            reverse of their start order), etcd last;
+``wipe``    the state directory (first boot's journal, the node's key and
+            certificate, the agent's state), etcd's data and files, the client
+            file, the join service's file, every file holding a secret of the
+            cluster (what the agent rendered for a service with secrets,
+            keystone's keys, libvirt's secrets, Ceph keyrings, cinder's etcd
+            client files), nova's ``compute_id``; the disks of removed OSDs
+            blanked (their labels, checked to be theirs); the bootstrap file
+            keeps only its ``management``, ``role`` and ``boot`` keys;
+``start``   first boot enabled, the record removed, first boot started.
 
 **Refused, with nothing changed** (:func:`refusal`):
 
@@ -38,12 +39,13 @@ node agent and etcd, while that record exists.  Every phase is idempotent.
   on disk says so); the refusal names them;
 - a node hosting virtual machines (libvirt's domains): migrated or deleted
   first;
-- a node with Ceph OSDs (its records of them): they are drained and removed
-  first with ``rackforge node disk remove`` on a controller;
-- the cluster's only etcd member while other nodes are registered: the cluster
-  would end under them; an etcd member whose leaving would take the quorum
-  with it (too few of the others answer);
-- a member whose cluster cannot be reached: it must be told (retryable).
+- a node with Ceph OSDs (its records of them, here or in etcd): they are
+  drained and removed first with ``rackforge node disk remove`` on a
+  controller;
+- the cluster's only etcd voting member while other nodes are registered; an
+  etcd member whose leaving would take the quorum with it (:mod:`.leave`);
+- a member whose cluster cannot be reached (retryable), or whose identity
+  cannot be read.
 
 The sole node of its cluster resets without a leave: its cluster ends with it.
 """
@@ -51,18 +53,20 @@ The sole node of its cluster resets without a leave: its cluster ends with it.
 import json
 import logging
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rackforge import errors, keys, paths
+from rackforge import errors, paths
 from rackforge.fileutil import atomic_write, make_dirs
+from rackforge.firstboot import leave as leave_mod
 
 LOG = logging.getLogger(__name__)
-PHASES = ("leave", "stop", "wipe", "start")
+PHASES = ("quiesce", "leave", "stop", "wipe", "start")
 RECORD = "factory-reset.json"
 FIRSTBOOT = "rackforge-firstboot.service"
-#: stopped first, in this order: nothing re-registers the node or restarts a service
+#: stopped first: nothing re-registers the node or serves a join while it leaves
 FIRST_UNITS = ("rackforge-nodeagent.service", FIRSTBOOT, "rackforge-join.service")
 LAST_UNITS = ("rackforge-etcd.service",)
 KEPT = ("management", "role", "boot")
@@ -72,12 +76,16 @@ MEMBERSHIPS = (("Galera", "var/lib/mysql/grastate.dat"),
                ("OVN northbound", "var/lib/ovn/ovnnb_db.db"),
                ("OVN southbound", "var/lib/ovn/ovnsb_db.db"),
                ("a Ceph monitor", "var/lib/ceph/mon"))
-#: secrets the agent writes outside the catalogue's rendered files (under the root)
+#: secrets the agent writes outside the catalogue's rendered files (under the root):
+#: emptied, the folders (and their owners) kept
 SECRET_DIRS = ("etc/keystone/fernet-keys", "etc/keystone/credential-keys",
-               "etc/libvirt/secrets", "var/lib/ceph/osd", "var/lib/ceph/bootstrap-osd")
+               "etc/libvirt/secrets", "etc/cinder/etcd", "var/lib/ceph/osd",
+               "var/lib/ceph/bootstrap-osd")
 #: what made this node one host of the cloud (nova's stable id of its compute node:
 #: the cloud forgets the host, so a join makes it a new one)
 HOST_FILES = ("var/lib/nova/compute_id",)
+#: what a phase's commands may raise besides rackforge's errors
+FAILURES = (errors.RackforgeError, OSError, subprocess.SubprocessError)
 
 
 class NotConfirmed(errors.RackforgeError):
@@ -106,20 +114,6 @@ class HoldsOsds(errors.RackforgeError):
     exit_code = 2
 
 
-class LastMember(errors.RackforgeError):
-    message = ("this node is the only etcd member of cluster {cluster}, and {others} other "
-               "node(s) are registered in it: a reset would end the cluster under them; "
-               "reset them first; nothing was changed")
-    exit_code = 2
-
-
-class QuorumAtRisk(errors.RackforgeError):
-    message = ("removing this node's etcd member would leave cluster {cluster} without a "
-               "quorum: {healthy} of the other {others} member(s) answer, {needed} must; "
-               "bring the others back first; nothing was changed")
-    retryable = True
-
-
 class ClusterUnreachable(errors.RackforgeError):
     message = ("the cluster this node leaves cannot be reached ({detail}): it must be told "
                "before the node forgets it; check the management network ('Test the "
@@ -129,8 +123,14 @@ class ClusterUnreachable(errors.RackforgeError):
 
 class PhaseFailed(errors.RackforgeError):
     message = ("factory reset: phase {phase} failed ({detail}); the reset is recorded in "
-               "{record} and resumes where it stopped: run 'rackforge firstboot "
-               "factory-reset --resume' or reboot")
+               "{record} and goes on where it stopped at the next boot, or with 'rackforge "
+               "firstboot factory-reset --resume'")
+    retryable = True
+
+
+class NotStarted(errors.RackforgeError):
+    message = ("factory reset done, but first boot did not start ({detail}); run "
+               "'systemctl start {unit}'")
     retryable = True
 
 
@@ -143,16 +143,19 @@ class NothingToResume(errors.RackforgeError):
 class Plan:
     """What a reset of this node does (the console shows it before the confirmation)."""
     hostname: str
-    node: dict = field(default_factory=dict)     # node.json: node_id, name, role, ...
-    member: bool = False
-    alone: bool = False                          # the only node: no leave
-    cluster: str = None
+    identity: object = None                      # leave.Identity, or None: never joined
+    standing: object = None                      # leave.Standing of a member
     memberships: list = field(default_factory=list)   # what the node holds, unbuilt leave
-    osds: list = field(default_factory=list)     # ids of this node's OSDs (its records)
+    osds: list = field(default_factory=list)     # ids of this node's OSDs
     vms: list = field(default_factory=list)      # libvirt domains defined or running here
-    others: int = 0                              # other nodes registered in its cluster
-    etcd_members: int = 0
-    etcd_healthy_others: int = 0                 # the other members that answer
+
+    @property
+    def member(self):
+        return self.identity is not None
+
+    @property
+    def alone(self):
+        return self.member and self.standing.others == 0
 
     @property
     def leaves(self):
@@ -161,15 +164,16 @@ class Plan:
     def lines(self):
         """What happens, in the operator's words."""
         out = []
+        cluster = (self.standing.cluster if self.standing else None) or "?"
         if self.leaves:
             out.append("node %s leaves cluster %s: its records%s go"
-                       % (self.node.get("name"), self.cluster or "?",
-                          " and its etcd membership" if self.node.get("etcd_member") else ""))
+                       % (self.identity.name, cluster, " and its etcd member"
+                          if self.standing.mine else ""))
         elif self.member:
             out.append("node %s is the only node of cluster %s: the cluster ends with it"
-                       % (self.node.get("name"), self.cluster or "?"))
-        out.append("its services stop; its keys, certificate, journal and etcd data are "
-                   "erased")
+                       % (self.identity.name, cluster))
+        out.append("its services stop; its keys, certificate, journal, etcd data and the "
+                   "cluster's secrets are erased")
         out.append("kept: the host name %s, the management network, the installed system"
                    % self.hostname)
         out.append("first boot then waits for join settings")
@@ -180,8 +184,8 @@ class Plan:
 class Env:
     """What a reset touches outside the process (the unit tests replace it)."""
     systemctl: object = None
-    connect: object = None          # (node.json) -> NodeRegistry of its cluster
-    run: object = None              # subprocess.run (wipefs)
+    connect: object = None          # (leave.Identity, endpoints) -> NodeRegistry
+    run: object = None              # subprocess.run (wipefs, ceph-bluestore-tool)
     root: Path = Path("/")
     hostname: str = None
 
@@ -189,23 +193,15 @@ class Env:
         import socket
 
         from rackforge import systemd
-        import subprocess
         self.systemctl = self.systemctl or systemd.systemctl
         self.run = self.run or subprocess.run
         self.connect = self.connect or _connect
         self.hostname = self.hostname or socket.gethostname().split(".")[0]
 
 
-def _connect(node):
-    """The node's cluster, as its etcd client file says (else node.json's endpoints)."""
-    from rackforge import kvstore, registry
-    tls = {k: node[k] for k in ("ca_cert", "cert", "key") if node.get(k)}
-    try:
-        local = kvstore.read_client()
-    except errors.RackforgeError:
-        local = None
-    endpoints = local[0] if local else node.get("etcd_endpoints")
-    return registry.connect(endpoints or None, **(dict(local[1], **tls) if local else tls))
+def _connect(ident, endpoints):
+    from rackforge import registry
+    return registry.connect(list(endpoints) or None, **ident.tls)
 
 
 def record_path():
@@ -227,14 +223,6 @@ def _write_record(rec):
     atomic_write(record_path(), json.dumps(rec, indent=2) + "\n", mode=0o600)
 
 
-def _node_json():
-    try:
-        data = json.loads((paths.state_dir() / "node.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _present(path):
     if path.is_dir():
         return any(path.iterdir())
@@ -246,15 +234,19 @@ def memberships(root):
     return [what for what, rel in MEMBERSHIPS if _present(Path(root) / rel)]
 
 
-def osds():
-    """The ids of the OSDs this node keeps records of (``nodeagent/osd.py``)."""
+def local_osds():
+    """The ids of the OSDs this node keeps records of (``nodeagent/osd.py``), and of
+    an OSD being made (its intent)."""
     folder = paths.state_dir() / "ceph" / "osds"
     out = []
-    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(int(json.loads(f.read_text())["id"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            out.append(f.stem)          # unreadable: an OSD all the same
+    for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if f.suffix == ".json":
+            try:
+                out.append(int(json.loads(f.read_text())["id"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                out.append(f.stem)          # unreadable: an OSD all the same
+        elif f.name.startswith("making"):
+            out.append("(being made)")
     return out
 
 
@@ -270,40 +262,21 @@ def vms(root):
 def plan(env):
     """This node's :class:`Plan`; reads the cluster when the node is a member.
 
-    :raises ClusterUnreachable: a member whose cluster does not answer."""
-    from rackforge import registry as registry_mod
-    node = _node_json()
-    out = Plan(hostname=env.hostname, node=node, member=bool(node.get("node_id")),
-               memberships=memberships(env.root), osds=osds(), vms=vms(env.root))
-    if not out.member:
+    :raises ClusterUnreachable: a member whose cluster does not answer;
+        :class:`leave.Unidentified`."""
+    from rackforge.nodeagent.ceph import osd_records
+    out = Plan(hostname=env.hostname, identity=leave_mod.identity(),
+               memberships=memberships(env.root), osds=local_osds(), vms=vms(env.root))
+    if out.identity is None:
         return out
     try:
-        reg = env.connect(node)
-        nodes = reg.list_nodes()
-        entry = reg.kv.get(keys.CLUSTER)
-        out.cluster = json.loads(entry.value).get("name") if entry else None
-        if node.get("etcd_member"):
-            members = reg.kv.members()
-            out.etcd_members = len(members)
-            out.etcd_healthy_others = len([m for m in members if m.get("name") != node.get(
-                "name") and _answers(reg.kv, m)])
-    except registry_mod.RegistryUnavailable as exc:
+        reg = env.connect(out.identity, out.identity.etcd_endpoints)
+        out.standing = leave_mod.standing(reg, out.identity)
+        out.osds = sorted(set(out.osds) | {r["id"] for r in osd_records(
+            reg.kv, out.identity.node_id)}, key=str)
+    except leave_mod.RegistryUnavailable as exc:
         raise ClusterUnreachable(detail=exc.kwargs.get("detail") or exc) from None
-    out.others = len([n for n in nodes if n.id != node["node_id"]])
-    out.alone = out.others == 0
     return out
-
-
-def _answers(kv, member):
-    """True when one of ``member``'s client URLs answers its status."""
-    from rackforge import registry as registry_mod
-    for url in member.get("clientURLs") or []:
-        try:
-            kv.member_status(url)
-            return True
-        except registry_mod.RegistryUnavailable:
-            continue
-    return False
 
 
 def refusal(p, confirm):
@@ -319,37 +292,35 @@ def blocker(p):
         return LeaveNotBuilt(what=", ".join(p.memberships))
     if p.vms:
         return HostsVms(count=len(p.vms), names=", ".join(p.vms[:5]) + (
-            ", ..." if len(p.vms) > 5 else ""), node=p.node.get("name") or p.hostname)
+            ", ..." if len(p.vms) > 5 else ""),
+            node=p.identity.name if p.identity else p.hostname)
     if p.osds:
         return HoldsOsds(osds=", ".join("osd.%s" % i for i in p.osds),
-                         node=p.node.get("name") or p.hostname)
-    if p.leaves and p.node.get("etcd_member"):
-        if p.etcd_members <= 1:
-            return LastMember(cluster=p.cluster or "?", others=p.others)
-        needed = (p.etcd_members - 1) // 2 + 1          # a quorum of those who stay
-        if p.etcd_healthy_others < needed:
-            return QuorumAtRisk(cluster=p.cluster or "?", healthy=p.etcd_healthy_others,
-                                others=p.etcd_members - 1, needed=needed)
+                         node=p.identity.name if p.identity else p.hostname)
+    if p.leaves:
+        return leave_mod.quorum_refusal(p.standing, p.identity)
     return None
 
 
 def start(confirm, env=None, say=None):
-    """Check, record the intent and run every phase; returns the :class:`Plan`.
+    """Check, record the intent and run every phase; returns the :class:`Plan`, or None
+    when a recorded reset was resumed instead.
 
     Raises a refusal with nothing changed, or :class:`PhaseFailed` with the reset
     recorded (it resumes)."""
     env = env or Env()
     if read_record() is not None:
-        return resume(env, say)
+        resume(env, say)
+        return None
     p = plan(env)
     refused = refusal(p, confirm)
     if refused:
         raise refused
-    rec = {"hostname": p.hostname, "node": {k: v for k, v in p.node.items()
-                                            if k in ("node_id", "name", "role",
-                                                     "etcd_member", "etcd_endpoints",
-                                                     "ca_cert", "cert", "key")},
-           "leave": p.leaves, "started": time.time(), "phases": {}}
+    rec = {"hostname": p.hostname, "leave": p.leaves, "started": time.time(),
+           "identity": p.identity.to_dict() if p.identity else None,
+           # the leave goes through the others: this node's own member goes first
+           "endpoints": p.standing.other_urls(p.identity.name) if p.leaves else [],
+           "phases": {}}
     _write_record(rec)
     LOG.warning("factory reset of %s started: %s", p.hostname, "; ".join(p.lines()))
     _run(rec, env, say)
@@ -363,7 +334,6 @@ def resume(env=None, say=None):
     if rec is None:
         raise NothingToResume(record=record_path())
     _run(rec, env, say)
-    return rec
 
 
 def _run(rec, env, say):
@@ -376,90 +346,20 @@ def _run(rec, env, say):
         say("factory reset: %s" % phase)
         try:
             PHASE_FUNCS[phase](rec, env)
-        except PhaseFailed:
+        except (PhaseFailed, NotStarted):
             raise
-        except (errors.RackforgeError, OSError) as exc:
+        except FAILURES as exc:
             raise PhaseFailed(phase=phase, detail=exc, record=record_path()) from None
-        if phase != "start":            # its end removes the record
+        if phase != "start":            # its end removed the record
             rec["phases"][phase] = "done"
             _write_record(rec)
     say("factory reset: done; first boot waits for join settings")
 
 
 # -- the phases -------------------------------------------------------------------------
-def phase_leave(rec, env):
-    if not rec.get("leave"):
-        return
-    from rackforge import registry as registry_mod
-    from rackforge.cluster import roles
-    node = rec["node"]
-    node_id = node["node_id"]
-    try:
-        reg = env.connect(node)
-        roles.RoleElection(reg.kv).release(node_id)
-        _forget(reg, node_id)
-        if node.get("etcd_member"):
-            _leave_etcd(reg.kv, node.get("name"))
-    except registry_mod.RegistryUnavailable as exc:
-        raise ClusterUnreachable(detail=exc.kwargs.get("detail") or exc) from None
-    LOG.warning("factory reset: node %s left its cluster", node.get("name"))
-
-
-def _forget(reg, node_id):
-    """Every record of ``node_id`` in one transaction compared on its node record."""
-    from rackforge import registry as registry_mod
-    from rackforge.cluster import removal
-    from rackforge.kvstore import Compare
-    for _ in range(removal.CAS_ATTEMPTS):
-        try:
-            found = reg.get_node(node_id)
-        except registry_mod.NodeNotFound:
-            found = None
-        compares, deletes = (removal.plan(reg, found) if found else ([], []))
-        for key in (keys.NODE_CERTS + node_id, keys.HEARTBEATS + node_id,
-                    keys.FERNET_APPLIED + node_id):
-            entry = reg.kv.get(key)
-            if entry is not None:
-                compares.append(Compare(key, entry.mod_revision))
-                deletes.append(key)
-        deletes += [e.key for e in reg.kv.get_prefix(keys.HEALTH + node_id + "/")]
-        if not deletes or reg.kv.txn(compares, (), deletes):
-            return
-    raise removal.RemoveContended(node=node_id, attempts=removal.CAS_ATTEMPTS)
-
-
-def _leave_etcd(kv, name):
-    """This node's etcd membership removed (by its name; gone already is fine)."""
-    for member in kv.members():
-        if member.get("name") == name:
-            kv.member_remove(member["ID"])
-            return
-
-
-def _catalogue():
-    from rackforge.nodeagent import catalogue, hooks
-    return catalogue.load(**hooks.names()).services
-
-
-def _units(services):
-    """Every unit a reset stops: the agents first, the catalogue's, etcd last."""
-    out = list(FIRST_UNITS)
-    for svc in reversed(services):          # the reverse of the start order
-        out += [u for u in reversed(svc.units) if u not in out and u not in LAST_UNITS]
-    return out + list(LAST_UNITS)
-
-
-def secret_files(services):
-    """What holds the cluster's secrets on this node: the files the agent rendered
-    for a service that has secrets (it renders them again after a join), and
-    :data:`SECRET_DIRS`; absolute paths."""
-    out = [c.path for svc in services if svc.secrets for c in svc.configs]
-    return sorted(set(out)) + ["/" + d for d in SECRET_DIRS + HOST_FILES]
-
-
-def phase_stop(rec, env):
+def _disable(env, units):
     from rackforge.systemd import SystemctlFailed
-    for unit in _units(_catalogue()):
+    for unit in units:
         try:
             env.systemctl("disable", "--now", unit)
         except SystemctlFailed as exc:
@@ -478,11 +378,78 @@ def _active(env, unit):
     return True
 
 
+def phase_quiesce(rec, env):
+    _disable(env, FIRST_UNITS)
+
+
+def phase_leave(rec, env):
+    if not rec.get("leave"):
+        return
+    ident = leave_mod.Identity(**rec["identity"])
+    try:
+        reg = env.connect(ident, rec.get("endpoints") or ident.etcd_endpoints)
+        leave_mod.leave(reg, ident)
+    except leave_mod.RegistryUnavailable as exc:
+        raise PhaseFailed(phase="leave", detail="the cluster does not answer: %s" % (
+            exc.kwargs.get("detail") or exc), record=record_path()) from None
+    LOG.warning("factory reset: node %s left its cluster", ident.name)
+
+
+def _catalogue():
+    from rackforge.nodeagent import catalogue, hooks
+    return catalogue.load(**hooks.names()).services
+
+
+def _units(services):
+    """The catalogue's units, the reverse of their start order, etcd last."""
+    out = []
+    for svc in reversed(services):
+        out += [u for u in reversed(svc.units) if u not in out + list(FIRST_UNITS)
+                and u not in LAST_UNITS]
+    return out + list(LAST_UNITS)
+
+
+def phase_stop(rec, env):
+    _disable(env, _units(_catalogue()))
+
+
+def secret_files(services):
+    """What holds the cluster's secrets on this node: the files the agent rendered
+    for a service that has secrets (it renders them again after a join), and
+    :data:`SECRET_DIRS`, :data:`HOST_FILES`; absolute paths."""
+    out = [c.path for svc in services if svc.secrets for c in svc.configs]
+    return sorted(set(out)) + ["/" + d for d in SECRET_DIRS + HOST_FILES]
+
+
 def _remove(path):
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def wipe_osd_disks(env):
+    """The disks of this node's removed OSDs blank again (their BlueStore labels, as
+    ``ceph-volume zap`` does), so a join makes OSDs on them.  Each OSD folder's
+    ``block`` link names its disk; only a disk whose label is that OSD's (its id and
+    the uuid in the folder's ``fsid``) is wiped: a link may name a device that is now
+    another disk."""
+    from rackforge.nodeagent import osd
+    wiper = osd.Osds(None, None, run=env.run, root=env.root)
+    for link in sorted((Path(env.root) / "var/lib/ceph/osd").glob("ceph-*/block")):
+        disk, name = link.resolve(), link.parent.name.replace("ceph-", "osd.")
+        try:
+            uuid = (link.parent / "fsid").read_text().strip()
+        except OSError:
+            uuid = None
+        label = osd.read_label(env.run, str(disk)) if disk.exists() else None
+        if not (label and uuid and label.get("osd_uuid") == uuid
+                and "osd.%s" % label.get("whoami") == name):
+            LOG.warning("factory reset: %s left alone: it does not carry removed %s's label",
+                        disk, name)
+            continue
+        LOG.warning("factory reset: wiping %s, the disk of removed %s", disk, name)
+        wiper.wipe(str(disk))
 
 
 def phase_wipe(rec, env):
@@ -494,7 +461,8 @@ def phase_wipe(rec, env):
         for child in state.iterdir():
             _remove(child)
     layout = etcd.Layout.default()
-    for path in (layout.data_dir, layout.config_dir, kvstore.client_file()):
+    for path in (layout.data_dir, layout.config_dir, kvstore.client_file(),
+                 paths.config_dir() / "join-server.json"):
         _remove(Path(path))
     wipe_osd_disks(env)
     for path in secret_files(_catalogue()):         # no secret of the cluster stays
@@ -518,32 +486,21 @@ def phase_wipe(rec, env):
            "cluster with a new token', or 'rackforge firstboot join')")
 
 
-def wipe_osd_disks(env):
-    """The disks of this node's removed OSDs blank again (their BlueStore labels, as
-    ``ceph-volume zap`` does), so a join makes OSDs on them: each OSD folder's ``block``
-    link names its disk (a removed OSD's folder stays until this reset)."""
-    from rackforge.nodeagent import osd
-    wiper = osd.Osds(None, None, run=env.run, root=env.root)
-    for link in sorted((Path(env.root) / "var/lib/ceph/osd").glob("ceph-*/block")):
-        disk = link.resolve()
-        if disk.exists():
-            LOG.warning("factory reset: wiping %s, the disk of removed %s", disk,
-                        link.parent.name.replace("ceph-", "osd."))
-            wiper.wipe(str(disk))
-
-
 def phase_start(rec, env):
-    """First boot enabled and started, then the record removed (a power cut between
-    the two starts it once more: harmless)."""
+    """First boot enabled, the record removed (first boot does not start while it
+    exists), first boot started.  A power cut before the start: it starts at boot."""
     from rackforge.systemd import SystemctlFailed
     env.systemctl("enable", FIRSTBOOT)
     try:
         env.systemctl("reset-failed", FIRSTBOOT)
     except SystemctlFailed as exc:          # a unit that never failed: nothing to reset
         LOG.info("factory reset: %s", exc)
-    env.systemctl("start", "--no-block", FIRSTBOOT)
     _remove(record_path())
+    try:
+        env.systemctl("start", "--no-block", FIRSTBOOT)
+    except SystemctlFailed as exc:
+        raise NotStarted(detail=exc, unit=FIRSTBOOT) from None
 
 
-PHASE_FUNCS = {"leave": phase_leave, "stop": phase_stop, "wipe": phase_wipe,
-               "start": phase_start}
+PHASE_FUNCS = {"quiesce": phase_quiesce, "leave": phase_leave, "stop": phase_stop,
+               "wipe": phase_wipe, "start": phase_start}

@@ -86,10 +86,13 @@ class ResetScreen(ActionScreen):
             app.call_from_thread(self._done, str(exc), False)
             return
         except Exception as exc:    # noqa: BLE001 - a bug: one line on tty1, detail logged
+            from rackforge.firstboot import factoryreset
             LOG.exception("console: factory reset failed")
-            app.call_from_thread(self._done, "factory reset failed: %s (a bug); it resumes "
-                                 "at the next boot; see 'journalctl -t rackforge-console'"
-                                 % type(exc).__name__, False)
+            where = ("it goes on at the next boot" if factoryreset.record_path().exists()
+                     else "nothing was changed")
+            app.call_from_thread(self._done, "factory reset failed: %s (a bug); %s; see "
+                                 "'journalctl -t rackforge-console'"
+                                 % (type(exc).__name__, where), False)
             return
         LOG.warning("console: factory reset of %s done", self.plan.hostname)
         app.call_from_thread(self._done, "reset: first boot waits for join settings (Esc, "

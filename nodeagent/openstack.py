@@ -42,6 +42,7 @@ from rackforge.fileutil import atomic_write, make_dirs
 from rackforge.kvstore import RegistryUnavailable
 from rackforge.nodeagent import galera, health
 from rackforge.nodeagent.reconcile import Action, Waiting
+from rackforge.nodeagent.tasks import TaskFailed
 
 LOG = logging.getLogger(__name__)
 
@@ -431,9 +432,10 @@ class OpenStack:
                       if (services.get("nova-compute") or {}).get("state") == health.OK)
 
     def cells_step(self, ctx):
+        forgot = self.forget_step(ctx)
         hosts = self.computes_up(ctx.view)
         if not hosts or ctx.dry_run or ctx.tasks is None:
-            return []
+            return forgot
         before = ctx.tasks.done("nova-discover-hosts")
         got = ctx.tasks.run("nova-discover-hosts", self.discover_hosts, hosts,
                             inputs={"hosts": hosts})
@@ -441,11 +443,11 @@ class OpenStack:
             if before is None:
                 raise Waiting("task nova-discover-hosts (claimed by %s)"
                               % ctx.tasks.claimant("nova-discover-hosts"))
-            return []
+            return forgot
         if before is None or not before.holds_for({"hosts": hosts}):
-            return [Action("task", "nova-discover-hosts", "nova-cells",
-                           "%d compute host(s) mapped" % len(hosts))]
-        return self.forget_step(ctx)
+            return forgot + [Action("task", "nova-discover-hosts", "nova-cells",
+                                    "%d compute host(s) mapped" % len(hosts))]
+        return forgot
 
     # -- task openstack-forget-hosts: what a departed node left in the cloud ------------
     def admin(self, view):
@@ -460,34 +462,49 @@ class OpenStack:
         return ks
 
     def departed(self, ks, members):
-        """``[(label, kind, id)]`` of the service records on hosts that are no node of
-        the cluster (``members``: node names) and are not up; ``kind``: nova, neutron,
-        cinder (whose ``id`` is ``(binary, host)``: its API deletes none)."""
+        """``[(label, kind, id, version)]`` of the service records on hosts that are no
+        node of the cluster (``members``: node names) and are not up; ``kind``: nova,
+        neutron, cinder (whose ``id`` is ``(binary, host)``: its API deletes none);
+        ``version``: what tells this record from one of the same host before (its id,
+        or when it was made)."""
         out = []
         for s in ks.get(ks.catalog["compute"].rstrip("/") + "/os-services").get(
                 "services", []):
             if s["host"] not in members and s.get("state") != "up":
-                out.append(("%s@%s" % (s["binary"], s["host"]), "nova", s["id"]))
+                out.append(("%s@%s" % (s["binary"], s["host"]), "nova", s["id"], s["id"]))
         for a in ks.get(ks.catalog["network"].rstrip("/") + "/v2.0/agents").get(
                 "agents", []):
             if a["host"] not in members and not a.get("alive"):
-                out.append(("%s@%s" % (a["agent_type"], a["host"]), "neutron", a["id"]))
+                out.append(("%s@%s" % (a["agent_type"], a["host"]), "neutron", a["id"],
+                            a["id"]))
         for s in ks.get(ks.catalog["volumev3"].rstrip("/") + "/os-services").get(
                 "services", []):
             if s["host"].split("@")[0] not in members and s.get("state") != "up":
                 out.append(("%s@%s" % (s["binary"], s["host"]), "cinder",
-                            (s["binary"], s["host"])))
+                            (s["binary"], s["host"]), s.get("updated_at")))
         return sorted(out, key=lambda r: r[0])
 
     def forget_hosts(self, ks, records):
-        for label, kind, ident in records:
-            if kind == "nova":
-                ks.delete("%s/os-services/%s" % (ks.catalog["compute"].rstrip("/"), ident))
-            elif kind == "neutron":
-                ks.delete("%s/v2.0/agents/%s" % (ks.catalog["network"].rstrip("/"), ident))
-            else:
-                self.manage("cinder", ["cinder-manage", "service", "remove"] + list(ident))
+        """Each record deleted; the ones that failed (a host still holding instances:
+        nova says 409) named in one error after the others went (retried later)."""
+        failed = []
+        for label, kind, ident, _ in records:
+            try:
+                if kind == "nova":
+                    ks.delete("%s/os-services/%s" % (ks.catalog["compute"].rstrip("/"),
+                                                     ident))
+                elif kind == "neutron":
+                    ks.delete("%s/v2.0/agents/%s" % (ks.catalog["network"].rstrip("/"),
+                                                     ident))
+                else:
+                    self.manage("cinder", ["cinder-manage", "service", "remove"]
+                                + list(ident))
+            except OpenStackError as exc:
+                failed.append("%s (%s)" % (label, exc))
+                continue
             LOG.warning("openstack: %s deleted: its host left the cluster", label)
+        if failed:
+            raise OpenStackError(what="forgetting departed hosts", detail="; ".join(failed))
         return {"forgot": [r[0] for r in records]}
 
     def members(self):
@@ -512,8 +529,12 @@ class OpenStack:
         if not records:
             return []
         labels = [r[0] for r in records]
-        got = ctx.tasks.run("openstack-forget-hosts", self.forget_hosts, ks, records,
-                            inputs={"records": labels})
+        try:
+            got = ctx.tasks.run("openstack-forget-hosts", self.forget_hosts, ks, records,
+                                inputs={"records": ["%s#%s" % (r[0], r[3]) for r in records]})
+        except TaskFailed as exc:       # the others went; again in FORGET_EVERY
+            LOG.warning("%s", exc)
+            return []
         if got != "done":
             return []
         return [Action("task", "openstack-forget-hosts", "nova-cells",

@@ -1,8 +1,10 @@
-"""A node reset to its factory state (``firstboot/factoryreset.py``) and ``rackforge
-firstboot factory-reset``: the host name typed to confirm; a member leaves its cluster
-(every record of it in the in-memory registry, its etcd membership) before its units
-stop and its state is erased; the bootstrap file keeps the management network only;
-refusals change nothing; a reset cut at any phase resumes and ends the same."""
+"""A node reset to its factory state (``firstboot/factoryreset.py``, ``firstboot/leave.py``)
+and ``rackforge firstboot factory-reset``: the host name typed to confirm; a member
+leaves its cluster (its etcd member through the other members, every record of it in
+the in-memory registry, its join endpoint) before its units stop and its state is
+erased; the bootstrap file keeps the management network only; refusals change
+nothing; a reset cut at any phase, or right after a side effect, resumes and ends the
+same."""
 
 import json
 import subprocess
@@ -14,7 +16,7 @@ import yaml
 
 from rackforge import keys, paths, registry
 from rackforge.cluster import etcd, roles
-from rackforge.firstboot import bootstrap, cli, factoryreset
+from rackforge.firstboot import bootstrap, cli, factoryreset, journal, leave
 from rackforge.kvstore import MemoryKV, RegistryUnavailable
 from rackforge.systemd import SystemctlFailed
 
@@ -24,20 +26,26 @@ BOOT = {"join": {"endpoint": "https://10.0.0.5:9443", "token": "abcdef.012345678
         "role": "controller"}
 
 
+def url(name):
+    return "https://%s:2379" % name
+
+
 class MembersKV(MemoryKV):
     """The in-memory store with an etcd member list (the real store's membership calls)."""
 
     def __init__(self, names):
         super().__init__()
         self.member_list = [{"ID": str(100 + i), "name": n, "peerURLs": [],
-                             "clientURLs": ["https://%s:2379" % n]}
-                            for i, n in enumerate(names)]
+                             "clientURLs": [url(n)]} for i, n in enumerate(names)]
         self.removed = []
         self.down = set()               # members whose status does not answer
+        self.leaderless = set()         # members that answer with no leader
 
     def member_status(self, endpoint, timeout=3):
-        if any(endpoint == "https://%s:2379" % n for n in self.down):
+        if any(endpoint == url(n) for n in self.down):
             raise RegistryUnavailable(endpoint=endpoint, detail="connection refused")
+        if any(endpoint == url(n) for n in self.leaderless):
+            return {"leader": 0, "errors": ["etcdserver: no leader"]}
         return {"leader": 100}
 
     def members(self):
@@ -54,7 +62,8 @@ def make_cluster(kv, names):
     health records, in the store ``kv``; returns {name: node}."""
     reg = registry.NodeRegistry(kv)
     election = roles.RoleElection(kv)
-    kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1"}).encode())])
+    kv.txn([], [(keys.CLUSTER, json.dumps({"name": "rack1", "join_endpoints": [
+        "https://10.0.0.%d:9443" % (11 + i) for i in range(3)]}).encode())])
     out = {}
     for name in names:
         node = lifecycle.create(reg, "active", name=name, macs=[
@@ -93,11 +102,13 @@ def node(tmp_path, monkeypatch):
     (layout.data_dir / "member").mkdir()
     layout.config_dir.mkdir(parents=True)
     (layout.config_dir / "client.json").write_text("{}")
+    (paths.config_dir() / "join-server.json").write_text(json.dumps(
+        {"listen": "10.0.0.11", "port": 9443, "node_id": me.id}))
     bootstrap.path().write_text(yaml.safe_dump(BOOT))
     calls = []
     world = types.SimpleNamespace(kv=kv, reg=reg, nodes=nodes, me=me, calls=calls,
                                   root=tmp_path / "root", active=set(), refuse=set(),
-                                  down=False)
+                                  down=False, endpoints=[])
     world.root.mkdir()
 
     def systemctl(*args):
@@ -108,11 +119,12 @@ def node(tmp_path, monkeypatch):
         elif args[-1] in world.refuse:
             raise SystemctlFailed(args=" ".join(args), detail="no such unit", unit=args[-1])
 
-    def connect(node_json):
+    def connect(ident, endpoints):
+        world.endpoints.append(list(endpoints))
         if world.down:
             raise RegistryUnavailable(endpoint="https://10.0.0.5:2379",
                                       detail="connection refused")
-        assert node_json["node_id"] == me.id
+        assert ident.node_id == me.id and ident.name == "node-1"
         return reg
 
     def run(argv, **kw):
@@ -146,18 +158,29 @@ def assert_factory_state(world):
     assert "factory reset" in banner and "join settings" in banner
 
 
+def cluster_record(kv):
+    return json.loads(kv.get(keys.CLUSTER).value)
+
+
 def test_a_member_leaves_then_is_erased(node):
     plan = factoryreset.start("node-1", node.env)
-    assert plan.leaves and plan.cluster == "rack1" and plan.etcd_members == 3
-    # the cluster forgot it: no key names it, its controller place is free
+    assert plan.leaves and plan.standing.cluster == "rack1"
+    assert plan.lines()[0] == ("node node-1 leaves cluster rack1: its records and its etcd "
+                               "member go")
+    # the leave went through the other members, never this node's own
+    assert node.endpoints[-1] == [url("node-2"), url("node-3")]
+    # the cluster forgot it: no key names it, its controller place is free, its join
+    # endpoint is no longer listed (the join service would refuse its address)
     assert names(node.reg) == ["node-2", "node-3"]
     assert keys_of(node.kv, node.me.id) == []
     assert node.me.id not in roles.RoleElection(node.kv).controllers()
+    assert cluster_record(node.kv)["join_endpoints"] == ["https://10.0.0.12:9443",
+                                                         "https://10.0.0.13:9443"]
     assert node.kv.removed == ["100"]
     assert [m["name"] for m in node.kv.members()] == ["node-2", "node-3"]
-    # the agents stopped first, etcd last, then first boot started again
+    # the agents stopped before the leave, etcd last, then first boot started again
     verbs = [c for c in node.calls if c[0] == "disable"]
-    assert verbs[0] == ("disable", "--now", "rackforge-nodeagent.service")
+    assert verbs[:3] == [("disable", "--now", u) for u in factoryreset.FIRST_UNITS]
     assert verbs[-1] == ("disable", "--now", "rackforge-etcd.service")
     stopped = [c[-1] for c in verbs]
     assert {"nova-compute.service", "mariadb.service", "ceph.target",
@@ -166,6 +189,7 @@ def test_a_member_leaves_then_is_erased(node):
     assert stopped.index("nova-compute.service") < stopped.index("libvirtd.service")
     assert node.calls[-1] == ("start", "--no-block", factoryreset.FIRSTBOOT)
     assert_factory_state(node)
+    assert not (paths.config_dir() / "join-server.json").exists()
     # a bootstrap file with no join is first boot's "join is missing": it waits
     with pytest.raises(bootstrap.BootstrapError, match="join"):
         bootstrap.load(cmdline="")
@@ -198,13 +222,17 @@ def test_osds_are_removed_first_with_node_disk_remove(node):
     osds.mkdir(parents=True)
     for i in (3, 7):
         (osds / ("%d.json" % i)).write_text(json.dumps({"id": i}))
+    # one only etcd's records know of (a record this node lost)
+    node.kv.txn([], [(keys.CEPH_OSDS + "9", json.dumps({"id": 9, "node": node.me.id})
+                      .encode())])
     with pytest.raises(factoryreset.HoldsOsds) as exc:
         factoryreset.start("node-1", node.env)
-    assert "(osd.3, osd.7)" in str(exc.value)
+    assert "(osd.3, osd.7, osd.9)" in str(exc.value)
     assert "'rackforge node disk remove node-1 osd.N' on a controller" in str(exc.value)
     assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
     for i in (3, 7):                    # as the agent forgets a removed one
         (osds / ("%d.json" % i)).unlink()
+    node.kv.txn([], [], [keys.CEPH_OSDS + "9"])     # as the purge does
     factoryreset.start("node-1", node.env)
     assert_factory_state(node)
 
@@ -227,6 +255,7 @@ def test_no_secret_of_the_cluster_stays(node):
              "etc/ceph/ceph.client.nova.keyring": "key = AQ",
              "etc/keystone/fernet-keys/0": "k0",
              "etc/libvirt/secrets/abc.base64": "QUE=",
+             "etc/cinder/etcd/client.key": "KEY",
              "var/lib/ceph/osd/ceph-3/keyring": "key = AQ",
              "var/lib/rabbitmq/.erlang.cookie": "cookie",
              "var/lib/nova/compute_id": "5f0c3f0e-0000-4000-8000-000000000001",
@@ -242,43 +271,96 @@ def test_no_secret_of_the_cluster_stays(node):
         assert (root / folder).is_dir()            # emptied, its owner kept
 
 
-def test_a_removed_osds_disk_is_blank_again(node, tmp_path):
-    disk = tmp_path / "disk0.img"
-    disk.write_bytes(b"bluestore block device\n" + b"\x01" * (12 << 20))
-    folder = node.root / "var/lib/ceph/osd/ceph-3"
+LABELS = {}        # device -> the BlueStore label ceph-bluestore-tool shows
+
+
+def with_labels(node):
+    """The fixture's ``run`` answering ``ceph-bluestore-tool show-label`` from LABELS."""
+    plain = node.env.run
+
+    def run(argv, **kw):
+        if argv[0] == "ceph-bluestore-tool":
+            node.calls.append(tuple(argv))
+            label = LABELS.get(argv[-1])
+            return subprocess.CompletedProcess(argv, 0 if label else 1, json.dumps(
+                {argv[-1]: label}) if label else "", "" if label else "no label")
+        return plain(argv, **kw)
+    node.env.run = run
+
+
+def osd_folder(node, osd_id, disk, uuid):
+    folder = node.root / ("var/lib/ceph/osd/ceph-%d" % osd_id)
     folder.mkdir(parents=True)
     (folder / "block").symlink_to(disk)
+    (folder / "fsid").write_text(uuid + "\n")
+
+
+def test_a_removed_osds_disk_is_blank_again_and_no_other(node, tmp_path):
+    with_labels(node)
+    mine, other = tmp_path / "disk0.img", tmp_path / "disk1.img"
+    for disk in (mine, other):
+        disk.write_bytes(b"bluestore block device\n" + b"\x01" * (12 << 20))
+    LABELS.clear()
+    LABELS.update({str(mine): {"osd_uuid": "u-3", "whoami": "3"},
+                   str(other): {"osd_uuid": "u-9", "whoami": "9"}})
+    osd_folder(node, 3, mine, "u-3")
+    osd_folder(node, 4, other, "u-4")       # its link names a disk now osd.9's
     factoryreset.start("node-1", node.env)
-    assert ("wipefs", "--all", str(disk)) in node.calls
-    data = disk.read_bytes()
+    assert ("wipefs", "--all", str(mine)) in node.calls
+    assert ("wipefs", "--all", str(other)) not in node.calls
+    data = mine.read_bytes()
     assert data[:10 << 20] == bytes(10 << 20) and data[10 << 20:] == b"\x01" * (
         len(data) - (10 << 20))                 # the label zeroed, as ceph-volume zap does
+    assert other.read_bytes()[:10] == b"bluestore "
     assert list((node.root / "var/lib/ceph/osd").iterdir()) == []
 
 
-def test_the_last_etcd_member_with_other_nodes_is_refused(node):
-    node.kv.member_list = node.kv.member_list[:1]
-    with pytest.raises(factoryreset.LastMember, match="2 other"):
+def test_the_last_etcd_voter_with_other_nodes_is_refused(node):
+    node.kv.member_list = node.kv.member_list[:1] + [
+        {"ID": "105", "name": "node-2", "clientURLs": [url("node-2")], "isLearner": True}]
+    with pytest.raises(leave.LastMember, match="2 other"):    # a learner has no vote
         factoryreset.start("node-1", node.env)
     assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
 
 
-def test_an_etcd_member_whose_leaving_breaks_the_quorum_is_refused(node):
-    node.kv.down = {"node-2"}           # of node-2 and node-3, both must answer
-    with pytest.raises(factoryreset.QuorumAtRisk, match="1 of the other 2 member"):
+@pytest.mark.parametrize("how", ["down", "leaderless"])
+def test_an_etcd_member_whose_leaving_breaks_the_quorum_is_refused(node, how):
+    setattr(node.kv, how, {"node-2"})     # of node-2 and node-3, both must answer
+    with pytest.raises(leave.QuorumAtRisk, match="1 of the 2 voting member"):
         factoryreset.start("node-1", node.env)
     assert node.calls == [] and node.kv.removed == []
     assert names(node.reg) == ["node-1", "node-2", "node-3"]
-    node.kv.member_list.append({"ID": "103", "name": "node-4",
-                                "clientURLs": ["https://node-4:2379"]})
-    factoryreset.start("node-1", node.env)      # 2 of the other 3 answer: a quorum
+    node.kv.member_list += [{"ID": "103", "name": "node-4", "clientURLs": [url("node-4")]},
+                            {"ID": "104", "name": "node-5", "clientURLs": [url("node-5")],
+                             "isLearner": True}]
+    factoryreset.start("node-1", node.env)      # 2 of the 3 voters that stay: a quorum
     assert node.kv.removed == ["100"]
+
+
+def test_the_quorum_is_checked_again_when_the_leave_runs(node, monkeypatch):
+    """Planned with a quorum; at the leave (a resume, later) one of the two others is
+    down: nothing of the cluster changes, the reset waits and resumes."""
+    real = factoryreset.phase_leave
+
+    def quorum_lost_meanwhile(rec, env):
+        node.kv.down = {"node-3"}
+        real(rec, env)
+    monkeypatch.setitem(factoryreset.PHASE_FUNCS, "leave", quorum_lost_meanwhile)
+    with pytest.raises(factoryreset.PhaseFailed, match="phase leave failed .*without a "
+                       "quorum"):
+        factoryreset.start("node-1", node.env)
+    assert node.kv.removed == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+    monkeypatch.setitem(factoryreset.PHASE_FUNCS, "leave", real)
+    node.kv.down = set()
+    factoryreset.resume(node.env)
+    assert node.kv.removed == ["100"] and names(node.reg) == ["node-2", "node-3"]
 
 
 def test_the_only_node_resets_without_a_leave(node):
     for name in ("node-2", "node-3"):
         node.reg.delete_node(node.nodes[name].id)
     node.kv.member_list = node.kv.member_list[:1]
+    node.kv.down = {"node-1"}           # its own etcd: not asked
     plan = factoryreset.start("node-1", node.env)
     assert plan.alone and not plan.leaves
     assert "the cluster ends with it" in plan.lines()[0]
@@ -293,8 +375,33 @@ def test_an_unreachable_cluster_changes_nothing(node):
     assert node.calls == [] and not factoryreset.record_path().exists()
 
 
+def test_a_node_stopped_after_its_join_leaves_by_its_journals_identity(node):
+    """First boot stopped after its join step: no node.json, but the join's result in
+    the journal names it; it leaves like a member."""
+    state = paths.state_dir()
+    (state / "node.json").unlink()
+    (state / "firstboot.done").unlink()
+    (journal.steps_dir() / "03-join.json").write_text(json.dumps({
+        "step": "join", "status": "done", "result": {
+            "node_id": node.me.id, "name": "node-1", "etcd_endpoints": [url("node-2")]}}))
+    plan = factoryreset.start("node-1", node.env)
+    assert plan.leaves and node.endpoints[0] == [url("node-2")]
+    assert names(node.reg) == ["node-2", "node-3"] and node.kv.removed == ["100"]
+    assert_factory_state(node)
+
+
+def test_a_joined_node_without_an_identity_is_refused(node):
+    (paths.state_dir() / "node.json").unlink()
+    (paths.state_dir() / "pki" / "node.crt").write_text("CERT")
+    (paths.state_dir() / "firstboot.done").unlink()
+    with pytest.raises(leave.Unidentified, match="it holds a node certificate"):
+        factoryreset.start("node-1", node.env)
+    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+
+
 def test_a_node_that_never_joined_resets_without_the_cluster(node):
     (paths.state_dir() / "node.json").unlink()
+    (paths.state_dir() / "firstboot.done").unlink()
     node.down = True                            # never asked
     plan = factoryreset.start("node-1", node.env)
     assert not plan.member
@@ -315,7 +422,7 @@ def test_a_live_unit_that_does_not_stop_fails_and_resumes(node):
     with pytest.raises(factoryreset.PhaseFailed, match="phase stop"):
         factoryreset.start("node-1", node.env)
     rec = factoryreset.read_record()
-    assert rec["phases"] == {"leave": "done", "stop": "started"}
+    assert rec["phases"] == {"quiesce": "done", "leave": "done", "stop": "started"}
     assert (paths.state_dir() / "node.json").exists()      # nothing erased under it
     node.refuse = set()
     factoryreset.resume(node.env)
@@ -338,9 +445,32 @@ def test_a_reset_cut_in_any_phase_resumes(node, monkeypatch, cut):
     monkeypatch.setitem(factoryreset.PHASE_FUNCS, cut, real)
     node.calls.clear()
     # a second confirmation resumes it as the boot-time unit does
-    factoryreset.start("node-1", node.env)
+    assert factoryreset.start("node-1", node.env) is None
     assert_factory_state(node)
     assert names(node.reg) == ["node-2", "node-3"]
+    assert node.kv.removed == ["100"]
+
+
+@pytest.mark.parametrize("after", ["member_remove", "release", "forget"])
+def test_a_cut_right_after_a_side_effect_of_the_leave_resumes(node, monkeypatch, after):
+    """The leave's own steps cut after their side effect: the resumed leave finds the
+    member gone, the role released or the records gone, and finishes once."""
+    from rackforge.cluster import roles as roles_mod
+    owner, name = {"member_remove": (node.kv, "member_remove"),
+                   "release": (roles_mod.RoleElection, "release"),
+                   "forget": (leave, "forget")}[after]
+    real = getattr(owner, name)
+
+    def then_cut(*args, **kw):
+        real(*args, **kw)
+        raise SystemExit("power cut")
+    monkeypatch.setattr(owner, name, then_cut)
+    with pytest.raises(SystemExit):
+        factoryreset.start("node-1", node.env)
+    monkeypatch.setattr(owner, name, real)
+    factoryreset.resume(node.env)
+    assert_factory_state(node)
+    assert names(node.reg) == ["node-2", "node-3"] and keys_of(node.kv, node.me.id) == []
     assert node.kv.removed == ["100"]
 
 
@@ -354,7 +484,8 @@ def test_the_command_wants_root_the_name_and_says_each_phase(node, capsys):
     assert cli.cmd_firstboot_factory_reset(args, geteuid=lambda: 0, env=node.env) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("factory reset: ")] == [
-        "factory reset: leave", "factory reset: stop", "factory reset: wipe",
+        "factory reset: quiesce", "factory reset: leave", "factory reset: stop",
+        "factory reset: wipe",
         "factory reset: start", "factory reset: done; first boot waits for join settings"]
     again = types.SimpleNamespace(confirm=None, resume=True)
     assert cli.cmd_firstboot_factory_reset(again, geteuid=lambda: 0, env=node.env) == 0

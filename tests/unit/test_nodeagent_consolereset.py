@@ -31,8 +31,7 @@ def test_the_name_typed_resets_the_member(member, agent):       # noqa: F811
         await open_reset(op)
         assert isinstance(op.screen, consolereset.ResetScreen)
         shown = screen_text(op.app)
-        assert "node node-1 leaves cluster rack1: its records and its etcd membership go" \
-            in shown
+        assert "node node-1 leaves cluster rack1: its records and its etcd member go" in shown
         assert "kept: the host name node-1, the management network" in shown
         assert member.calls == []                   # nothing before the confirmation
         await op.type("confirm", "node-1")
@@ -102,7 +101,7 @@ def test_a_phase_that_fails_is_one_line_and_resumes(member, agent):     # noqa: 
         op.screen.query_one("#reset").press()
         await op.settle()
         assert "factory reset: phase stop failed" in op.problems()
-        assert "resumes where it stopped" in op.problems()
+        assert "goes on where it stopped at the next boot" in op.problems()
 
     run(agent, script)
     assert factoryreset.read_record()["phases"]["stop"] == "started"

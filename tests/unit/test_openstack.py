@@ -483,6 +483,11 @@ class FakeCloud:
             self.deleted.append(url)
             if url.endswith("/os-services/99"):
                 raise urllib.error.HTTPError(url, 404, "gone", {}, io.BytesIO(b""))
+            if url.endswith("/os-services/98"):         # a host still holding instances
+                raise urllib.error.HTTPError(url, 409, "in use", {}, io.BytesIO(b""))
+            gone = url.rsplit("/", 1)[1]
+            self.nova = [x for x in self.nova if str(x["id"]) != gone]
+            self.agents = [x for x in self.agents if x["id"] != gone]
             return Response(204, {})
         return Response(200, {"http://vip:8774/v2.1/os-services": {"services": self.nova},
                               "http://vip:9696/v2.0/agents": {"agents": self.agents},
@@ -535,12 +540,33 @@ def test_a_departed_hosts_records_are_deleted_once_by_one_controller(tmp_path):
     now[0] += 60
     assert os_.forget_step(ctx) == [] and len(cloud.deleted) == 2
     # then it is (a record already gone meanwhile is fine), and the task runs again
-    cloud.nova = [s for s in cloud.nova if s["host"] != "node4"]
-    cloud.agents = cloud.volume = []
+    cloud.volume = []
     now[0] += openstack.OpenStack.FORGET_EVERY
     actions = os_.forget_step(ctx)
     assert cloud.deleted[-1] == "http://vip:8774/v2.1/os-services/99"
     assert "nova-compute@node6" in actions[0].detail
+    # node4 joined again and left again: the same labels, new records: deleted again
+    cloud.nova = [{"id": 7, "binary": "nova-compute", "host": "node4", "state": "down"}]
+    now[0] += openstack.OpenStack.FORGET_EVERY
+    assert os_.forget_step(ctx) and cloud.deleted[-1] == "http://vip:8774/v2.1/os-services/7"
+
+
+def test_a_record_nova_refuses_to_delete_leaves_the_others_deleted_and_is_retried(
+        tmp_path, caplog):
+    cloud, now = FakeCloud(), [1000.0]
+    cloud.nova.append({"id": 98, "binary": "nova-compute", "host": "node6", "state": "down"})
+    os_, ctx, ran = forgetter(tmp_path, cloud, ["node1", "node2", "node3"], now)
+    assert os_.forget_step(ctx) == []           # not done: the task failed
+    assert "http://vip:8774/v2.1/os-services/2" in cloud.deleted        # node4's went
+    assert "nova-compute@node6" in caplog.text and "answered 409" in caplog.text
+    assert ctx.tasks.claimant("openstack-forget-hosts") is None         # claim released
+    cloud.volume = []                                   # cinder-manage removed it
+    cloud.nova[-1]["id"] = 97                           # its VMs deleted: deletable now
+    now[0] += openstack.OpenStack.FORGET_EVERY
+    actions = os_.forget_step(ctx)
+    assert [a.detail for a in actions] == ["deleted nova-compute@node6 (their hosts left "
+                                           "the cluster)"]
+    assert cloud.deleted[-1] == "http://vip:8774/v2.1/os-services/97"
 
 
 def test_nothing_departed_nothing_deleted_and_a_cloud_away_is_no_error(tmp_path):
