@@ -357,7 +357,7 @@ def _run(rec, env, say):
 
 
 # -- the phases -------------------------------------------------------------------------
-def _disable(env, units):
+def _disable(env, units, phase):
     from rackforge.systemd import SystemctlFailed
     for unit in units:
         try:
@@ -365,7 +365,7 @@ def _disable(env, units):
         except SystemctlFailed as exc:
             # a unit this image does not have is not running: only a live one matters
             if _active(env, unit):
-                raise PhaseFailed(phase="stop", detail=exc, record=record_path()) from None
+                raise PhaseFailed(phase=phase, detail=exc, record=record_path()) from None
             LOG.info("factory reset: %s", exc)
 
 
@@ -379,7 +379,7 @@ def _active(env, unit):
 
 
 def phase_quiesce(rec, env):
-    _disable(env, FIRST_UNITS)
+    _disable(env, FIRST_UNITS, "quiesce")
 
 
 def phase_leave(rec, env):
@@ -410,7 +410,7 @@ def _units(services):
 
 
 def phase_stop(rec, env):
-    _disable(env, _units(_catalogue()))
+    _disable(env, _units(_catalogue()), "stop")
 
 
 def secret_files(services):
