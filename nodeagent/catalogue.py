@@ -33,6 +33,7 @@ services in an order where each comes after what it requires.
 """
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ HEALTH_KEYS = {"builtin": {"type", "name", "timeout", "interval"},
                "http": {"type", "port", "path", "status", "timeout", "interval"},
                "command": {"type", "argv", "timeout", "interval"}}
 SECRET_KEYS = {"name", "kind", "length", "readers", "description", "applied_by", "fixed"}
+KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")     # a config line's key
 SECRET_KINDS = ("password", "cookie", "hex", "uuid", "cephx", "fernet")
 
 
@@ -168,10 +170,14 @@ def _config(data, where, templates):
         raise _bad(where, "template %s is missing from %s" % (data["template"], templates))
     if not str(data["path"]).startswith("/"):
         raise _bad(where, "config path %s must be absolute" % data["path"])
+    free = _strings(data.get("restart_free"), where, "restart_free")
+    if any(not KEY_RE.match(k) for k in free):
+        raise _bad(where, "restart_free names keys ('fernet' covers fernet.0), not patterns: "
+                   "%s" % ", ".join(k for k in free if not KEY_RE.match(k)))
     return Config(template=data["template"], path=data["path"],
                   mode=_mode(data.get("mode", "0644"), where),
                   owner=str(data.get("owner", "root")), group=str(data.get("group", "root")),
-                  restart_free=_strings(data.get("restart_free"), where, "restart_free"))
+                  restart_free=free)
 
 
 def _health(data, where):

@@ -151,7 +151,45 @@ def test_keystone_key_sets_are_restart_free_lines():
     cat = catalogue.load(**hooks.names())
     config = [c for c in cat.by_name["keystone"].configs
               if c.path.endswith("rackforge-keys.conf")][0]
-    assert "fernet.*" in config.restart_free and config.mode == 0o600
+    assert config.mode == 0o600
+
+
+def test_a_rotation_of_keystones_keys_restarts_nothing(tmp_path):
+    """The key file after a rotation (key 0 promoted, a new staged key, the oldest gone)
+    differs from the one before only in restart-free lines: Keystone is not restarted
+    on every controller at once (a rotation's outage)."""
+    import os
+
+    from rackforge.nodeagent import render as render_mod
+    values = secrets()
+    cat = catalogue.load(**hooks.names())
+    config = [c for c in cat.by_name["keystone"].configs
+              if c.path.endswith("rackforge-keys.conf")][0]
+    before = rendered("keystone", values=values)[config.path]
+    path = tmp_path / "rackforge-keys.conf"
+    path.write_text(before)
+    os.chmod(path, 0o600)
+    rotated = keyring.fernet_rotated(values["keystone-fernet"].encode(), 3)
+    after = rendered("keystone", values=dict(values, **{
+        "keystone-fernet": rotated.decode() if isinstance(rotated, bytes) else rotated}))[
+        config.path]
+    assert after != before
+    assert render_mod.restart_free_change(str(path), after, config)
+    # a change beyond the keys is no rotation: it restarts
+    assert not render_mod.restart_free_change(str(path), after + "debug = true\n", config)
+
+
+def test_restart_free_names_keys_not_patterns(tmp_path):
+    import shutil
+
+    import yaml
+    services = tmp_path / "services"
+    shutil.copytree(catalogue.SERVICES_DIR, services)
+    record = yaml.safe_load((services / "keystone.yaml").read_text())
+    record["configs"][1]["restart_free"] = ["fernet.*"]
+    (services / "keystone.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(catalogue.CatalogueError, match=r"not patterns: fernet\.\*"):
+        catalogue.load(services, **hooks.names())
 
 
 def test_fernet_keys_are_32_random_bytes_each_padded():
