@@ -165,7 +165,27 @@ class ActionsScreen(ActionScreen):
         self.app.open_action(key, gated)
 
 
-class NetworkScreen(ActionScreen):
+class FormScreen(ActionScreen):
+    """A form whose button runs :meth:`apply` behind the password gate; Enter moves on,
+    and Esc waits while ``busy`` (the change is out, its answer not yet back)."""
+
+    busy = False
+
+    def on_input_submitted(self, event):
+        self.focus_next()
+
+    def on_button_pressed(self, event):
+        self.app.gated(self.apply)
+
+    def action_back(self):
+        if not self.busy:
+            self.app.pop_screen()
+
+    def apply(self):
+        raise NotImplementedError
+
+
+class NetworkScreen(FormScreen):
     TITLE = "management network"
 
     def __init__(self, state):
@@ -197,18 +217,6 @@ class NetworkScreen(ActionScreen):
 
     def on_choice_list_changed(self, event):
         self.query_one("#static").display = event.choice_list.value == "static"
-
-    def on_input_submitted(self, event):
-        self.focus_next()
-
-    busy = False                # a proposal is out: Apply and Esc wait for its answer
-
-    def on_button_pressed(self, event):
-        self.app.gated(self.apply)
-
-    def action_back(self):
-        if not self.busy:
-            self.app.pop_screen()
 
     def apply(self):
         if self.busy:

@@ -15,7 +15,7 @@ from textual.widgets import Button, Static
 
 from rackforge import errors
 from rackforge.installer.tui import ConsoleInput, field_row, text
-from rackforge.nodeagent.consoleactions import ActionScreen, ActionUnavailable
+from rackforge.nodeagent.consoleactions import ActionUnavailable, FormScreen
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def check(join_state):
         raise ActionUnavailable(action="join", why=str(refused))
 
 
-class JoinScreen(ActionScreen):
+class JoinScreen(FormScreen):
     TITLE = "join with a new token"
 
     def __init__(self, join_state):
@@ -56,16 +56,6 @@ class JoinScreen(ActionScreen):
         self.query_one("#endpoints", ConsoleInput).value = ", ".join(self.state.endpoints)
         self.query_one("#pin", ConsoleInput).value = self.state.ca_sha256
         self.query_one("#token", ConsoleInput).focus()
-
-    def on_input_submitted(self, event):
-        self.focus_next()
-
-    def on_button_pressed(self, event):
-        self.app.gated(self.apply)
-
-    def action_back(self):
-        if not self.busy:
-            self.app.pop_screen()
 
     def apply(self):
         if self.busy:

@@ -16,7 +16,7 @@ from textual.widgets import Button, Static
 
 from rackforge import errors
 from rackforge.installer.tui import ConsoleInput, field_row, text
-from rackforge.nodeagent.consoleactions import ActionScreen, ActionUnavailable
+from rackforge.nodeagent.consoleactions import ActionUnavailable, FormScreen
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def check(plan):
         raise ActionUnavailable(action="factory reset", why=str(refused))
 
 
-class ResetScreen(ActionScreen):
+class ResetScreen(FormScreen):
     TITLE = "reset to the factory state"
 
     def __init__(self, plan):
@@ -50,16 +50,6 @@ class ResetScreen(ActionScreen):
 
     def on_mount(self):
         self.query_one("#confirm", ConsoleInput).focus()
-
-    def on_input_submitted(self, event):
-        self.focus_next()
-
-    def on_button_pressed(self, event):
-        self.app.gated(self.apply)
-
-    def action_back(self):
-        if not self.busy:
-            self.app.pop_screen()
 
     def apply(self):
         if self.busy or self.finished:
