@@ -50,6 +50,7 @@ start while the record exists.  Every phase is idempotent.
 The sole node of its cluster resets without a leave: its cluster ends with it.
 """
 
+import functools
 import json
 import logging
 import shutil
@@ -69,7 +70,6 @@ FIRSTBOOT = "rackforge-firstboot.service"
 #: stopped first: nothing re-registers the node or serves a join while it leaves
 FIRST_UNITS = ("rackforge-nodeagent.service", FIRSTBOOT, "rackforge-join.service")
 LAST_UNITS = ("rackforge-etcd.service",)
-KEPT = ("management", "role", "boot")
 #: (what, path under the root whose non-empty presence means the membership)
 MEMBERSHIPS = (("Galera", "var/lib/mysql/grastate.dat"),
                ("RabbitMQ", "var/lib/rabbitmq/mnesia"),
@@ -395,7 +395,9 @@ def phase_leave(rec, env):
     LOG.warning("factory reset: node %s left its cluster", ident.name)
 
 
+@functools.lru_cache(maxsize=1)
 def _catalogue():
+    """The catalogue's services (read once: the stop and the wipe both use them)."""
     from rackforge.nodeagent import catalogue, hooks
     return catalogue.load(**hooks.names()).services
 
@@ -473,8 +475,7 @@ def phase_wipe(rec, env):
         else:
             _remove(found)
     where = bootstrap.path()
-    raw = rejoin._raw(where) if where.exists() else {}
-    kept = {k: raw[k] for k in KEPT if k in raw}
+    kept = rejoin.kept(rejoin.raw(where))          # what a new join keeps too
     if kept:
         import yaml
         atomic_write(where, yaml.safe_dump(kept, sort_keys=False, default_flow_style=False),

@@ -107,7 +107,7 @@ def banner_line():
     return errors.printable(line)
 
 
-def _raw(where):
+def raw(where):
     """The bootstrap file's mapping as written (no command line merged); {} when there
     is none.  Raises :class:`BootstrapUnreadable` for a file that cannot be read."""
     try:
@@ -153,12 +153,12 @@ def state(where=None, base=None):
         out.seed = "first boot step 'seed' is recorded"
     elif (base / "ca" / ca.KEY_FILE).exists():
         out.seed = "a cluster CA was made here"
-    raw = _raw(where)
-    joins = raw.get("join") if isinstance(raw.get("join"), dict) else {}
+    data = raw(where)
+    joins = data.get("join") if isinstance(data.get("join"), dict) else {}
     out.endpoints = _strings(joins.get("endpoints", joins.get("endpoint")))
     pin = joins.get("ca_sha256")
     out.ca_sha256 = pin if isinstance(pin, str) else ""
-    cluster = raw.get("cluster")
+    cluster = data.get("cluster")
     out.cluster = cluster if isinstance(cluster, str) and bootstrap.CLUSTER_RE.match(cluster) \
         else None
     return out
@@ -180,9 +180,14 @@ def split_endpoints(given):
     return [e for text in given for e in text.replace(" ", ",").split(",") if e]
 
 
-def new_mapping(raw, endpoints, token, ca_sha256):
+def kept(mapping):
+    """What a new join keeps of a bootstrap mapping: its :data:`KEPT` keys."""
+    return {k: mapping[k] for k in KEPT if k in mapping}
+
+
+def new_mapping(data, endpoints, token, ca_sha256):
     """The bootstrap mapping with ``join:`` replaced (``KEPT`` keys kept)."""
-    out = {k: raw[k] for k in KEPT if k in raw}
+    out = kept(data)
     out["join"] = {"endpoints": list(endpoints), "token": token, "ca_sha256": ca_sha256}
     return out
 
@@ -201,7 +206,7 @@ def apply(endpoints, token, ca_sha256, where=None, base=None, systemctl=None):
     refused = refusal(state(where, base))
     if refused:
         raise refused
-    mapping = new_mapping(_raw(where), endpoints, token, ca_sha256)
+    mapping = new_mapping(raw(where), endpoints, token, ca_sha256)
     boot = bootstrap.parse(mapping, where)          # the file's own rules, before any change
     mapping["join"]["ca_sha256"] = boot.join.ca_sha256
     systemctl("stop", UNIT)

@@ -542,16 +542,11 @@ class OpenStack:
 
     # -- builtin check "openstack": the cloud as its users and OpenStack see it ----------
     def cloud_check(self, view, systemd):
-        import yaml
-
         host = api_host(view)
         apis = {name: http_status("http://%s:%d%s" % (host, port, path), self.urlopen)
                 for name, port, path in APIS}
         try:
-            auth = yaml.safe_load(self.path(CLOUDS_YAML).read_text())["clouds"][
-                "rackforge"]["auth"]
-            ks = Keystone("http://%s:5000" % host, auth["password"], urlopen=self.urlopen)
-            ks.login()
+            ks = self.admin(view)
             compute = {"%s@%s" % (s["binary"], s["host"]): s["state"] for s in ks.get(
                 ks.catalog["compute"].rstrip("/") + "/os-services").get("services", [])}
             agents = {"%s@%s" % (a["agent_type"], a["host"]): "up" if a["alive"] else "down"
