@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rackforge.nodeagent import catalogue, hooks
+from rackforge.nodeagent import catalogue, hooks, render
 
 
 def test_the_real_catalogue_is_valid_and_ordered():
@@ -65,3 +65,56 @@ def test_every_template_of_the_tree_is_used_by_a_record():
                for p in Path(catalogue.TEMPLATES_DIR).rglob("*.j2")
                if not p.name.startswith("_")}      # _macros.j2: imported by the others
     assert present == used
+
+
+SAMPLES = Path(__file__).parent / "samples" / "systemd"
+PULLS = ("Wants", "Requires", "BindsTo", "Requisite", "Upholds")
+
+
+def recorded_units():
+    """``{unit: {key: [names]}}`` from the recorded dependency lines of Debian 13's units."""
+    units, current = {}, None
+    for line in (SAMPLES / "debian13-unit-deps.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("["):
+            current = units.setdefault(line.strip("[]"), {})
+            continue
+        key, value = line.split("=", 1)
+        current.setdefault(key, []).extend(value.split())
+    return units
+
+
+def pulled(deps):
+    return {name for key in PULLS for name in deps.get(key, [])}
+
+
+def test_a_compute_only_node_starts_no_unit_of_the_controllers():
+    """Debian's nova-compute and metadata agent units want mysql, rabbitmq-server and
+    keystone; a compute-only node that started them through these would run a database,
+    a broker and an identity service of its own (and a factory reset would then refuse it
+    for their data).  The catalogue writes those units whole: what a compute node's units
+    pull in, as the node would load them, names no unit of a controller-only service."""
+    cat = catalogue.load(**hooks.names())
+    env = render.environment()
+    debian = recorded_units()
+    compute = cat.for_roles(["compute"])
+    theirs = {u for s in cat.for_roles(["controller"]) if s not in compute for u in s.units}
+    aliases = {alias: unit for unit, deps in debian.items() for alias in deps.get("Alias", [])}
+    theirs |= {alias for alias, unit in aliases.items() if unit in theirs}
+    assert {"mysql.service", "rabbitmq-server.service", "keystone.service"} <= theirs
+
+    def loaded(svc, unit):
+        for config in svc.configs:
+            if config.path == "/etc/systemd/system/" + unit:     # ours wins over Debian's
+                deps = {}
+                for line in render.render(env, config, {}).splitlines():
+                    key, _, value = line.partition("=")
+                    deps.setdefault(key, []).extend(value.split())
+                return deps
+        return debian[unit]
+
+    assert pulled(debian["nova-compute.service"]) & theirs      # what this test would catch
+    for svc in compute:
+        for unit in svc.units:
+            assert not pulled(loaded(svc, unit)) & theirs, (svc.name, unit)
