@@ -130,7 +130,7 @@ class Galera:
     def bootstrap(self, view, systemd, context):
         status = wsrep_status(self.run)
         if not is_primary(status):
-            self._new_cluster(view)
+            self._new_cluster(view, systemd)
         self._wait_primary(view)
         self._users(context)
         uuid = wsrep_status(self.run).get("wsrep_cluster_state_uuid", "")
@@ -138,8 +138,9 @@ class Galera:
         self.kv.txn([Compare(EPOCH, 0)], [(EPOCH, json.dumps(first).encode())])
         return {"uuid": uuid, "seed": view.name}
 
-    def _new_cluster(self, view):
+    def _new_cluster(self, view, systemd):
         LOG.info("galera: bootstrapping a new cluster on %s", view.name)
+        systemd.open_gate(UNIT)             # the script starts the unit itself
         res = self.run(["galera_new_cluster"], capture_output=True, text=True,
                        timeout=START_TIMEOUT)
         if res.returncode != 0:
@@ -367,7 +368,7 @@ class Galera:
         fileutil.atomic_write(grastate, galera_state.mark_safe(grastate.read_text()),
                               mode=st.st_mode & 0o7777, owner=(st.st_uid, st.st_gid))
         self._mark_applied()
-        self._new_cluster(view)
+        self._new_cluster(view, ctx.systemd)
         self.no_primary_since = None
         LOG.warning("galera: re-formed the cluster from %s (epoch %d)", view.name, epoch)
         return [Action("step", "galera", "mariadb", "bootstrapped epoch %d from the most "

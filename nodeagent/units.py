@@ -2,13 +2,26 @@
 many units, and the actions, each through :func:`rackforge.systemd.systemctl` (a failure
 is one line naming the unit)."""
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rackforge import systemd
+from rackforge.fileutil import atomic_write, make_dirs
 
 PROPS = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "NRestarts")
+
+# Units only the agent may start.  Debian's OpenStack units want mysql.service,
+# rabbitmq-server.service and keystone.service, so at boot, or when one of them starts,
+# systemd would start MariaDB and RabbitMQ behind the agent's back: a Galera join out of
+# turn, or during the agent's recovery of the cluster's positions.  Their drop-ins say
+# ``ConditionPathExists=GATES/UNIT``; the agent writes that file just before it starts the
+# unit and removes it before it stops it, and /run starts empty at every boot, so any
+# other start is skipped by systemd ("condition failed"), not run.
+GATED = ("mariadb.service", "rabbitmq-server.service")
+GATES = "/run/rackforge/start"
 
 
 @dataclass(frozen=True)
@@ -57,10 +70,12 @@ class Systemd:
 
     settle = 20.0
 
-    def __init__(self, run=subprocess.run, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, run=subprocess.run, clock=time.monotonic, sleep=time.sleep,
+                 gates=GATES):
         self._run = run
         self._clock = clock
         self._sleep = sleep
+        self.gates = Path(gates)
 
     def states(self, units):
         if not units:
@@ -79,7 +94,13 @@ class Systemd:
         for the unit to be up: one that failed by then is an error line, as a blocking
         ``systemctl start`` would say; one still starting (nova-compute waiting for a
         conductor, a slow Type=notify service) is left to its health check, so one unit
-        never holds the whole pass up for systemd's start timeout."""
+        never holds the whole pass up for systemd's start timeout.
+
+        A unit of :data:`GATED` is opened before it starts and closed before it stops."""
+        if verb in ("start", "start-nowait", "restart"):
+            self.open_gate(unit)
+        elif verb == "stop":
+            self.close_gate(unit)
         if verb == "start-nowait":
             systemd.systemctl("start", "--no-block", unit, run=self._run)
             return
@@ -96,6 +117,21 @@ class Systemd:
             if state.is_active or self._clock() >= deadline:
                 return
             self._sleep(0.5)
+
+    def open_gate(self, unit):
+        """Let systemd start ``unit`` (of :data:`GATED`; any other is always open): the
+        agent's own start, or a script's it runs (``galera_new_cluster``)."""
+        if unit in GATED:
+            make_dirs(self.gates, 0o755)
+            atomic_write(self.gates / unit, "started by the rackforge node agent\n",
+                         mode=0o644)
+
+    def close_gate(self, unit):
+        if unit in GATED:
+            try:
+                os.unlink(self.gates / unit)
+            except FileNotFoundError:
+                pass
 
     def daemon_reload(self):
         systemd.systemctl("daemon-reload", run=self._run)

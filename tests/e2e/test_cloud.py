@@ -137,6 +137,16 @@ def test_the_api_answers_through_the_vip_while_a_controller_loses_power(cloud_ra
     assert len(tail) == 20 and all(r["ok"] for r in tail), tail
     victim.boot()
     harack.wait_converged(ctrl[0] if ctrl[0] is not victim else ctrl[1], want_nodes=4)
+    # at boot, Debian's enabled OpenStack units want mysql and rabbitmq-server: systemd
+    # skips those starts, and MariaDB and RabbitMQ start once the agent runs and says so
+    lines = victim.run("journalctl", "-b", "--no-pager", "-o", "cat", "-u", "mariadb.service",
+                       "-u", "rabbitmq-server.service", "-u", "rackforge-nodeagent.service",
+                       check=False).stdout.splitlines()
+    print("\n".join(line for line in lines if "Condition" in line or "Starting" in line))
+    agent = next(i for i, line in enumerate(lines) if "Starting rackforge-nodeagent" in line)
+    for unit in ("mariadb.service", "rabbitmq-server.service"):
+        first = next(i for i, line in enumerate(lines) if "Starting %s" % unit in line)
+        assert first > agent, (unit, lines[:first + 1])
 
 
 def test_fernet_keys_are_identical_on_every_controller_after_a_rotation(cloud_rack):

@@ -1,7 +1,7 @@
 """systemd in memory, with the interface of ``rackforge.nodeagent.units.Systemd``: unit
 states the tests set, and every call recorded (the reconcile tests count actions)."""
 
-from rackforge.nodeagent.units import UnitState
+from rackforge.nodeagent.units import GATED, UnitState
 
 
 class FakeSystemd:
@@ -9,6 +9,7 @@ class FakeSystemd:
         self.units = {u: {"active": "inactive", "enabled": "disabled"} for u in installed}
         self.calls = []
         self.reloads = 0
+        self.gates = set()          # the units of GATED the agent let systemd start
 
     def install(self, *units):
         for u in units:
@@ -27,13 +28,22 @@ class FakeSystemd:
         self.calls.append((verb, unit))
         st = self.units[unit]
         if verb in ("start", "restart", "start-nowait"):
+            self.open_gate(unit)
             st["active"] = "active"
         elif verb == "stop":
+            self.close_gate(unit)
             st["active"] = "inactive"
         elif verb == "enable":
             st["enabled"] = "enabled"
         elif verb == "disable":
             st["enabled"] = "disabled"
+
+    def open_gate(self, unit):
+        if unit in GATED:
+            self.gates.add(unit)
+
+    def close_gate(self, unit):
+        self.gates.discard(unit)
 
     def daemon_reload(self):
         self.reloads += 1

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rackforge.nodeagent import catalogue, hooks, render
+from rackforge.nodeagent import catalogue, hooks, render, units
 
 
 def test_the_real_catalogue_is_valid_and_ordered():
@@ -118,3 +118,16 @@ def test_a_compute_only_node_starts_no_unit_of_the_controllers():
     for svc in compute:
         for unit in svc.units:
             assert not pulled(loaded(svc, unit)) & theirs, (svc.name, unit)
+
+
+def test_every_gated_unit_starts_only_when_the_agent_opened_its_gate():
+    """The drop-in of each unit only the agent starts names the file the agent writes."""
+    cat = catalogue.load(**hooks.names())
+    env = render.environment()
+    for unit in units.GATED:
+        dropins = [(svc, c) for svc in cat.services for c in svc.configs
+                   if c.path.startswith("/etc/systemd/system/%s.d/" % unit)]
+        assert dropins, unit
+        texts = [render.render(env, c, {}) for _, c in dropins]
+        assert any("ConditionPathExists=%s/%s\n" % (units.GATES, unit) in t
+                   for t in texts), unit

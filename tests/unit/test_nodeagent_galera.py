@@ -36,3 +36,23 @@ def test_positions_published_before_a_primary_formed_are_withdrawn(tmp_path):
     revision = kv.revision()
     g.step(ctx)
     assert kv.revision() == revision        # once: nothing written on the next passes
+
+
+def test_a_new_cluster_opens_the_gate_before_galera_new_cluster_starts_mariadb(tmp_path):
+    """``galera_new_cluster`` starts mariadb.service itself: its drop-in lets only the
+    agent start it, so the gate must be open by then, or systemd skips the start."""
+    kv = MemoryKV()
+    systemd = FakeSystemd([galera.UNIT])
+    seen = []
+
+    def run(argv, input=None, **kw):
+        if argv == ["galera_new_cluster"]:
+            seen.append(set(systemd.gates))
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        if seen:
+            return synced(argv)
+        return subprocess.CompletedProcess(argv, 0, "wsrep_cluster_status\tnon-Primary\n", "")
+    g = galera.Galera("n1", kv, run=run, datadir=tmp_path, applied=tmp_path / "applied")
+    g._users = lambda context: None         # the SQL of its users is another test's
+    g.bootstrap(SimpleNamespace(name="node1"), systemd, {})
+    assert seen == [{galera.UNIT}]

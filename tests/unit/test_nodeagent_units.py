@@ -64,3 +64,24 @@ def test_other_verbs_are_plain_systemctl():
     sd.act("start-nowait", "nova-compute.service")
     assert script.calls == [["systemctl", "enable", "nova-compute.service"],
                             ["systemctl", "start", "--no-block", "nova-compute.service"]]
+
+
+def test_a_gated_unit_is_opened_before_its_start_and_closed_before_its_stop(tmp_path):
+    """Only the agent starts MariaDB and RabbitMQ: the file their drop-ins' condition
+    names is there before the agent's start and gone before its stop."""
+    gates = tmp_path / "start"
+    script = Script(["active"])
+    seen = []           # (verb, the gates open when systemctl ran it)
+
+    def run(argv, **kw):
+        if argv[1] != "show":
+            seen.append((argv[1], sorted(p.name for p in gates.glob("*"))))
+        return script(argv, **kw)
+    sd = units.Systemd(run=run, clock=script.clock, sleep=script.sleep, gates=gates)
+    sd.act("start", "mariadb.service")
+    sd.act("stop", "mariadb.service")
+    sd.act("start-nowait", "rabbitmq-server.service")
+    sd.act("start", "nova-compute.service")         # not gated: nothing written
+    assert seen == [("start", ["mariadb.service"]), ("stop", []),
+                    ("start", ["rabbitmq-server.service"]),
+                    ("start", ["rabbitmq-server.service"])]
