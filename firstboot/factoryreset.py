@@ -412,14 +412,17 @@ def _units(services):
 
 
 def phase_stop(rec, env):
+    from rackforge.nodeagent import units
     _disable(env, _units(_catalogue()), "stop")
+    _remove(Path(env.root) / units.GATES.lstrip("/"))   # what only the agent starts stays down
 
 
 def secret_files(services):
     """What holds the cluster's secrets on this node: the files the agent rendered
     for a service that has secrets (it renders them again after a join), and
     :data:`SECRET_DIRS`, :data:`HOST_FILES`; absolute paths."""
-    out = [c.path for svc in services if svc.secrets for c in svc.configs]
+    out = [c.path for svc in services if svc.secrets for c in svc.configs
+           if not c.path.startswith("/etc/systemd/")]       # units and drop-ins hold none
     return sorted(set(out)) + ["/" + d for d in SECRET_DIRS + HOST_FILES]
 
 

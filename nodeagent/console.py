@@ -151,6 +151,11 @@ class ConsoleApp(App):
         from rackforge import systemd
         systemd.systemctl(*args)
 
+    def open_gate(self, unit):
+        """``unit`` allowed to start (one only the agent starts: ``units.GATED``)."""
+        from rackforge.nodeagent import units
+        units.Systemd().open_gate(unit)
+
     def join_state(self):
         """This node's ``rejoin.JoinState`` (tests replace it)."""
         from rackforge.firstboot import rejoin

@@ -427,6 +427,8 @@ class ServicesScreen(ActionScreen):
 
     def _restart(self, svc):
         try:
+            for unit in svc["units"]:       # MariaDB and RabbitMQ start only through it
+                self.app.open_gate(unit)
             self.app.systemctl("restart", *svc["units"])
             line = "restarted %s (%s)" % (svc["name"], ", ".join(svc["units"]))
         except errors.RackforgeError as exc:

@@ -18,8 +18,8 @@ PROPS = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "NRestar
 # systemd would start MariaDB and RabbitMQ behind the agent's back: a Galera join out of
 # turn, or during the agent's recovery of the cluster's positions.  Their drop-ins say
 # ``ConditionPathExists=GATES/UNIT``; the agent writes that file just before it starts the
-# unit and removes it before it stops it, and /run starts empty at every boot, so any
-# other start is skipped by systemd ("condition failed"), not run.
+# unit, removes it before it stops it and once it sees the unit failed, and /run starts
+# empty at every boot, so any other start is skipped by systemd ("condition"), not run.
 GATED = ("mariadb.service", "rabbitmq-server.service")
 GATES = "/run/rackforge/start"
 
@@ -83,7 +83,11 @@ class Systemd:
         res = self._run(["systemctl", "show", "--no-pager", "-p", ",".join(PROPS), *units],
                         capture_output=True, text=True, timeout=60)
         found = parse_show(res.stdout)
-        return {u: found.get(u, UnitState(name=u)) for u in units}
+        out = {u: found.get(u, UnitState(name=u)) for u in units}
+        for unit, state in out.items():
+            if state.is_failed:     # died, or its start failed: the next start is the agent's
+                self.close_gate(unit)
+        return out
 
     def act(self, verb, unit):
         """``enable``, ``disable``, ``start``, ``stop``, ``restart``, ``reset-failed``, and

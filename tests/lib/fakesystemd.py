@@ -22,6 +22,8 @@ class FakeSystemd:
             out[u] = (UnitState(name=u) if st is None else
                       UnitState(name=u, load="loaded", active=st["active"],
                                 enabled=st["enabled"]))
+            if out[u].is_failed:
+                self.close_gate(u)
         return out
 
     def act(self, verb, unit):

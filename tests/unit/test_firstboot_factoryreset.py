@@ -110,6 +110,11 @@ def node(tmp_path, monkeypatch):
                                   root=tmp_path / "root", active=set(), refuse=set(),
                                   down=False, endpoints=[])
     world.root.mkdir()
+    for rel in ("run/rackforge/start/mariadb.service",          # a gate the agent opened
+                "etc/systemd/system/nova-compute.service",      # a unit the agent wrote
+                "etc/nova/nova-compute.conf"):                  # secrets: the reset's
+        (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (world.root / rel).write_text("x\n")
 
     def systemctl(*args):
         calls.append(args)
@@ -156,6 +161,10 @@ def assert_factory_state(world):
     assert not factoryreset.record_path().exists()
     banner = (paths.issue_dir() / cli.BANNER).read_text()
     assert "factory reset" in banner and "join settings" in banner
+    # what only the agent starts stays down; a unit it wrote holds no secret and stays
+    assert not (world.root / "run/rackforge/start").exists()
+    assert not (world.root / "etc/nova/nova-compute.conf").exists()
+    assert (world.root / "etc/systemd/system/nova-compute.service").exists()
 
 
 def cluster_record(kv):
@@ -266,7 +275,8 @@ def test_no_secret_of_the_cluster_stays(node):
         (root / rel).write_text(text)
     factoryreset.start("node-1", node.env)
     left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert left == ["etc/hosts", "etc/memcached.conf"]
+    assert left == ["etc/hosts", "etc/memcached.conf",
+                    "etc/systemd/system/nova-compute.service"]      # the fixture's unit
     for folder in ("etc/keystone/fernet-keys", "var/lib/ceph/osd", "etc/libvirt/secrets"):
         assert (root / folder).is_dir()            # emptied, its owner kept
 

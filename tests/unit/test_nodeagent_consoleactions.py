@@ -235,6 +235,9 @@ def run(agent, script, gate=None, refresh_every=3600):
         def systemctl(self, *args):
             self.done.append(("systemctl",) + args)
 
+        def open_gate(self, unit):
+            self.done.append(("open-gate", unit))
+
         def journal(self, units):
             self.done.append(("journal", tuple(units)))
             self.followed = Journal(["2026-11-30T10:00:0%d+0000 node2 rabbitmq[%d]: line %d\n"
@@ -400,7 +403,8 @@ def test_a_service_restarted_behind_the_password_and_its_journal_followed(agent)
         assert "restarted rabbitmq (rabbitmq-server.service)" in op.problems()
 
     app = run(agent, script)
-    assert app.done == [("journal", ("rabbitmq-server.service",)),
+    assert app.done == [("journal", ("rabbitmq-server.service",)),      # the agent's gate,
+                        ("open-gate", "rabbitmq-server.service"),       # or no start
                         ("systemctl", "restart", "rabbitmq-server.service")]
 
 

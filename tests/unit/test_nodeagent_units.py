@@ -22,8 +22,8 @@ class Script:
         out = ""
         if argv[1] == "show":
             state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-            out = ("Id=nova-compute.service\nLoadState=loaded\nActiveState=%s\n"
-                   "UnitFileState=enabled\n" % state)
+            out = ("Id=%s\nLoadState=loaded\nActiveState=%s\n"
+                   "UnitFileState=enabled\n" % (argv[-1], state))
         return subprocess.CompletedProcess(argv, 0, out, "")
 
     def clock(self):
@@ -85,3 +85,19 @@ def test_a_gated_unit_is_opened_before_its_start_and_closed_before_its_stop(tmp_
     assert seen == [("start", ["mariadb.service"]), ("stop", []),
                     ("start", ["rabbitmq-server.service"]),
                     ("start", ["rabbitmq-server.service"])]
+
+
+def test_a_gated_unit_seen_failed_is_closed_until_the_agent_starts_it_again(tmp_path):
+    """MariaDB died (or its start failed): a unit that wants it and restarts must not
+    start it behind the agent's back."""
+    gates = tmp_path / "start"
+    script = Script(["active"])
+    sd = units.Systemd(run=script, clock=script.clock, sleep=script.sleep, gates=gates)
+    sd.act("start-nowait", "mariadb.service")
+    assert (gates / "mariadb.service").exists()
+    script.states = ["active"]
+    sd.states(["mariadb.service"])
+    assert (gates / "mariadb.service").exists()
+    script.states = ["failed"]
+    sd.states(["mariadb.service"])
+    assert not (gates / "mariadb.service").exists()
