@@ -2,7 +2,6 @@
 many units, and the actions, each through :func:`rackforge.systemd.systemctl` (a failure
 is one line naming the unit)."""
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -132,10 +131,7 @@ class Systemd:
 
     def close_gate(self, unit):
         if unit in GATED:
-            try:
-                os.unlink(self.gates / unit)
-            except FileNotFoundError:
-                pass
+            (self.gates / unit).unlink(missing_ok=True)
 
     def daemon_reload(self):
         systemd.systemctl("daemon-reload", run=self._run)
