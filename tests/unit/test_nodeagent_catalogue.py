@@ -71,18 +71,24 @@ SAMPLES = Path(__file__).parent / "samples" / "systemd"
 PULLS = ("Wants", "Requires", "BindsTo", "Requisite", "Upholds")
 
 
-def recorded_units():
-    """``{unit: {key: [names]}}`` from the recorded dependency lines of Debian 13's units."""
-    units, current = {}, None
-    for line in (SAMPLES / "debian13-unit-deps.txt").read_text().splitlines():
+def unit_sections(text):
+    """``{section: {key: [words]}}`` of a unit file's ``Key=value`` lines (comments and
+    blank lines skipped); the recorded sample names units as its sections."""
+    out, current = {}, None
+    for line in text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
         if line.startswith("["):
-            current = units.setdefault(line.strip("[]"), {})
+            current = out.setdefault(line.strip("[]"), {})
             continue
         key, value = line.split("=", 1)
         current.setdefault(key, []).extend(value.split())
-    return units
+    return out
+
+
+def recorded_units():
+    """``{unit: {key: [names]}}`` from the recorded dependency lines of Debian 13's units."""
+    return unit_sections((SAMPLES / "debian13-unit-deps.txt").read_text())
 
 
 def pulled(deps):
@@ -107,11 +113,7 @@ def test_a_compute_only_node_starts_no_unit_of_the_controllers():
     def loaded(svc, unit):
         for config in svc.configs:
             if config.path == "/etc/systemd/system/" + unit:     # ours wins over Debian's
-                deps = {}
-                for line in render.render(env, config, {}).splitlines():
-                    key, _, value = line.partition("=")
-                    deps.setdefault(key, []).extend(value.split())
-                return deps
+                return unit_sections(render.render(env, config, {}))["Unit"]
         return debian[unit]
 
     assert pulled(debian["nova-compute.service"]) & theirs      # what this test would catch
@@ -125,9 +127,9 @@ def test_every_gated_unit_starts_only_when_the_agent_opened_its_gate():
     cat = catalogue.load(**hooks.names())
     env = render.environment()
     for unit in units.GATED:
-        dropins = [(svc, c) for svc in cat.services for c in svc.configs
+        dropins = [c for svc in cat.services for c in svc.configs
                    if c.path.startswith("/etc/systemd/system/%s.d/" % unit)]
         assert dropins, unit
-        texts = [render.render(env, c, {}) for _, c in dropins]
+        texts = [render.render(env, c, {}) for c in dropins]
         assert any("ConditionPathExists=%s/%s\n" % (units.GATES, unit) in t
                    for t in texts), unit
