@@ -44,9 +44,10 @@ unit:
 security:
 	$(PYTEST) -q -m "not e2e" tests/security
 
-# Every boot path, every error case: slow.
+# The long runs (every boot path, the installer's TUI, the virtual rack, the racks and
+# the cloud): the tests marked e2e.  make test's integration tests are not run again.
 e2e: setup-e2e
-	$(PYTEST) -q -m "integration or e2e" tests/integration tests/e2e
+	$(PYTEST) -q -m e2e tests/integration tests/e2e
 
 # Every benchmark, or one: make bench BENCHES=pxe_tftp.  Each prints ratios
 # against a baseline measured in the same run.
