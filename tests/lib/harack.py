@@ -3,8 +3,10 @@ VIP, the others joining with a token made on it.  For the node agent's end-to-en
 and its benchmark (tests/e2e/test_ha_rack.py, bench/nodeagent_ha.py)."""
 
 import json
+import os
 import time
 
+import pytest
 from netns import wait_until
 
 SUBNET = "10.77.9"
@@ -26,12 +28,17 @@ PROFILE = "/usr/lib/rackforge/profile.json"
 #: directory (the profile says so, as a test bed's must); OSDs small for one shared kernel
 FILE_DISK_GIB = 8
 OSD_MEMORY_MIB = 1024
+#: the monitors' stores share the host's disk with everything else: they warn below 10 %
+#: free (Ceph's 30 % is about a disk of their own; MON_DISK_CRIT at 5 % stays)
+MON_DATA_AVAIL_WARN = 10
+#: what one node of a rack writes to the host's disk at most (its overlay, its data disk's
+#: used part, its journal), measured at about 1 to 2 GiB a node; some room on top
+NODE_GROWTH_GIB = 3
 
 
 def artifacts_dir():
     """Where the end-to-end tests keep what a person should look at afterwards
     (``$RACKFORGE_TEST_ARTIFACTS``, or /tmp/rackforge-artifacts)."""
-    import os
     from pathlib import Path
 
     where = Path(os.environ.get("RACKFORGE_TEST_ARTIFACTS", "/tmp/rackforge-artifacts"))
@@ -108,10 +115,8 @@ def prepare(node, i, bootstrap, profile=None, disks="file", provider=False, open
     else:
         profile["storage"] = dict(profile.get("storage") or {},
                                   file_disks={"count": 1, "size_gib": FILE_DISK_GIB})
-    # the monitors' stores share the host's disk with everything else: warn below 10 % free
-    # (Ceph's 30 % is about a disk of their own; MON_DISK_CRIT at 5 % stays)
     profile["ceph"] = dict(profile.get("ceph") or {}, osd_memory_target_mib=OSD_MEMORY_MIB,
-                           mon_data_avail_warn=10)
+                           mon_data_avail_warn=MON_DATA_AVAIL_WARN)
     if openstack:
         profile["openstack"] = dict(profile.get("openstack") or {}, **openstack)
     if provider:
@@ -164,6 +169,22 @@ def wait_converged(node, timeout=CONVERGE_TIMEOUT, want_nodes=None):
     return time.monotonic() - start
 
 
+def room_for(count, where):
+    """Refuse, in one line, to form a rack the host's disk cannot hold: the nodes'
+    monitors warn (MON_DISK_LOW, the rack never healthy) below MON_DATA_AVAIL_WARN %% free
+    of the file system their stores share with the host, and each node writes up to
+    NODE_GROWTH_GIB on it."""
+    st = os.statvfs(where)
+    gib = 1 << 30
+    free, size = st.f_bavail * st.f_frsize / gib, st.f_blocks * st.f_frsize / gib
+    need = size * MON_DATA_AVAIL_WARN / 100 + count * NODE_GROWTH_GIB
+    if free < need:
+        pytest.fail("%.0f GiB free on the file system of %s, a rack of %d node(s) needs "
+                    "%.0f (its monitors warn below %d %% of %.0f GiB): free space (old test "
+                    "temporary directories) and run again"
+                    % (free, where, count, need, MON_DATA_AVAIL_WARN, size), pytrace=False)
+
+
 def form(node_factory, count, controllers=3, vip=VIP, disks="file", provider=(),
          openstack=None):
     """Seed node1 and join the others; returns the nodes (booted, first boot done).
@@ -171,6 +192,7 @@ def form(node_factory, count, controllers=3, vip=VIP, disks="file", provider=(),
     the host (``storage.test_devices``).  ``provider``: the numbers of the nodes with a
     link on the provider network (attached to its bridge once they boot)."""
     seed = node_factory("node1")
+    room_for(count, seed.dir)
     profile = None
     if controllers == 1:
         profile = {"name": "aio", "cluster": {"controllers": 1, "converged": True},
