@@ -6,7 +6,9 @@
 - The first controller (slot 0) starts first; each other starts once it is
   up and joins it (peer discovery lists every controller; a node that came up
   on its own is joined explicitly: ``stop_app``, ``join_cluster``,
-  ``start_app``).  A node that has been a member (its data directory holds
+  ``start_app``), then every quorum queue grows a replica on it
+  (``rabbitmq-queues grow``: a queue keeps the members it was declared with).
+  A node that has been a member (its data directory holds
   the cluster) starts without waiting: after a whole-rack power loss every
   broker waits for its peers at start, so none may wait for another's health.
   Membership is read from the cluster's member list, not its running nodes,
@@ -34,6 +36,7 @@ from rackforge.nodeagent.reconcile import Action, Waiting
 LOG = logging.getLogger(__name__)
 UNIT = "rabbitmq-server.service"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
 DATA = "/var/lib/rabbitmq/mnesia"      # RABBITMQ_MNESIA_BASE: rabbit@NAME/ once it has run
 PORT = 5672
 STATUS_EVERY = 60.0
@@ -57,22 +60,25 @@ class Rabbit:
         self.member = False     # seen in the first controller's cluster since it last started
         self._detail, self._detail_at = None, -STATUS_EVERY
 
-    def ctl(self, *args, stdin=None, timeout=60):
-        """``rabbitmqctl ARGS`` as the broker's user (Debian's wrapper would go through su
-        and its PAM session on every call: two journal lines a minute for a health check)."""
+    def ctl(self, *args, stdin=None, timeout=60, node=None, tool=CTL):
+        """``rabbitmqctl ARGS`` (or ``tool``) as the broker's user, against this node's
+        broker or ``node``'s (Debian's wrapper would go through su and its PAM session
+        on every call: two journal lines a minute for a health check)."""
+        target = ["-n", node] if node else []
         res = self.run(["runuser", "-u", "rabbitmq", "--", "env", "HOME=/var/lib/rabbitmq",
-                        CTL, *args], input=stdin, capture_output=True, text=True,
+                        tool, *target, *args], input=stdin, capture_output=True, text=True,
                        timeout=timeout)
         if res.returncode != 0:
             lines = ((res.stderr or res.stdout).strip().splitlines()
                      or ["exit %d" % res.returncode])
-            raise RabbitError(node="this node", detail="rabbitmqctl %s: %s"
-                              % (args[0], lines[-1][:200]))
+            raise RabbitError(node=node or "this node", detail="%s %s: %s" % (
+                Path(tool).name, args[0], lines[-1][:200]))
         return res.stdout
 
-    def cluster_status(self):
-        """(members, running): every node of the cluster, up or not, and those running."""
-        status = json.loads(self.ctl("--formatter", "json", "cluster_status"))
+    def cluster_status(self, node=None):
+        """(members, running): every node of the cluster, up or not, and those running
+        (as this node's broker, or ``node``'s, sees them)."""
+        status = json.loads(self.ctl("--formatter", "json", "cluster_status", node=node))
         running = sorted(status.get("running_nodes") or [])
         members = set(running) | set(status.get("disk_nodes") or []) \
             | set(status.get("ram_nodes") or [])
@@ -139,6 +145,10 @@ class Rabbit:
                 self.member = True
                 actions.append(Action("step", "rabbitmq", "rabbitmq",
                                       "joined %s's cluster" % seed.name))
+                # quorum queues declared before this node joined (or after it left and
+                # was forgotten) have no replica here: each gets one, so each keeps its
+                # majority when another controller goes down
+                self.ctl("grow", node_name(view.name), "all", tool=QUEUES, timeout=300)
         return actions
 
     # -- cluster task "rabbitmq-users" -------------------------------------------------

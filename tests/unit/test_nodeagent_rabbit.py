@@ -1,6 +1,6 @@
 """The RabbitMQ start step's decisions, with rabbitmqctl answering as RabbitMQ 4.0 does:
-when a controller waits for the first one, when it joins, and that a failed join leaves
-the broker serving."""
+when a controller waits for the first one, when it joins (and grows every quorum queue
+onto itself), and that a failed join leaves the broker serving."""
 
 import json
 import subprocess
@@ -21,14 +21,16 @@ class Ctl:
     """rabbitmqctl: cluster_status from a member list and the running nodes; every call
     recorded; ``fail`` names the commands that exit non-zero."""
 
+    VERBS = ("cluster_status", "stop_app", "start_app", "join_cluster", "grow")
+
     def __init__(self, members, running, fail=()):
         self.members, self.running, self.fail = members, running, fail
-        self.calls = []
+        self.calls, self.argvs = [], []
 
     def __call__(self, argv, input=None, **kw):
-        verb = argv[-1] if argv[-1] in ("cluster_status", "stop_app", "start_app") \
-            else argv[-2]
+        verb = next(a for a in argv if a in self.VERBS)
         self.calls.append(verb)
+        self.argvs.append(argv)
         if verb in self.fail:
             return subprocess.CompletedProcess(argv, 69, "", "Error: %s failed" % verb)
         out = ""
@@ -78,8 +80,10 @@ def test_a_member_whose_first_controller_is_down_does_not_join_again(tmp_path):
 def test_a_node_that_came_up_alone_joins_and_a_failed_join_leaves_it_serving(tmp_path):
     ctl = Ctl(["node2"], ["node2"])
     actions, _, _ = step(tmp_path, ctl, NODES[1], active=True, data=True)
-    assert ctl.calls == ["cluster_status", "stop_app", "join_cluster", "start_app"]
+    assert ctl.calls == ["cluster_status", "stop_app", "join_cluster", "start_app", "grow"]
     assert "joined node1's cluster" in actions[-1].detail
+    # the quorum queues declared before the join get a replica on it
+    assert ctl.argvs[-1][-4:] == [rabbit.QUEUES, "grow", "rabbit@node2", "all"]
     failing = Ctl(["node2"], ["node2"], fail=("join_cluster",))
     with pytest.raises(rabbit.RabbitError, match="join_cluster"):
         step(tmp_path / "again", failing, NODES[1], active=True)

@@ -1,0 +1,368 @@
+"""A controller departing: it leaves the clusters the node agent formed on it, so the
+other controllers keep them whole without it, and it can join again later as a new
+member (the factory reset's ``depart`` phase, :mod:`rackforge.firstboot.factoryreset`).
+
+The node agent is stopped by then (nothing restarts a service behind the leave).
+The clusters are independent of each other; each one's leave is a step the reset
+records before it begins and marks done after, and each step is idempotent, so a
+power cut in the middle runs it again.  In order:
+
+``ovn``       ovn-northd stopped (its southbound lock passes to another controller's);
+              each database leaves its RAFT cluster (``cluster/leave``: a leader
+              hands its leadership over first), and the server drops it once the
+              others committed the removal (``ovsdb-client wait ... removed``);
+              the database servers stopped.  A file that has left can never be
+              opened again (``ovsdb(7)``): the wipe erases it.
+``rabbitmq``  the broker stopped (a running node cannot be forgotten), then
+              forgotten by a running member (``forget_cluster_node``, which in
+              RabbitMQ 4 also takes it out of every quorum queue), checked in
+              that member's cluster status.
+``galera``    in the Galera turn (no join or restart runs meanwhile), with this
+              member Synced (not a donor) in a Primary component of several:
+              MariaDB stopped cleanly.  That is Galera's leave: it keeps no member
+              list, and the others' component shrinks instead of losing a member.
+``ceph``      the manager failed over when it is the active one, stopped, disabled
+              and its key removed; the monitor stopped and disabled, the others'
+              quorum waited for, then removed from the monmap (stopped first:
+              removing a running monitor has crashed monitors, Ceph tracker 50089),
+              checked in the monmap (a removal during an election can be dropped)
+              and its record deleted, so every node's ``mon_host`` drops it.
+
+Before any of it (:meth:`Departure.refusal`, read-only: the reset is refused with
+nothing changed): another controller runs; every other controller reports each of
+these services ok; and each cluster says this member may go: Galera Synced and
+Primary here, no RabbitMQ quorum queue losing its majority
+(``check_if_node_is_quorum_critical``), Ceph's ``mon ok-to-stop`` and ``ok-to-rm``.
+
+What the clusters kept on disk (:data:`DATA`) is erased by the reset's wipe, after
+every unit stopped, and MariaDB's data directory is made again as Debian's package
+makes it, the state a joining controller starts from.
+"""
+
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+from rackforge import errors, keys, systemd
+from rackforge.kvstore import Compare
+from rackforge.nodeagent import ceph as ceph_mod
+from rackforge.nodeagent import galera, health, ovn, rabbit, units
+
+LOG = logging.getLogger(__name__)
+#: step -> (what, in the operator's words; the health record the other controllers
+#: publish for it; paths under the root whose presence means this node is a member)
+STEPS = {
+    "ovn": ("OVN's clustered databases", "ovn-central",
+            ("var/lib/ovn/ovnnb_db.db", "var/lib/ovn/ovnsb_db.db")),
+    "rabbitmq": ("RabbitMQ", "rabbitmq", ("var/lib/rabbitmq/mnesia",)),
+    "galera": ("Galera", "mariadb", ("var/lib/mysql/grastate.dat",)),
+    "ceph": ("a Ceph monitor", "ceph-mon", ("var/lib/ceph/mon", "var/lib/ceph/mgr")),
+}
+ORDER = ("ovn", "rabbitmq", "galera", "ceph")   # the monitor last: its window is short
+#: step -> what the wipe erases under the root: (folder, its contents go; the folder and
+#: its owner stay) or a file
+DATA = {
+    "ovn": ("var/lib/ovn/ovnnb_db.db", "var/lib/ovn/ovnsb_db.db",
+            "var/lib/ovn/.ovnnb_db.db.~lock~", "var/lib/ovn/.ovnsb_db.db.~lock~"),
+    "rabbitmq": ("var/lib/rabbitmq/mnesia/",),
+    "galera": ("var/lib/mysql/",),
+    "ceph": ("var/lib/ceph/mon/", "var/lib/ceph/mgr/"),
+}
+#: kept in MariaDB's data directory: Debian's marker of the version that made it
+KEEP = ("debian-*.flag",)
+#: Debian's postinst makes the data directory so (mariadb-server 11.8)
+INSTALL_DB = ("mariadb-install-db", "--rpm", "--cross-bootstrap", "--user=mysql",
+              "--disable-log-bin", "--skip-test-db")
+OVN_SERVERS = ("ovn-ovsdb-server-nb.service", "ovn-ovsdb-server-sb.service")
+OVN_SOCKETS = {"nb": ovn.RUN_DIR + "/ovnnb_db.sock", "sb": ovn.RUN_DIR + "/ovnsb_db.sock"}
+LEAVE_WAIT = 120            # seconds for a RAFT leave, a monitor quorum, a Galera turn
+TURN_TTL = 300             # outlasts a clean stop of MariaDB (it ends with the stop)
+TURN_WAIT = 600
+REMOVE_ATTEMPTS = 5
+
+
+class DepartRefused(errors.RackforgeError):
+    exit_code = 2
+
+
+class OnlyController(DepartRefused):
+    message = ("this node is its cluster's only controller and holds {what}: the others "
+               "would have nothing left; reset the other nodes first; nothing was changed")
+
+
+class PeersNotReady(DepartRefused):
+    message = ("the other controllers must run {what} before this one leaves them: "
+               "{problems}; wait until 'rackforge cluster status' shows them ok, then try "
+               "again; nothing was changed")
+    retryable = True
+
+
+class NotSafeToLeave(DepartRefused):
+    message = ("{what} says this node may not leave now ({detail}); nothing was changed; "
+               "try again once it is healthy")
+    retryable = True
+
+
+class DepartFailed(errors.RackforgeError):
+    message = "leaving {what}: {detail}"
+    retryable = True
+
+
+def holds(root):
+    """The steps whose cluster this node is a member of (its data on disk says so), in
+    :data:`ORDER`."""
+    def present(path):
+        return any(path.iterdir()) if path.is_dir() else path.exists()
+    return [step for step in ORDER
+            if any(present(Path(root) / rel) for rel in STEPS[step][2])]
+
+
+def what(steps):
+    return ", ".join(STEPS[s][0] for s in steps)
+
+
+class Departure:
+    """This controller's leave of the clusters in ``view`` (:mod:`.view`), with the
+    cluster's store ``kv``; ``systemctl`` is :func:`rackforge.systemd.systemctl`."""
+
+    def __init__(self, view, kv, run=subprocess.run, systemctl=systemd.systemctl, root="/",
+                 clock=time.monotonic, sleep=time.sleep):
+        self.view, self.kv, self.run, self.systemctl = view, kv, run, systemctl
+        self.root = Path(root)
+        self.clock, self.sleep = clock, sleep
+        self.others = [c for c in view.controllers if c.id != view.node_id]
+        self.rabbit = rabbit.Rabbit(view.node_id, run=run)
+        self.cephcli = ceph_mod.Ceph(run)
+
+    def path(self, rel):
+        return self.root / rel.lstrip("/")
+
+    # -- before anything ---------------------------------------------------------------
+    def refusal(self, steps):
+        """The error that refuses this leave with nothing changed, or None."""
+        if not steps:
+            return None
+        if not self.others:
+            return OnlyController(what=what(steps))
+        states, problems = health.read_all(self.kv), []
+        for step in steps:
+            name = STEPS[step][1]
+            for peer in self.others:
+                rec = (states.get(peer.id) or {}).get(name) or {}
+                if rec.get("state") != health.OK:
+                    problems.append("%s on %s is %s%s" % (
+                        name, peer.name, rec.get("state") or "not reported",
+                        " (%s)" % rec["error"] if rec.get("error") else ""))
+        if problems:
+            return PeersNotReady(what=what(steps), problems="; ".join(problems))
+        try:
+            for step in steps:
+                getattr(self, "_may_" + step, lambda: None)()
+        except NotSafeToLeave as exc:
+            return exc
+        return None
+
+    def _may_galera(self):
+        status = galera.wsrep_status(self.run)
+        if not status:
+            return                      # not running here: a stopped member leaves nothing
+        if not galera.is_primary(status) or status.get("wsrep_local_state") != "4":
+            raise NotSafeToLeave(what="Galera", detail="this member is %s, %s" % (
+                status.get("wsrep_cluster_status") or "not in a component",
+                status.get("wsrep_local_state_comment") or "not synced"))
+
+    def _may_rabbitmq(self):
+        if not self._active(rabbit.UNIT):
+            return
+        try:
+            self.rabbit.ctl("check_if_node_is_quorum_critical", tool=rabbit.QUEUES,
+                            timeout=120)
+        except (rabbit.RabbitError, subprocess.TimeoutExpired) as exc:
+            raise NotSafeToLeave(what="RabbitMQ", detail="a quorum queue would lose its "
+                                 "majority: %s" % exc) from None
+
+    def _may_ceph(self):
+        if not self.path(ceph_mod.MON_DIR % self.view.name).is_dir():
+            return
+        for check in ("ok-to-stop", "ok-to-rm"):
+            res = self.cephcli("mon", check, self.view.name, fmt=False, check=False)
+            if res.returncode != 0:
+                last = (res.stderr or res.stdout or "").strip().splitlines()[-1:] or [""]
+                raise NotSafeToLeave(what="Ceph", detail="mon %s %s: %s" % (
+                    check, self.view.name, last[0][:200]))
+
+    # -- the leave ---------------------------------------------------------------------
+    def run_steps(self, steps, done, save=lambda: None, say=lambda line: None):
+        """Every step of ``steps`` not in ``done`` (a list the caller records; ``save``
+        writes it after each step)."""
+        for step in ORDER:
+            if step in steps and step not in done:
+                say("factory reset: leaving %s" % STEPS[step][0])
+                getattr(self, step)()
+                done.append(step)
+                save()
+                LOG.warning("factory reset: %s left %s", self.view.name, STEPS[step][0])
+
+    def ovn(self):
+        self._stop(ovn.NORTHD)
+        for key, (name, path, _, _, ctl) in ovn.DATABASES.items():
+            if not self.path(path).exists():
+                continue
+            try:
+                status = ovn.cluster_status(ovn.run_checked(
+                    self.run, ["ovn-appctl", "-t", ctl, "cluster/status", name],
+                    "cluster/status %s" % name, timeout=10))
+            except ovn.OvnFailed as exc:
+                # a resumed leave: a server whose file has left does not start again
+                LOG.warning("factory reset: %s does not answer (%s): taken as left; if "
+                            "another controller still lists this server in 'ovn-appctl -t "
+                            "%s cluster/status %s', remove it there with cluster/kick",
+                            name, exc, ctl, name)
+                continue
+            if status["status"] == "cluster member":
+                ovn.run_checked(self.run, ["ovn-appctl", "-t", ctl, "cluster/leave", name],
+                                "cluster/leave %s" % name)
+            elif status["status"] != "leaving cluster":
+                LOG.info("factory reset: %s is '%s' here", name, status["status"])
+                continue
+            # the server drops the database once the others have committed the removal
+            ovn.run_checked(self.run, ["ovsdb-client", "--timeout=%d" % LEAVE_WAIT, "wait",
+                                       "unix:" + OVN_SOCKETS[key], name, "removed"],
+                            "wait for %s to leave" % name, timeout=LEAVE_WAIT + 15)
+        for unit in OVN_SERVERS:
+            self._stop(unit)
+
+    def rabbitmq(self):
+        me = rabbit.node_name(self.view.name)
+        self._stop(rabbit.UNIT)
+        problems = []
+        for peer in self.others:
+            node = rabbit.node_name(peer.name)
+            try:
+                members, _ = self.rabbit.cluster_status(node=node)
+                if me in members:
+                    self.rabbit.ctl("forget_cluster_node", me, node=node, timeout=300)
+                    members, _ = self.rabbit.cluster_status(node=node)
+            except (rabbit.RabbitError, ValueError, subprocess.TimeoutExpired) as exc:
+                problems.append("%s: %s" % (peer.name, exc))
+                continue
+            if me in members:
+                raise DepartFailed(what="RabbitMQ", detail="%s still lists %s after "
+                                   "forget_cluster_node" % (peer.name, me))
+            return
+        raise DepartFailed(what="RabbitMQ", detail="no other member forgot %s: %s"
+                           % (me, "; ".join(problems)))
+
+    def galera(self):
+        if not self._active(galera.UNIT):
+            # stopped: cleanly (a resumed leave) or not, it is no member now; the wipe
+            # keeps it from coming back with its old state
+            return
+        lease = self.kv.lease_grant(TURN_TTL)
+        try:
+            self._take_turn(lease)
+            status = galera.wsrep_status(self.run)
+            if not galera.is_primary(status) or status.get("wsrep_local_state") != "4" or \
+                    int(status.get("wsrep_cluster_size", 0) or 0) < 2:
+                raise DepartFailed(what="Galera", detail="this member is not a Synced member "
+                                   "of a Primary component of several (%s, %s, size %s); "
+                                   "stopping it now would not be a clean leave" % (
+                                       status.get("wsrep_cluster_status"),
+                                       status.get("wsrep_local_state_comment"),
+                                       status.get("wsrep_cluster_size")))
+            self._stop(galera.UNIT)
+        finally:
+            self.kv.lease_revoke(lease)         # the turn goes with it
+
+    def _take_turn(self, lease):
+        value = json.dumps({"node": self.view.node_id, "why": "leave"}).encode()
+        deadline = self.clock() + TURN_WAIT
+        while True:
+            self.kv.lease_keepalive(lease)
+            entry = self.kv.get(galera.TURN)
+            if entry is None and self.kv.txn([Compare(galera.TURN, 0)],
+                                             [(galera.TURN, value, lease)]):
+                return
+            if entry is not None and json.loads(entry.value).get("node") == self.view.node_id \
+                    and self.kv.txn([Compare(galera.TURN, entry.mod_revision)],
+                                    [(galera.TURN, value, lease)]):
+                return                  # a turn this node held (its agent's) is this one
+            if self.clock() > deadline:
+                raise DepartFailed(what="Galera", detail="another controller's join or "
+                                   "restart held the Galera turn for %ds" % TURN_WAIT)
+            self.sleep(2)           # a poll of the turn's key, not a fixed delay
+
+    def ceph(self):
+        name = self.view.name
+        mgr = "ceph-mgr@%s.service" % name
+        if self.path(ceph_mod.MGR_DIR % name).exists():
+            stat = self.cephcli("mgr", "stat") or {}
+            if stat.get("active_name") == name:
+                self.cephcli("mgr", "fail", name, fmt=False)
+            self._stop(mgr, disable=True)
+            self.cephcli("auth", "rm", "mgr.%s" % name, fmt=False)
+        self._stop("ceph-mon@%s.service" % name, disable=True)
+        deadline = self.clock() + LEAVE_WAIT
+        while True:
+            quorum = (self.cephcli("quorum_status", timeout=30) or {}).get("quorum_names") or []
+            if quorum and name not in quorum:
+                break
+            if self.clock() > deadline:
+                raise DepartFailed(what="a Ceph monitor", detail="the other monitors did "
+                                   "not form a quorum without %s within %ds (%s)"
+                                   % (name, LEAVE_WAIT, ", ".join(quorum) or "no quorum"))
+            self.sleep(2)
+        for _ in range(REMOVE_ATTEMPTS):
+            mons = [m.get("name") for m in (self.cephcli("mon", "dump") or {}).get("mons") or []]
+            if name not in mons:
+                break
+            self.cephcli("mon", "remove", name, fmt=False)
+        else:
+            raise DepartFailed(what="a Ceph monitor", detail="%s is still in the monmap "
+                               "after %d removals" % (name, REMOVE_ATTEMPTS))
+        self.kv.txn([], (), [keys.CEPH_MONS + name])
+
+    # -- units -------------------------------------------------------------------------
+    def _active(self, unit):
+        try:
+            self.systemctl("is-active", "--quiet", unit)
+        except systemd.SystemctlFailed:
+            return False
+        return True
+
+    def _stop(self, unit, disable=False):
+        if unit in units.GATED:             # what only the agent starts stays down
+            (self.path(units.GATES) / unit).unlink(missing_ok=True)
+        self.systemctl(*(("disable", "--now", unit) if disable else ("stop", unit)))
+
+
+def erase(root, steps, run=subprocess.run):
+    """What ``steps``' clusters kept under ``root`` (:data:`DATA`) erased; MariaDB's data
+    directory made again as the package makes it.  Idempotent."""
+    import shutil
+    root = Path(root)
+    for step in steps:
+        for rel in DATA.get(step, ()):
+            path = root / rel.rstrip("/")
+            if rel.endswith("/"):
+                keep = {p for pattern in KEEP for p in path.glob(pattern)}
+                for child in sorted(path.iterdir()) if path.is_dir() else []:
+                    if child in keep:
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    if "galera" in steps:
+        datadir = root / DATA["galera"][0].rstrip("/")
+        res = run(list(INSTALL_DB) + ["--datadir=%s" % datadir], capture_output=True,
+                  text=True, timeout=300, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                               "TMPDIR": ""})
+        if res.returncode != 0:
+            last = (res.stderr or res.stdout or "").strip().splitlines()[-1:] or [""]
+            raise DepartFailed(what="Galera", detail="mariadb-install-db: exit %d: %s"
+                               % (res.returncode, last[0][:200]))
