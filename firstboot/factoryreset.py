@@ -186,6 +186,7 @@ class Env:
     run: object = None              # subprocess.run (wipefs, ceph-bluestore-tool)
     root: Path = Path("/")
     hostname: str = None
+    say: object = None              # a line of progress for the operator (the run sets it)
 
     def __post_init__(self):
         import socket
@@ -332,7 +333,7 @@ def resume(env=None, say=None):
 
 
 def _run(rec, env, say):
-    say = say or (lambda line: None)
+    say = env.say = say or (lambda line: None)
     for phase in PHASES:
         if rec["phases"].get(phase) == "done":
             continue
@@ -388,7 +389,7 @@ def phase_depart(rec, env):
         raise PhaseFailed(phase="depart", detail="the cluster does not answer: %s" % (
             exc.kwargs.get("detail") or exc), record=record_path()) from None
     departure.run_steps(rec["depart"], rec.setdefault("departed", []),
-                        save=lambda: _write_record(rec))
+                        save=lambda: _write_record(rec), say=env.say or (lambda line: None))
 
 
 def phase_leave(rec, env):

@@ -48,7 +48,7 @@ from pathlib import Path
 from rackforge import errors, keys, systemd
 from rackforge.kvstore import Compare
 from rackforge.nodeagent import ceph as ceph_mod
-from rackforge.nodeagent import galera, health, ovn, rabbit, units
+from rackforge.nodeagent import galera, galera_state, health, ovn, rabbit, units
 
 LOG = logging.getLogger(__name__)
 #: step -> (what, in the operator's words; the health record the other controllers
@@ -72,13 +72,16 @@ DATA = {
 }
 #: kept in MariaDB's data directory: Debian's marker of the version that made it
 KEEP = ("debian-*.flag",)
-#: Debian's postinst makes the data directory so (mariadb-server 11.8)
+#: Debian's postinst makes the data directory so (mariadb-server 11.8); the script reads
+#: the node's configuration, which now names Galera's provider and peers: none for the
+#: bootstrap (the script passes options it does not know on to mariadbd)
 INSTALL_DB = ("mariadb-install-db", "--rpm", "--cross-bootstrap", "--user=mysql",
-              "--disable-log-bin", "--skip-test-db")
+              "--disable-log-bin", "--skip-test-db", "--wsrep-provider=none")
 OVN_SERVERS = ("ovn-ovsdb-server-nb.service", "ovn-ovsdb-server-sb.service")
 OVN_SOCKETS = {"nb": ovn.RUN_DIR + "/ovnnb_db.sock", "sb": ovn.RUN_DIR + "/ovnsb_db.sock"}
 LEAVE_WAIT = 120            # seconds for a RAFT leave, a monitor quorum, a Galera turn
-TURN_TTL = 300             # outlasts a clean stop of MariaDB (it ends with the stop)
+TURN_TTL = 60               # kept alive while MariaDB stops; a power cut frees it soon
+STOP_WAIT = 960             # MariaDB's clean stop (its unit allows 900 s, no SIGKILL)
 TURN_WAIT = 600
 REMOVE_ATTEMPTS = 5
 
@@ -146,15 +149,7 @@ class Departure:
             return None
         if not self.others:
             return OnlyController(what=what(steps))
-        states, problems = health.read_all(self.kv), []
-        for step in steps:
-            name = STEPS[step][1]
-            for peer in self.others:
-                rec = (states.get(peer.id) or {}).get(name) or {}
-                if rec.get("state") != health.OK:
-                    problems.append("%s on %s is %s%s" % (
-                        name, peer.name, rec.get("state") or "not reported",
-                        " (%s)" % rec["error"] if rec.get("error") else ""))
+        problems = self._peer_problems(steps)
         if problems:
             return PeersNotReady(what=what(steps), problems="; ".join(problems))
         try:
@@ -164,10 +159,25 @@ class Departure:
             return exc
         return None
 
+    def _peer_problems(self, steps):
+        states, problems = health.read_all(self.kv), []
+        for step in steps:
+            name = STEPS[step][1]
+            for peer in self.others:
+                rec = (states.get(peer.id) or {}).get(name) or {}
+                if rec.get("state") != health.OK:
+                    problems.append("%s on %s is %s%s" % (
+                        name, peer.name, rec.get("state") or "not reported",
+                        " (%s)" % rec["error"] if rec.get("error") else ""))
+        return problems
+
     def _may_galera(self):
+        if not self._active(galera.UNIT):
+            return                      # not running here: a stopped member leaves nothing
         status = galera.wsrep_status(self.run)
         if not status:
-            return                      # not running here: a stopped member leaves nothing
+            raise NotSafeToLeave(what="Galera", detail="MariaDB runs but does not answer on "
+                                 "its socket")
         if not galera.is_primary(status) or status.get("wsrep_local_state") != "4":
             raise NotSafeToLeave(what="Galera", detail="this member is %s, %s" % (
                 status.get("wsrep_cluster_status") or "not in a component",
@@ -196,9 +206,13 @@ class Departure:
     # -- the leave ---------------------------------------------------------------------
     def run_steps(self, steps, done, save=lambda: None, say=lambda line: None):
         """Every step of ``steps`` not in ``done`` (a list the caller records; ``save``
-        writes it after each step)."""
+        writes it after each step).  Each step's checks run again right before it:
+        minutes, or a power cut, may have passed since the reset was planned."""
         for step in ORDER:
             if step in steps and step not in done:
+                refused = self.refusal([step])
+                if refused is not None:
+                    raise DepartFailed(what=STEPS[step][0], detail="not now: %s" % refused)
                 say("factory reset: leaving %s" % STEPS[step][0])
                 getattr(self, step)()
                 done.append(step)
@@ -208,31 +222,46 @@ class Departure:
     def ovn(self):
         self._stop(ovn.NORTHD)
         for key, (name, path, _, _, ctl) in ovn.DATABASES.items():
-            if not self.path(path).exists():
-                continue
-            try:
-                status = ovn.cluster_status(ovn.run_checked(
-                    self.run, ["ovn-appctl", "-t", ctl, "cluster/status", name],
-                    "cluster/status %s" % name, timeout=10))
-            except ovn.OvnFailed as exc:
-                # a resumed leave: a server whose file has left does not start again
-                LOG.warning("factory reset: %s does not answer (%s): taken as left; if "
-                            "another controller still lists this server in 'ovn-appctl -t "
-                            "%s cluster/status %s', remove it there with cluster/kick",
-                            name, exc, ctl, name)
-                continue
+            if not self.path(path).exists() or self._ovn_left(path):
+                continue                # gone, or left (its file says so: it never opens)
+            status = self._ovn_status(key)
+            if status is None:          # a member's file, its server down: up, then leave
+                unit = OVN_SERVERS[list(ovn.DATABASES).index(key)]
+                self.systemctl("reset-failed", unit)
+                self.systemctl("start", unit)
+                status = self._ovn_status(key)
+            if status is None:
+                raise DepartFailed(what=name, detail="its server does not answer on %s" % ctl)
             if status["status"] == "cluster member":
+                if status["leader"] in ("", "unknown"):
+                    raise DepartFailed(what=name, detail="its cluster has no leader now")
                 ovn.run_checked(self.run, ["ovn-appctl", "-t", ctl, "cluster/leave", name],
                                 "cluster/leave %s" % name)
             elif status["status"] != "leaving cluster":
-                LOG.info("factory reset: %s is '%s' here", name, status["status"])
-                continue
+                raise DepartFailed(what=name, detail="this server is '%s', not a member "
+                                   "that can leave" % status["status"])
             # the server drops the database once the others have committed the removal
             ovn.run_checked(self.run, ["ovsdb-client", "--timeout=%d" % LEAVE_WAIT, "wait",
                                        "unix:" + OVN_SOCKETS[key], name, "removed"],
                             "wait for %s to leave" % name, timeout=LEAVE_WAIT + 15)
         for unit in OVN_SERVERS:
             self._stop(unit)
+
+    def _ovn_status(self, key):
+        name, _, _, _, ctl = ovn.DATABASES[key]
+        try:
+            return ovn.cluster_status(ovn.run_checked(
+                self.run, ["ovn-appctl", "-t", ctl, "cluster/status", name],
+                "cluster/status %s" % name, timeout=10))
+        except ovn.OvnFailed:
+            return None
+
+    def _ovn_left(self, path):
+        """Whether the database file records that this server left its cluster (RAFT's
+        "left" record, which ``ovsdb-tool show-log`` prints as ``left: true``)."""
+        log = ovn.run_checked(self.run, ["ovsdb-tool", "show-log", str(self.path(path))],
+                              "ovsdb-tool show-log", timeout=60)
+        return any(line.strip() == "left: true" for line in log.splitlines())
 
     def rabbitmq(self):
         me = rabbit.node_name(self.view.name)
@@ -272,9 +301,17 @@ class Departure:
                                        status.get("wsrep_cluster_status"),
                                        status.get("wsrep_local_state_comment"),
                                        status.get("wsrep_cluster_size")))
-            self._stop(galera.UNIT)
+            self._stop(galera.UNIT, wait=lease)
         finally:
             self.kv.lease_revoke(lease)         # the turn goes with it
+        try:
+            saved = galera_state.parse_grastate(
+                (self.path(str(galera.DATADIR)) / "grastate.dat").read_text())
+        except OSError:
+            saved = None
+        if saved is None or saved.seqno < 0:
+            LOG.warning("factory reset: MariaDB's grastate.dat has no position after its stop "
+                        "(it did not stop cleanly); the others count it as gone all the same")
 
     def _take_turn(self, lease):
         value = json.dumps({"node": self.view.node_id, "why": "leave"}).encode()
@@ -303,26 +340,53 @@ class Departure:
                 self.cephcli("mgr", "fail", name, fmt=False)
             self._stop(mgr, disable=True)
             self.cephcli("auth", "rm", "mgr.%s" % name, fmt=False)
-        self._stop("ceph-mon@%s.service" % name, disable=True)
+        mon = "ceph-mon@%s.service" % name
+        self._stop(mon, disable=True)
         deadline = self.clock() + LEAVE_WAIT
         while True:
-            quorum = (self.cephcli("quorum_status", timeout=30) or {}).get("quorum_names") or []
+            quorum = (self._ceph_json("quorum_status") or {}).get("quorum_names") or []
             if quorum and name not in quorum:
                 break
             if self.clock() > deadline:
+                if name in self._monmap():      # back as it was: the others keep a quorum
+                    self.systemctl("enable", "--now", mon)
                 raise DepartFailed(what="a Ceph monitor", detail="the other monitors did "
-                                   "not form a quorum without %s within %ds (%s)"
-                                   % (name, LEAVE_WAIT, ", ".join(quorum) or "no quorum"))
+                                   "not form a quorum without %s within %ds (%s); it runs "
+                                   "again" % (name, LEAVE_WAIT, ", ".join(quorum) or
+                                              "no quorum"))
             self.sleep(2)
-        for _ in range(REMOVE_ATTEMPTS):
-            mons = [m.get("name") for m in (self.cephcli("mon", "dump") or {}).get("mons") or []]
-            if name not in mons:
+        for attempt in range(REMOVE_ATTEMPTS + 1):
+            if name not in self._monmap():
                 break
-            self.cephcli("mon", "remove", name, fmt=False)
-        else:
-            raise DepartFailed(what="a Ceph monitor", detail="%s is still in the monmap "
-                               "after %d removals" % (name, REMOVE_ATTEMPTS))
+            if attempt == REMOVE_ATTEMPTS:
+                raise DepartFailed(what="a Ceph monitor", detail="%s is still in the monmap "
+                                   "after %d removals" % (name, REMOVE_ATTEMPTS))
+            try:
+                self.cephcli("mon", "remove", name, fmt=False)
+            except ceph_mod.CephFailed as exc:
+                LOG.info("factory reset: %s (an election?); again", exc)
+            self.sleep(2)
         self.kv.txn([], (), [keys.CEPH_MONS + name])
+
+    def _ceph_json(self, *args):
+        """``ceph ARGS`` as JSON, or None while the monitors elect (it times out)."""
+        try:
+            return self.cephcli(*args, timeout=30)
+        except ceph_mod.CephFailed as exc:
+            LOG.info("factory reset: %s", exc)
+            return None
+
+    def _monmap(self):
+        """The monitors' names in the monmap (read until it answers)."""
+        deadline = self.clock() + LEAVE_WAIT
+        while True:
+            dump = self._ceph_json("mon", "dump")
+            if dump is not None:
+                return [m.get("name") for m in dump.get("mons") or []]
+            if self.clock() > deadline:
+                raise DepartFailed(what="a Ceph monitor", detail="'ceph mon dump' did not "
+                                   "answer within %ds" % LEAVE_WAIT)
+            self.sleep(2)
 
     # -- units -------------------------------------------------------------------------
     def _active(self, unit):
@@ -332,10 +396,27 @@ class Departure:
             return False
         return True
 
-    def _stop(self, unit, disable=False):
+    def _state(self, unit):
+        return (self.systemctl("show", "-p", "ActiveState", "--value", unit).stdout
+                or "").strip()
+
+    def _stop(self, unit, disable=False, wait=None):
+        """Stop ``unit`` (and disable it); with ``wait`` (a lease kept alive meanwhile),
+        without systemctl's own time limit, until it is down."""
         if unit in units.GATED:             # what only the agent starts stays down
             (self.path(units.GATES) / unit).unlink(missing_ok=True)
-        self.systemctl(*(("disable", "--now", unit) if disable else ("stop", unit)))
+        if wait is None:
+            self.systemctl(*(("disable", "--now", unit) if disable else ("stop", unit)))
+            return
+        self.systemctl("stop", "--no-block", unit)
+        deadline = self.clock() + STOP_WAIT
+        while (state := self._state(unit)) in ("active", "activating", "deactivating",
+                                               "reloading"):
+            if self.clock() > deadline:
+                raise DepartFailed(what=unit, detail="still %s %ds after its stop"
+                                   % (state, STOP_WAIT))
+            self.kv.lease_keepalive(wait)
+            self.sleep(2)           # a poll of the unit's state, not a fixed delay
 
 
 def erase(root, steps, run=subprocess.run):

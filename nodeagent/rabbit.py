@@ -6,8 +6,9 @@
 - The first controller (slot 0) starts first; each other starts once it is
   up and joins it (peer discovery lists every controller; a node that came up
   on its own is joined explicitly: ``stop_app``, ``join_cluster``,
-  ``start_app``), then every quorum queue grows a replica on it
-  (``rabbitmq-queues grow``: a queue keeps the members it was declared with).
+  ``start_app``).  Once it is a member, every quorum queue grows a replica on
+  it, once (``rabbitmq-queues grow``, marked done in :data:`GROWN`; a queue
+  keeps the members it was declared with).
   A node that has been a member (its data directory holds
   the cluster) starts without waiting: after a whole-rack power loss every
   broker waits for its peers at start, so none may wait for another's health.
@@ -29,7 +30,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rackforge import errors
+from rackforge import errors, fileutil
 from rackforge.nodeagent import health
 from rackforge.nodeagent.reconcile import Action, Waiting
 
@@ -38,6 +39,8 @@ UNIT = "rabbitmq-server.service"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
 DATA = "/var/lib/rabbitmq/mnesia"      # RABBITMQ_MNESIA_BASE: rabbit@NAME/ once it has run
+#: the quorum queues grew a replica here since it joined (the factory reset erases it)
+GROWN = "/var/lib/rackforge/nodeagent/rabbitmq-grown"
 PORT = 5672
 STATUS_EVERY = 60.0
 
@@ -52,11 +55,13 @@ def node_name(name):
 
 
 class Rabbit:
-    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic, data=DATA):
+    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic, data=DATA,
+                 grown=GROWN):
         self.node_id = node_id
         self.run = run
         self.clock = clock
         self.data = Path(data)
+        self.grown = Path(grown)
         self.member = False     # seen in the first controller's cluster since it last started
         self._detail, self._detail_at = None, -STATUS_EVERY
 
@@ -145,10 +150,15 @@ class Rabbit:
                 self.member = True
                 actions.append(Action("step", "rabbitmq", "rabbitmq",
                                       "joined %s's cluster" % seed.name))
-                # quorum queues declared before this node joined (or after it left and
-                # was forgotten) have no replica here: each gets one, so each keeps its
-                # majority when another controller goes down
-                self.ctl("grow", node_name(view.name), "all", tool=QUEUES, timeout=300)
+        if follower and self.member and not self.grown.exists():
+            # a quorum queue keeps the members it was declared with: those declared before
+            # this node joined (by peer discovery or above) have no replica here; each
+            # gets one, so each keeps its majority when another controller goes down
+            self.ctl("grow", node_name(view.name), "all", tool=QUEUES, timeout=300)
+            fileutil.make_dirs(self.grown.parent, 0o700)
+            fileutil.atomic_write(self.grown, "%s\n" % time.time())
+            actions.append(Action("step", "rabbitmq", "rabbitmq", "quorum queues grown onto "
+                                  "it"))
         return actions
 
     # -- cluster task "rabbitmq-users" -------------------------------------------------

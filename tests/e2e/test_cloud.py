@@ -265,10 +265,9 @@ def test_a_compute_node_drains_resets_and_joins_again(cloud_rack):
                interval=10)
 
 
-def members(nodes, name):
-    """What the controllers other than ``name`` say of their clusters: Galera's size,
-    RabbitMQ's members, the OVN databases' servers, Ceph's monitors."""
-    other = [n for n in harack.controllers(nodes) if n.name != name][0]
+def members(other):
+    """What controller ``other`` says of its clusters: Galera's size, RabbitMQ's members,
+    the OVN databases' servers, Ceph's monitors."""
     rabbit = json.loads(other.run("rabbitmqctl", "--formatter", "json", "cluster_status",
                                   timeout=120).stdout)
     servers = {}
@@ -293,9 +292,12 @@ def test_a_controller_resets_leaving_its_clusters_and_joins_again(cloud_rack):
     node = nodes["node1"]
     others = [n for n in harack.controllers(nodes) if n.name != node.name]
     c = cloud.Cloud(others[0])
-    before = members(nodes, node.name)
+    before = members(others[0])
     assert before["galera"] == "3" and "rabbit@node1" in before["rabbitmq"]
     assert "node1" in before["mons"] and len(before["ovn"]["OVN_Northbound"]) == 3
+
+    for server in c.osc("server", "list", "--all-projects", "-f", "json"):
+        c.osc("server", "delete", "--wait", server["ID"], timeout=600)
 
     def osds_up(count):
         stat = json.loads(others[0].run("ceph", "osd", "stat", "--format", "json").stdout)
@@ -319,8 +321,9 @@ def test_a_controller_resets_leaving_its_clusters_and_joins_again(cloud_rack):
     res = wait_until(reset, 300, "%s's factory reset" % node.name, interval=5)
     print("factory reset of controller %s: %.0f s\n%s" % (
         node.name, time.monotonic() - started, res.stdout))
-    assert "factory reset: depart" in res.stdout
-    after = members(nodes, node.name)
+    for cluster in ("OVN's clustered databases", "RabbitMQ", "Galera", "a Ceph monitor"):
+        assert "factory reset: leaving %s" % cluster in res.stdout, res.stdout
+    after = members(others[0])
     print("without %s: %s" % (node.name, after))
     assert after["galera"] == "2" and "rabbit@node1" not in after["rabbitmq"]
     assert len(after["rabbitmq"]) == 2 and "node1" not in after["mons"]
@@ -336,6 +339,11 @@ def test_a_controller_resets_leaving_its_clusters_and_joins_again(cloud_rack):
     seconds = harack.wait_converged(others[0], want_nodes=3)
     print("the rack healthy with two controllers %.0f s after the reset" % seconds)
 
+    def forgotten():                # its compute services, by a controller's agent
+        listed = c.osc("compute", "service", "list", "-f", "json")
+        return node.name not in {s["Host"] for s in listed}
+    wait_until(forgotten, 900, "the cloud to forget %s's services" % node.name, interval=10)
+
     bundle = json.loads(others[0].run("rackforge", "cluster", "token", "create",
                                       "--json").stdout)
     argv = ["rackforge", "firstboot", "join", "--ca-sha256", bundle["ca_sha256"],
@@ -350,7 +358,7 @@ def test_a_controller_resets_leaving_its_clusters_and_joins_again(cloud_rack):
     harack.wait_converged(others[0], want_nodes=4)
     print("%s a controller again, the rack converged %.0f s after its join"
           % (node.name, time.monotonic() - started))
-    again = members(nodes, node.name)
+    again = members(others[0])
     assert again["galera"] == "3" and "rabbit@node1" in again["rabbitmq"]
     assert len(again["rabbitmq"]) == 3 and "node1" in again["mons"]
     assert all(len(s) == 3 for s in again["ovn"].values())

@@ -265,7 +265,8 @@ def test_a_controller_departs_its_clusters_then_leaves_and_its_data_is_erased(co
     assert depart.holds(controller.root) == []
     assert [p.name for p in (lib / "mysql").iterdir()] == ["debian-11.8.flag"]
     assert ("mariadb-install-db", "--rpm", "--cross-bootstrap", "--user=mysql",
-            "--disable-log-bin", "--skip-test-db", "--datadir=%s" % (lib / "mysql")) \
+            "--disable-log-bin", "--skip-test-db", "--wsrep-provider=none",
+            "--datadir=%s" % (lib / "mysql")) \
         in controller.calls
 
 

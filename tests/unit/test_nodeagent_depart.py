@@ -37,7 +37,7 @@ class Rack:
                        "ovn-ovsdb-server-sb.service", rabbit.UNIT, galera.UNIT,
                        "ceph-mon@node1.service", "ceph-mgr@node1.service"}
         self.ovn = {"OVN_Northbound": "cluster member", "OVN_Southbound": "cluster member"}
-        self.ovn_up = True
+        self.ovn_left = set()                   # files with RAFT's "left" record
         self.rabbit = {"node2": {"rabbit@node1", "rabbit@node2", "rabbit@node3"},
                        "node3": {"rabbit@node1", "rabbit@node2", "rabbit@node3"}}
         self.rabbit_down = set()
@@ -56,12 +56,20 @@ class Rack:
         if args[0] == "is-active":
             if unit not in self.active:
                 raise SystemctlFailed(args=" ".join(args), detail="inactive", unit=unit)
-            return
+            return done(args)
+        if args[0] == "show":
+            return done(args, ("active" if unit in self.active else "inactive") + "\n")
         self.calls.append((" ".join(args[:-1]), unit))
+        if args[0] == "reset-failed":
+            return done(args)
+        if args[0] == "start" or args[:2] == ("enable", "--now"):
+            self.active.add(unit)
+            return done(args)
         if unit == galera.UNIT:
             entry = self.kv.get(galera.TURN)
             self.turn_at_stop = json.loads(entry.value) if entry else None
         self.active.discard(unit)
+        return done(args)
 
     # -- commands ----------------------------------------------------------------------
     def __call__(self, argv, input=None, **kw):
@@ -72,7 +80,12 @@ class Rack:
             name = argv[-2]
             self.calls.append(("ovsdb-client wait removed", name))
             self.ovn[name] = "left cluster"
+            self.ovn_left.add(name)
             return done(argv)
+        if argv[0] == "ovsdb-tool":
+            name = "OVN_Northbound" if argv[-1].endswith("ovnnb_db.db") else "OVN_Southbound"
+            return done(argv, "record 0:\n name: \"%s\"\n\nrecord 1:\n term: 2\n%s" % (
+                name, " left: true\n" if name in self.ovn_left else " index: 7\n"))
         if argv[0] == "runuser":
             return self.rabbitmq(argv[argv.index("--") + 3:])
         if argv[0] == "mariadb":
@@ -88,7 +101,8 @@ class Rack:
 
     def appctl(self, argv):
         verb, name = argv[3], argv[4]
-        if not self.ovn_up:
+        unit = "ovn-ovsdb-server-%s.service" % ("nb" if name == "OVN_Northbound" else "sb")
+        if unit not in self.active:
             return done(argv, rc=1, err="cannot connect to \"%s\" (No such file or directory)"
                         % argv[2])
         if verb == "cluster/leave":
@@ -199,7 +213,7 @@ def test_it_leaves_each_cluster_in_order_through_its_own_commands(rack):
         list(finished)))
     assert finished == ["ovn", "rabbitmq", "galera", "ceph"]
     assert saved == [finished[:i] for i in range(1, 5)]        # recorded after each step
-    assert rack.calls == [
+    assert [c for c in rack.calls if c[0] != "stop --no-block"] == [
         # OVN: northd first, each database leaves and is dropped, then its servers stop
         ("stop", "ovn-northd.service"),
         ("cluster/leave", "OVN_Northbound"), ("ovsdb-client wait removed", "OVN_Northbound"),
@@ -207,13 +221,13 @@ def test_it_leaves_each_cluster_in_order_through_its_own_commands(rack):
         ("stop", "ovn-ovsdb-server-nb.service"), ("stop", "ovn-ovsdb-server-sb.service"),
         # RabbitMQ: stopped, then forgotten by a running member
         ("stop", rabbit.UNIT), ("forget_cluster_node", "rabbit@node1 on node2"),
-        # Galera: a clean stop in the turn
-        ("stop", galera.UNIT),
+        # Galera: a clean stop in the turn, waited for
         # Ceph: the active manager fails over, stops, loses its key; the monitor stops,
         # then leaves the monmap
         ("ceph mgr fail", "node1"), ("disable --now", "ceph-mgr@node1.service"),
         ("ceph auth rm", "mgr.node1"), ("disable --now", "ceph-mon@node1.service"),
         ("ceph mon remove", "node1")]
+    assert ("stop --no-block", galera.UNIT) in rack.calls
     assert rack.turn_at_stop == {"node": "n1", "why": "leave"}
     assert rack.kv.get(galera.TURN) is None                  # the turn went with the stop
     assert all("rabbit@node1" not in m for m in rack.rabbit.values())
@@ -262,11 +276,10 @@ def test_a_leave_the_clusters_cannot_spare_is_refused_with_nothing_changed(rack,
 
 
 def test_a_resumed_leave_finds_what_is_done_and_does_it_once(rack):
-    """Cut after each cluster's side effect: OVN's file has left (its server no longer
-    starts), the broker was forgotten, MariaDB stopped, the monitor removed."""
-    rack.ovn_up = False
-    rack.active -= {"ovn-northd.service", rabbit.UNIT, galera.UNIT,
-                    "ceph-mon@node1.service", "ceph-mgr@node1.service"}
+    """Cut after each cluster's side effect: the broker was forgotten, MariaDB stopped,
+    the monitor removed."""
+    rack.active -= {rabbit.UNIT, galera.UNIT, "ceph-mon@node1.service",
+                    "ceph-mgr@node1.service"}
     for members in rack.rabbit.values():
         members.discard("rabbit@node1")
     rack.monmap.remove("node1")
@@ -277,11 +290,67 @@ def test_a_resumed_leave_finds_what_is_done_and_does_it_once(rack):
     assert finished == ["ovn", "rabbitmq", "galera", "ceph"]
     verbs = [c[0] for c in rack.calls]
     assert "forget_cluster_node" not in verbs and "ceph mon remove" not in verbs
-    assert ("stop", galera.UNIT) not in rack.calls
-    # the OVN step alone, resumed: a server that does not answer is taken as left
-    rack.calls.clear()
+    assert "stop --no-block" not in verbs and "cluster/leave" not in verbs
+
+
+def test_ovn_resumed_a_left_file_is_passed_a_members_file_is_started_and_left(rack):
+    """After a power cut the northbound file has left (its server cannot open it: the
+    file says so), the southbound's server is not up yet: it is started and leaves."""
+    rack.ovn_left.add("OVN_Northbound")
+    rack.active -= {"ovn-ovsdb-server-nb.service", "ovn-ovsdb-server-sb.service"}
     rack.departure.ovn()
+    assert ("cluster/leave", "OVN_Northbound") not in rack.calls
+    assert rack.calls.index(("start", "ovn-ovsdb-server-sb.service")) < rack.calls.index(
+        ("cluster/leave", "OVN_Southbound"))
+    assert rack.ovn_left == {"OVN_Northbound", "OVN_Southbound"}
+
+
+def test_ovn_a_server_that_will_not_answer_or_is_not_a_member_fails_the_step(rack):
+    rack.ovn["OVN_Northbound"] = "disconnected from the cluster (election timeout)"
+    with pytest.raises(depart.DepartFailed, match="not a member that can leave"):
+        rack.departure.ovn()
     assert "cluster/leave" not in [c[0] for c in rack.calls]
+
+
+def test_each_step_is_checked_again_right_before_it(rack):
+    """Minutes after the plan a peer's broker went down: RabbitMQ is not left (the one
+    running node would pause the cloud's bus), and nothing of it changed."""
+    finished = []
+    rack.kv.txn([], [(keys.HEALTH + "n3/rabbitmq", json.dumps({
+        "state": health.FAILED, "error": "rabbitmq-server is not running"}).encode())])
+    with pytest.raises(depart.DepartFailed, match="not now: .*rabbitmq on node3 is failed"):
+        rack.departure.run_steps(list(depart.ORDER), finished)
+    assert finished == ["ovn"] and rabbit.UNIT in rack.active
+    assert "forget_cluster_node" not in [c[0] for c in rack.calls]
+
+
+def test_a_hung_mariadb_is_not_taken_for_a_stopped_one(rack):
+    rack.wsrep = {}
+    rack.departure.run = lambda argv, **kw: done(argv, rc=1, err="timeout") \
+        if argv[0] == "mariadb" else rack(argv, **kw)
+    refused = rack.departure.refusal(["galera"])
+    assert isinstance(refused, depart.NotSafeToLeave) and "does not answer" in str(refused)
+
+
+def test_a_monitor_whose_peers_form_no_quorum_runs_again(rack):
+    rack.monmap = ["node1", "node2", "node3"]
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+    rack.departure.clock, rack.departure.sleep = (lambda: now[0]), sleep
+    real = rack.ceph
+
+    def no_quorum(argv):
+        if "quorum_status" in argv:
+            return done(argv, json.dumps({"quorum_names": []}))
+        return real(argv)
+    rack.ceph = no_quorum
+    with pytest.raises(depart.DepartFailed, match="it runs again"):
+        rack.departure.ceph()
+    assert "ceph-mon@node1.service" in rack.active
+    assert ("enable --now", "ceph-mon@node1.service") in rack.calls
+    assert "ceph mon remove" not in [c[0] for c in rack.calls]
 
 
 def test_a_member_that_does_not_answer_is_passed_for_another(rack):
@@ -307,7 +376,8 @@ def test_the_galera_turn_of_another_controller_is_waited_for_then_fails(rack):
     assert galera.UNIT in rack.active and now[0] >= depart.TURN_WAIT
     rack.kv.lease_revoke(lease)                 # the other join ends
     rack.departure.galera()
-    assert ("stop", galera.UNIT) in rack.calls and rack.kv.get(galera.TURN) is None
+    assert ("stop --no-block", galera.UNIT) in rack.calls
+    assert galera.UNIT not in rack.active and rack.kv.get(galera.TURN) is None
 
 
 def test_galera_not_synced_when_its_turn_comes_is_not_stopped(rack):
@@ -318,10 +388,10 @@ def test_galera_not_synced_when_its_turn_comes_is_not_stopped(rack):
 
 
 def test_a_removal_dropped_by_an_election_is_made_again_and_checked(rack):
-    rack.dropped_removals = 2
+    rack.dropped_removals = depart.REMOVE_ATTEMPTS - 1      # the last one holds
     rack.departure.ceph()
     assert [c for c in rack.calls if c[0] == "ceph mon remove"] == [
-        ("ceph mon remove", "node1")] * 3
+        ("ceph mon remove", "node1")] * depart.REMOVE_ATTEMPTS
     assert rack.monmap == ["node2", "node3"]
     rack2_calls = len(rack.calls)
     rack.monmap.append("node1")

@@ -42,7 +42,10 @@ class Ctl:
         return subprocess.CompletedProcess(argv, 0, out, "")
 
 
-def step(tmp_path, ctl, me, active=False, data=False):
+def step(tmp_path, ctl, me, active=False, data=False, grown=False):
+    if grown:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "grown").write_text("1\n")
     if data:
         (tmp_path / ("rabbit@" + me.name)).mkdir()
         (tmp_path / ("rabbit@" + me.name) / "cluster_nodes.config").write_text("[]")
@@ -52,7 +55,7 @@ def step(tmp_path, ctl, me, active=False, data=False):
     view = SimpleNamespace(controllers=NODES, node_id=me.id, name=me.name)
     ctx = StepContext(service=None, view=view, systemd=systemd, kv=MemoryKV(), tasks=None,
                       changed=False, dry_run=False, context={})
-    broker = rabbit.Rabbit(me.id, run=ctl, data=tmp_path)
+    broker = rabbit.Rabbit(me.id, run=ctl, data=tmp_path, grown=tmp_path / "grown")
     return broker.step(ctx), systemd, lambda: broker.step(ctx)
 
 
@@ -72,16 +75,32 @@ def test_a_member_starts_at_once_after_a_whole_rack_power_loss(tmp_path):
 
 def test_a_member_whose_first_controller_is_down_does_not_join_again(tmp_path):
     ctl = Ctl(["node1", "node2", "node3"], ["node2", "node3"])
-    actions, _, again = step(tmp_path, ctl, NODES[2], active=True, data=True)
+    actions, _, again = step(tmp_path, ctl, NODES[2], active=True, data=True, grown=True)
     assert actions == [] and ctl.calls == ["cluster_status"]
     assert again() == [] and ctl.calls == ["cluster_status"]    # looked once, not every pass
+
+
+def test_a_member_joined_by_peer_discovery_grows_the_quorum_queues_once(tmp_path):
+    """A controller that joined by itself at its first start (its list names the first
+    controller) or again after a factory reset: the queues declared before it get a
+    replica on it, once; a grow that failed is made again on the next pass."""
+    failing = Ctl(["node1", "node3"], ["node1", "node3"], fail=("grow",))
+    with pytest.raises(rabbit.RabbitError, match="rabbitmq-queues grow"):
+        step(tmp_path, failing, NODES[2], active=True, data=True)
+    assert not (tmp_path / "grown").exists()
+    ctl = Ctl(["node1", "node3"], ["node1", "node3"])
+    actions, _, again = step(tmp_path / "b", ctl, NODES[2], active=True)
+    assert ctl.calls == ["cluster_status", "grow"] and "join_cluster" not in ctl.calls
+    assert actions[-1].detail == "quorum queues grown onto it"
+    assert again() == [] and ctl.calls == ["cluster_status", "grow"]
 
 
 def test_a_node_that_came_up_alone_joins_and_a_failed_join_leaves_it_serving(tmp_path):
     ctl = Ctl(["node2"], ["node2"])
     actions, _, _ = step(tmp_path, ctl, NODES[1], active=True, data=True)
     assert ctl.calls == ["cluster_status", "stop_app", "join_cluster", "start_app", "grow"]
-    assert "joined node1's cluster" in actions[-1].detail
+    assert [a.detail for a in actions[-2:]] == ["joined node1's cluster",
+                                                "quorum queues grown onto it"]
     # the quorum queues declared before the join get a replica on it
     assert ctl.argvs[-1][-4:] == [rabbit.QUEUES, "grow", "rabbit@node2", "all"]
     failing = Ctl(["node2"], ["node2"], fail=("join_cluster",))
