@@ -113,6 +113,10 @@ class DepartFailed(errors.RackforgeError):
     retryable = True
 
 
+class NotNow(DepartFailed):
+    message = "not leaving {what} now: {why}"
+
+
 def holds(root):
     """The steps whose cluster this node is a member of (its data on disk says so), in
     :data:`ORDER`."""
@@ -172,8 +176,12 @@ class Departure:
         return problems
 
     def _may_galera(self):
-        if not self._active(galera.UNIT):
+        state = self._state(galera.UNIT)
+        if state in ("inactive", "failed", ""):
             return                      # not running here: a stopped member leaves nothing
+        if state != "active":
+            raise NotSafeToLeave(what="Galera", detail="MariaDB is %s (a state transfer may "
+                                 "be in progress)" % state)
         status = galera.wsrep_status(self.run)
         if not status:
             raise NotSafeToLeave(what="Galera", detail="MariaDB runs but does not answer on "
@@ -212,7 +220,10 @@ class Departure:
             if step in steps and step not in done:
                 refused = self.refusal([step])
                 if refused is not None:
-                    raise DepartFailed(what=STEPS[step][0], detail="not now: %s" % refused)
+                    kw = refused.kwargs
+                    raise NotNow(what=STEPS[step][0], why=kw.get("problems") or (
+                        "%s says %s" % (kw["what"], kw["detail"]) if kw.get("detail")
+                        else "this is the only controller"))
                 say("factory reset: leaving %s" % STEPS[step][0])
                 getattr(self, step)()
                 done.append(step)
@@ -222,19 +233,21 @@ class Departure:
     def ovn(self):
         self._stop(ovn.NORTHD)
         for key, (name, path, _, _, ctl) in ovn.DATABASES.items():
-            if not self.path(path).exists() or self._ovn_left(path):
-                continue                # gone, or left (its file says so: it never opens)
+            if not self.path(path).exists():
+                continue
             status = self._ovn_status(key)
-            if status is None:          # a member's file, its server down: up, then leave
-                unit = OVN_SERVERS[list(ovn.DATABASES).index(key)]
-                self.systemctl("reset-failed", unit)
-                self.systemctl("start", unit)
-                status = self._ovn_status(key)
             if status is None:
-                raise DepartFailed(what=name, detail="its server does not answer on %s" % ctl)
+                # no answer: the server dropped the database once it left (it answers
+                # "unknown cluster"), or will never open a file that left; else the
+                # server of a member's file is down: up, then it leaves
+                if self._ovn_left(path):
+                    continue
+                unit = OVN_SERVERS[list(ovn.DATABASES).index(key)]
+                if self._state(unit) == "failed":
+                    self.systemctl("reset-failed", unit)
+                self.systemctl("start", unit)
+            status = self._ovn_settled(key)
             if status["status"] == "cluster member":
-                if status["leader"] in ("", "unknown"):
-                    raise DepartFailed(what=name, detail="its cluster has no leader now")
                 ovn.run_checked(self.run, ["ovn-appctl", "-t", ctl, "cluster/leave", name],
                                 "cluster/leave %s" % name)
             elif status["status"] != "leaving cluster":
@@ -256,12 +269,34 @@ class Departure:
         except ovn.OvnFailed:
             return None
 
+    def _ovn_settled(self, key):
+        """The database's status once its server answers and, as a member, knows its
+        leader (a server just started says "Leader: unknown" until it hears from it)."""
+        name, _, _, _, ctl = ovn.DATABASES[key]
+        deadline = self.clock() + LEAVE_WAIT
+        while True:
+            status = self._ovn_status(key)
+            if status is not None and not status["status"].startswith("joining") and not (
+                    status["status"] == "cluster member"
+                    and status["leader"] in ("", "unknown")):
+                return status
+            if self.clock() > deadline:
+                if status is None:
+                    raise DepartFailed(what=name, detail="its server does not answer on %s"
+                                       % ctl)
+                raise DepartFailed(what=name, detail="this server has heard from no leader "
+                                   "in %ds (if another controller's 'ovn-appctl -t %s "
+                                   "cluster/status %s' does not list it, it has left)"
+                                   % (LEAVE_WAIT, ctl, name))
+            self.sleep(2)
+
     def _ovn_left(self, path):
-        """Whether the database file records that this server left its cluster (RAFT's
-        "left" record, which ``ovsdb-tool show-log`` prints as ``left: true``)."""
+        """Whether the database file records that this server left its cluster: RAFT's
+        note ``left``, which ``ovsdb-tool show-log`` prints as ``note: "left"`` (and
+        ovsdb-server then refuses to open the file)."""
         log = ovn.run_checked(self.run, ["ovsdb-tool", "show-log", str(self.path(path))],
                               "ovsdb-tool show-log", timeout=60)
-        return any(line.strip() == "left: true" for line in log.splitlines())
+        return any(line.strip() == 'note: "left"' for line in log.splitlines())
 
     def rabbitmq(self):
         me = rabbit.node_name(self.view.name)
@@ -285,10 +320,14 @@ class Departure:
                            % (me, "; ".join(problems)))
 
     def galera(self):
-        if not self._active(galera.UNIT):
+        state = self._state(galera.UNIT)
+        if state in ("inactive", "failed", ""):
             # stopped: cleanly (a resumed leave) or not, it is no member now; the wipe
             # keeps it from coming back with its old state
             return
+        if state != "active":
+            raise DepartFailed(what="Galera", detail="MariaDB is %s (a state transfer may be "
+                               "in progress)" % state)
         lease = self.kv.lease_grant(TURN_TTL)
         try:
             self._take_turn(lease)
@@ -348,8 +387,9 @@ class Departure:
             if quorum and name not in quorum:
                 break
             if self.clock() > deadline:
-                if name in self._monmap():      # back as it was: the others keep a quorum
-                    self.systemctl("enable", "--now", mon)
+                # back as it was (this run removed nothing: a removal needs a quorum), so
+                # its vote may give the others theirs
+                self.systemctl("enable", "--now", mon)
                 raise DepartFailed(what="a Ceph monitor", detail="the other monitors did "
                                    "not form a quorum without %s within %ds (%s); it runs "
                                    "again" % (name, LEAVE_WAIT, ", ".join(quorum) or

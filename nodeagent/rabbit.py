@@ -142,6 +142,7 @@ class Rabbit:
             self.member = node_name(seed.name) in members
             if not self.member:
                 LOG.info("rabbitmq: joining %s's cluster", seed.name)
+                self.grown.unlink(missing_ok=True)      # the queues grow onto it again
                 self.ctl("stop_app")
                 try:
                     self.ctl("join_cluster", node_name(seed.name), timeout=180)

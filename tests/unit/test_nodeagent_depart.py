@@ -37,7 +37,10 @@ class Rack:
                        "ovn-ovsdb-server-sb.service", rabbit.UNIT, galera.UNIT,
                        "ceph-mon@node1.service", "ceph-mgr@node1.service"}
         self.ovn = {"OVN_Northbound": "cluster member", "OVN_Southbound": "cluster member"}
-        self.ovn_left = set()                   # files with RAFT's "left" record
+        self.ovn_left = set()                   # files with RAFT's "left" note
+        self.leaderless = 0                     # status polls that hear no leader yet
+        self.broken = set()                     # units that do not start
+        self.failed = set()
         self.rabbit = {"node2": {"rabbit@node1", "rabbit@node2", "rabbit@node3"},
                        "node3": {"rabbit@node1", "rabbit@node2", "rabbit@node3"}}
         self.rabbit_down = set()
@@ -49,6 +52,7 @@ class Rack:
         self.ok_to = {"ok-to-stop": 0, "ok-to-rm": 0}
         self.dropped_removals = 0               # removals lost to an election
         self.turn_at_stop = None
+        self.no_quorum = False
 
     # -- systemctl ---------------------------------------------------------------------
     def systemctl(self, *args):
@@ -58,12 +62,14 @@ class Rack:
                 raise SystemctlFailed(args=" ".join(args), detail="inactive", unit=unit)
             return done(args)
         if args[0] == "show":
-            return done(args, ("active" if unit in self.active else "inactive") + "\n")
+            return done(args, ("active" if unit in self.active else "failed"
+                               if unit in self.failed else "inactive") + "\n")
         self.calls.append((" ".join(args[:-1]), unit))
         if args[0] == "reset-failed":
             return done(args)
         if args[0] == "start" or args[:2] == ("enable", "--now"):
-            self.active.add(unit)
+            if unit not in self.broken:
+                self.active.add(unit)
             return done(args)
         if unit == galera.UNIT:
             entry = self.kv.get(galera.TURN)
@@ -84,8 +90,10 @@ class Rack:
             return done(argv)
         if argv[0] == "ovsdb-tool":
             name = "OVN_Northbound" if argv[-1].endswith("ovnnb_db.db") else "OVN_Southbound"
+            # as ovsdb-tool 3.5 prints RAFT's records (its note after a completed leave)
             return done(argv, "record 0:\n name: \"%s\"\n\nrecord 1:\n term: 2\n%s" % (
-                name, " left: true\n" if name in self.ovn_left else " index: 7\n"))
+                name, ' comment: "this server left the cluster"\n note: "left"\n'
+                if name in self.ovn_left else " index: 7\n"))
         if argv[0] == "runuser":
             return self.rabbitmq(argv[argv.index("--") + 3:])
         if argv[0] == "mariadb":
@@ -105,13 +113,19 @@ class Rack:
         if unit not in self.active:
             return done(argv, rc=1, err="cannot connect to \"%s\" (No such file or directory)"
                         % argv[2])
+        if name in self.ovn_left:       # the server dropped the database once it left
+            return done(argv, rc=2, err="unknown cluster\novs-appctl: %s: server returned "
+                        "an error" % argv[2])
         if verb == "cluster/leave":
             self.calls.append(("cluster/leave", name))
             self.ovn[name] = "leaving cluster"
             return done(argv)
         servers = "Servers:\n    1a2b (1a2b at tcp:10.0.0.11:6643) (self)\n"
-        return done(argv, "1a2b\nName: %s\nStatus: %s\nRole: follower\nLeader: 3c4d\n%s"
-                    % (name, self.ovn[name], servers))
+        leader = "3c4d"
+        if self.leaderless:
+            self.leaderless, leader = self.leaderless - 1, "unknown"
+        return done(argv, "1a2b\nName: %s\nStatus: %s\nRole: follower\nLeader: %s\n%s"
+                    % (name, self.ovn[name], leader, servers))
 
     def rabbitmq(self, args):
         tool, node = args[0], None
@@ -140,6 +154,9 @@ class Rack:
     def ceph(self, argv):
         args = [a for a in argv[3:] if a not in ("--format", "json")]
         out = None
+        if args in (["quorum_status"], ["mon", "dump"]) and self.no_quorum:
+            return done(argv, rc=1, err="[errno 110] RADOS timed out (error connecting to "
+                        "the cluster)")
         if args[:2] == ["mon", "ok-to-stop"] or args[:2] == ["mon", "ok-to-rm"]:
             rc = self.ok_to[args[1]]
             return done(argv, rc=rc, err="" if rc == 0 else
@@ -295,14 +312,32 @@ def test_a_resumed_leave_finds_what_is_done_and_does_it_once(rack):
 
 def test_ovn_resumed_a_left_file_is_passed_a_members_file_is_started_and_left(rack):
     """After a power cut the northbound file has left (its server cannot open it: the
-    file says so), the southbound's server is not up yet: it is started and leaves."""
+    file says so), the southbound's server failed at boot: it is started, heard from
+    its leader after a while, and leaves."""
     rack.ovn_left.add("OVN_Northbound")
     rack.active -= {"ovn-ovsdb-server-nb.service", "ovn-ovsdb-server-sb.service"}
+    rack.failed = {"ovn-ovsdb-server-sb.service"}
+    rack.leaderless = 2
     rack.departure.ovn()
     assert ("cluster/leave", "OVN_Northbound") not in rack.calls
-    assert rack.calls.index(("start", "ovn-ovsdb-server-sb.service")) < rack.calls.index(
-        ("cluster/leave", "OVN_Southbound"))
-    assert rack.ovn_left == {"OVN_Northbound", "OVN_Southbound"}
+    assert ("start", "ovn-ovsdb-server-nb.service") not in rack.calls
+    order = [("reset-failed", "ovn-ovsdb-server-sb.service"),
+             ("start", "ovn-ovsdb-server-sb.service"), ("cluster/leave", "OVN_Southbound")]
+    assert [c for c in rack.calls if c in order] == order
+    assert rack.leaderless == 0 and rack.ovn_left == {"OVN_Northbound", "OVN_Southbound"}
+
+
+def test_ovn_a_server_that_does_not_come_back_fails_the_step(rack):
+    rack.active.discard("ovn-ovsdb-server-nb.service")
+    rack.broken = {"ovn-ovsdb-server-nb.service"}
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+    rack.departure.clock, rack.departure.sleep = (lambda: now[0]), sleep
+    with pytest.raises(depart.DepartFailed, match="does not answer on /var/run/ovn/ovnnb"):
+        rack.departure.ovn()
+    assert "cluster/leave" not in [c[0] for c in rack.calls]
 
 
 def test_ovn_a_server_that_will_not_answer_or_is_not_a_member_fails_the_step(rack):
@@ -318,10 +353,26 @@ def test_each_step_is_checked_again_right_before_it(rack):
     finished = []
     rack.kv.txn([], [(keys.HEALTH + "n3/rabbitmq", json.dumps({
         "state": health.FAILED, "error": "rabbitmq-server is not running"}).encode())])
-    with pytest.raises(depart.DepartFailed, match="not now: .*rabbitmq on node3 is failed"):
+    with pytest.raises(depart.NotNow, match="not leaving RabbitMQ now: rabbitmq on node3 is "
+                       "failed"):
         rack.departure.run_steps(list(depart.ORDER), finished)
     assert finished == ["ovn"] and rabbit.UNIT in rack.active
     assert "forget_cluster_node" not in [c[0] for c in rack.calls]
+
+
+def test_a_mariadb_in_a_state_transfer_is_not_taken_for_a_stopped_one(rack):
+    real = rack.systemctl
+
+    def activating(*args):
+        if args[0] == "show" and args[-1] == galera.UNIT:
+            return done(args, "activating\n")
+        return real(*args)
+    rack.departure.systemctl = activating
+    refused = rack.departure.refusal(["galera"])
+    assert isinstance(refused, depart.NotSafeToLeave) and "activating" in str(refused)
+    with pytest.raises(depart.DepartFailed, match="MariaDB is activating"):
+        rack.departure.galera()
+    assert galera.UNIT in rack.active
 
 
 def test_a_hung_mariadb_is_not_taken_for_a_stopped_one(rack):
@@ -339,13 +390,7 @@ def test_a_monitor_whose_peers_form_no_quorum_runs_again(rack):
     def sleep(seconds):
         now[0] += seconds
     rack.departure.clock, rack.departure.sleep = (lambda: now[0]), sleep
-    real = rack.ceph
-
-    def no_quorum(argv):
-        if "quorum_status" in argv:
-            return done(argv, json.dumps({"quorum_names": []}))
-        return real(argv)
-    rack.ceph = no_quorum
+    rack.no_quorum = True               # no monitor answers: not even 'mon dump'
     with pytest.raises(depart.DepartFailed, match="it runs again"):
         rack.departure.ceph()
     assert "ceph-mon@node1.service" in rack.active
