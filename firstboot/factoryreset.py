@@ -22,8 +22,8 @@ start while the record exists.  Every phase is idempotent.
             manager, each step recorded (:mod:`rackforge.nodeagent.depart`);
 ``leave``   (a member of a cluster it shares with other nodes) the cluster
             forgets it, through the other etcd members (:mod:`.leave`);
-``stop``    every unit of the service catalogue stopped and disabled (in the
-            reverse of their start order), etcd last;
+``stop``    every unit of the service catalogue stopped (in the reverse of
+            their start order), etcd last, then all disabled in one call;
 ``wipe``    the state directory (first boot's journal, the node's key and
             certificate, the agent's state), etcd's data and files, the client
             file, the join service's file, every file holding a secret of the
@@ -353,16 +353,36 @@ def _run(rec, env, say):
 
 
 # -- the phases -------------------------------------------------------------------------
+def _unit_verb(env, phase, unit, *verb):
+    from rackforge.systemd import SystemctlFailed
+    try:
+        env.systemctl(*verb, unit)
+    except SystemctlFailed as exc:
+        # a unit this image does not have is not running: only a live one matters
+        if _active(env, unit):
+            raise PhaseFailed(phase=phase, detail=exc, record=record_path()) from None
+        LOG.info("factory reset: %s", exc)
+
+
 def _disable(env, units, phase):
+    """Each unit disabled and stopped, in the order given, before the next."""
+    for unit in units:
+        _unit_verb(env, phase, unit, "disable", "--now")
+
+
+def _stop_then_disable(env, units, phase):
+    """Each unit stopped in the order given, then all disabled at once: one reload of
+    systemd, where a ``disable --now`` a unit costs one each (the catalogue's 80-odd
+    units took about four minutes on the test bed).  A unit this image does not have
+    fails the one call: then each is disabled on its own."""
     from rackforge.systemd import SystemctlFailed
     for unit in units:
-        try:
-            env.systemctl("disable", "--now", unit)
-        except SystemctlFailed as exc:
-            # a unit this image does not have is not running: only a live one matters
-            if _active(env, unit):
-                raise PhaseFailed(phase=phase, detail=exc, record=record_path()) from None
-            LOG.info("factory reset: %s", exc)
+        _unit_verb(env, phase, unit, "stop")
+    try:
+        env.systemctl("disable", *units)
+    except SystemctlFailed:
+        for unit in units:
+            _unit_verb(env, phase, unit, "disable")
 
 
 def _active(env, unit):
@@ -423,7 +443,7 @@ def _units(services):
 
 def phase_stop(rec, env):
     from rackforge.nodeagent import units
-    _disable(env, _units(_catalogue()), "stop")
+    _stop_then_disable(env, _units(_catalogue()), "stop")
     _remove(Path(env.root) / units.GATES.lstrip("/"))   # what only the agent starts stays down
 
 

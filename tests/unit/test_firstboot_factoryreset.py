@@ -122,8 +122,9 @@ def node(tmp_path, monkeypatch):
         if args[0] == "is-active":
             if args[-1] not in world.active:
                 raise SystemctlFailed(args=" ".join(args), detail="inactive", unit=args[-1])
-        elif args[-1] in world.refuse:
-            raise SystemctlFailed(args=" ".join(args), detail="no such unit", unit=args[-1])
+        elif world.refuse & set(args[1:]):          # systemctl fails the whole call
+            unit, = world.refuse & set(args[1:])
+            raise SystemctlFailed(args=" ".join(args), detail="no such unit", unit=unit)
 
     def connect(ident, endpoints):
         world.endpoints.append(list(endpoints))
@@ -189,14 +190,16 @@ def test_a_member_leaves_then_is_erased(node):
     assert node.kv.removed == ["100"]
     assert [m["name"] for m in node.kv.members()] == ["node-2", "node-3"]
     # the agents stopped before the leave, etcd last, then first boot started again
-    verbs = [c for c in node.calls if c[0] == "disable"]
+    verbs = [c for c in node.calls if c[0] in ("disable", "stop")]
     assert verbs[:3] == [("disable", "--now", u) for u in factoryreset.FIRST_UNITS]
-    assert verbs[-1] == ("disable", "--now", "rackforge-etcd.service")
-    stopped = [c[-1] for c in verbs]
+    stopped = [c[-1] for c in verbs[3:] if c[0] == "stop"]
+    assert stopped[-1] == "rackforge-etcd.service"
     assert {"nova-compute.service", "mariadb.service", "ceph.target",
             "keepalived.service"} <= set(stopped)           # the catalogue's units
     # what needs a service stops before it (nova-compute before libvirtd)
     assert stopped.index("nova-compute.service") < stopped.index("libvirtd.service")
+    # then all of them disabled in one call (one reload of systemd), after the last stop
+    assert verbs[3 + len(stopped):] == [("disable", *stopped)]
     assert node.calls[-1] == ("start", "--no-block", factoryreset.FIRSTBOOT)
     assert_factory_state(node)
     assert not (paths.config_dir() / "join-server.json").exists()
@@ -498,6 +501,10 @@ def test_a_unit_the_image_lacks_is_passed_a_live_one_stops_the_reset(node):
     factoryreset.start("node-1", node.env)      # not installed: not running
     assert ("is-active", "--quiet", "memcached.service") in node.calls
     assert_factory_state(node)
+    # the one disable of them all failed on it: each unit then disabled on its own
+    batch = [c for c in node.calls if c[0] == "disable" and len(c) > 3]
+    assert len(batch) == 1 and "memcached.service" in batch[0]
+    assert {("disable", u) for u in batch[0][1:]} <= set(node.calls)
 
 
 def test_a_live_unit_that_does_not_stop_fails_and_resumes(node):
