@@ -6,7 +6,10 @@
 - The first controller (slot 0) starts first; each other starts once it is
   up and joins it (peer discovery lists every controller; a node that came up
   on its own is joined explicitly: ``stop_app``, ``join_cluster``,
-  ``start_app``).  A node that has been a member (its data directory holds
+  ``start_app``).  Once it is a member, every quorum queue grows a replica on
+  it, once (``rabbitmq-queues grow``, marked done in :data:`GROWN`; a queue
+  keeps the members it was declared with).
+  A node that has been a member (its data directory holds
   the cluster) starts without waiting: after a whole-rack power loss every
   broker waits for its peers at start, so none may wait for another's health.
   Membership is read from the cluster's member list, not its running nodes,
@@ -27,14 +30,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from rackforge import errors
+from rackforge import errors, fileutil
 from rackforge.nodeagent import health
 from rackforge.nodeagent.reconcile import Action, Waiting
 
 LOG = logging.getLogger(__name__)
 UNIT = "rabbitmq-server.service"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
 DATA = "/var/lib/rabbitmq/mnesia"      # RABBITMQ_MNESIA_BASE: rabbit@NAME/ once it has run
+#: the quorum queues grew a replica here since it joined (the factory reset erases it)
+GROWN = "/var/lib/rackforge/nodeagent/rabbitmq-grown"
 PORT = 5672
 STATUS_EVERY = 60.0
 
@@ -49,30 +55,35 @@ def node_name(name):
 
 
 class Rabbit:
-    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic, data=DATA):
+    def __init__(self, node_id, run=subprocess.run, clock=time.monotonic, data=DATA,
+                 grown=GROWN):
         self.node_id = node_id
         self.run = run
         self.clock = clock
         self.data = Path(data)
+        self.grown = Path(grown)
         self.member = False     # seen in the first controller's cluster since it last started
         self._detail, self._detail_at = None, -STATUS_EVERY
 
-    def ctl(self, *args, stdin=None, timeout=60):
-        """``rabbitmqctl ARGS`` as the broker's user (Debian's wrapper would go through su
-        and its PAM session on every call: two journal lines a minute for a health check)."""
+    def ctl(self, *args, stdin=None, timeout=60, node=None, tool=CTL):
+        """``rabbitmqctl ARGS`` (or ``tool``) as the broker's user, against this node's
+        broker or ``node``'s (Debian's wrapper would go through su and its PAM session
+        on every call: two journal lines a minute for a health check)."""
+        target = ["-n", node] if node else []
         res = self.run(["runuser", "-u", "rabbitmq", "--", "env", "HOME=/var/lib/rabbitmq",
-                        CTL, *args], input=stdin, capture_output=True, text=True,
+                        tool, *target, *args], input=stdin, capture_output=True, text=True,
                        timeout=timeout)
         if res.returncode != 0:
             lines = ((res.stderr or res.stdout).strip().splitlines()
                      or ["exit %d" % res.returncode])
-            raise RabbitError(node="this node", detail="rabbitmqctl %s: %s"
-                              % (args[0], lines[-1][:200]))
+            raise RabbitError(node=node or "this node", detail="%s %s: %s" % (
+                Path(tool).name, args[0], lines[-1][:200]))
         return res.stdout
 
-    def cluster_status(self):
-        """(members, running): every node of the cluster, up or not, and those running."""
-        status = json.loads(self.ctl("--formatter", "json", "cluster_status"))
+    def cluster_status(self, node=None):
+        """(members, running): every node of the cluster, up or not, and those running
+        (as this node's broker, or ``node``'s, sees them)."""
+        status = json.loads(self.ctl("--formatter", "json", "cluster_status", node=node))
         running = sorted(status.get("running_nodes") or [])
         members = set(running) | set(status.get("disk_nodes") or []) \
             | set(status.get("ram_nodes") or [])
@@ -131,6 +142,7 @@ class Rabbit:
             self.member = node_name(seed.name) in members
             if not self.member:
                 LOG.info("rabbitmq: joining %s's cluster", seed.name)
+                self.grown.unlink(missing_ok=True)      # the queues grow onto it again
                 self.ctl("stop_app")
                 try:
                     self.ctl("join_cluster", node_name(seed.name), timeout=180)
@@ -139,6 +151,15 @@ class Rabbit:
                 self.member = True
                 actions.append(Action("step", "rabbitmq", "rabbitmq",
                                       "joined %s's cluster" % seed.name))
+        if follower and self.member and not self.grown.exists():
+            # a quorum queue keeps the members it was declared with: those declared before
+            # this node joined (by peer discovery or above) have no replica here; each
+            # gets one, so each keeps its majority when another controller goes down
+            self.ctl("grow", node_name(view.name), "all", tool=QUEUES, timeout=300)
+            fileutil.make_dirs(self.grown.parent, 0o700)
+            fileutil.atomic_write(self.grown, "%s\n" % time.time())
+            actions.append(Action("step", "rabbitmq", "rabbitmq", "quorum queues grown onto "
+                                  "it"))
         return actions
 
     # -- cluster task "rabbitmq-users" -------------------------------------------------

@@ -263,3 +263,111 @@ def test_a_compute_node_drains_resets_and_joins_again(cloud_rack):
         return any(s["Host"] == node.name and s["State"] == "up" for s in listed)
     wait_until(computes_again, 900, "%s's nova-compute to be up again" % node.name,
                interval=10)
+
+
+def members(other):
+    """What controller ``other`` says of its clusters: Galera's size, RabbitMQ's members,
+    the OVN databases' servers, Ceph's monitors."""
+    rabbit = json.loads(other.run("rabbitmqctl", "--formatter", "json", "cluster_status",
+                                  timeout=120).stdout)
+    servers = {}
+    for db, ctl in (("OVN_Northbound", "ovnnb_db"), ("OVN_Southbound", "ovnsb_db")):
+        status = other.run("ovn-appctl", "-t", "/var/run/ovn/%s.ctl" % ctl, "cluster/status",
+                           db).stdout
+        servers[db] = sorted(line.split("tcp:")[1].split(":")[0] for line in
+                             status.split("Servers:")[1].splitlines() if "tcp:" in line)
+    mons = json.loads(other.run("ceph", "mon", "dump", "--format", "json").stdout)
+    return {"galera": harack.wsrep(other, "wsrep_cluster_size"),
+            "rabbitmq": sorted(rabbit.get("disk_nodes") or []),
+            "ovn": servers, "mons": sorted(m["name"] for m in mons["mons"])}
+
+
+def test_a_controller_resets_leaving_its_clusters_and_joins_again(cloud_rack):
+    """The first controller (the seed: RabbitMQ's first, OVN's creator, Ceph's first
+    monitor) repurposed: its OSD drained and removed, then its factory reset.  It leaves
+    Galera, RabbitMQ, OVN's RAFT databases and Ceph's monitors, which carry on with two
+    while the cloud answers through the VIP; given a new token it joins again as a
+    controller and each cluster has three members again."""
+    nodes = cloud_rack["nodes"]
+    node = nodes["node1"]
+    others = [n for n in harack.controllers(nodes) if n.name != node.name]
+    c = cloud.Cloud(others[0])
+    before = members(others[0])
+    assert before["galera"] == "3" and "rabbit@node1" in before["rabbitmq"]
+    assert "node1" in before["mons"] and len(before["ovn"]["OVN_Northbound"]) == 3
+
+    for server in c.osc("server", "list", "--all-projects", "-f", "json"):
+        c.osc("server", "delete", "--wait", server["ID"], timeout=600)
+
+    def osds_up(count):
+        stat = json.loads(others[0].run("ceph", "osd", "stat", "--format", "json").stdout)
+        return stat["num_up_osds"] == count and stat["num_in_osds"] == count
+    # the compute node's disk came back with its join: four storage hosts, so the data of
+    # this one has three others to go to
+    wait_until(lambda: osds_up(4), 900, "four OSDs up and in", interval=10)
+    for rec in json.loads(others[0].run("rackforge", "node", "disk", "list", node.name,
+                                        "--json").stdout)["osds"]:
+        print(others[0].run("rackforge", "node", "disk", "remove", node.name,
+                            "osd.%d" % rec["id"], "--timeout", "900", timeout=2000).stdout)
+
+    said = []                       # every attempt's lines (a retry resumes, not repeats)
+
+    def reset():
+        res = node.run("rackforge", "firstboot", "factory-reset", "--confirm", node.name,
+                       check=False, timeout=1200)
+        said.append(res.stdout)
+        if res.returncode != 0 and not any(why in res.stderr for why in (
+                "node disk remove", "must run", "not leaving")):   # a pass, a peer's check
+            raise AssertionError(res.stdout + res.stderr)
+        return res.returncode == 0 and res
+    started = time.monotonic()
+    res = wait_until(reset, 300, "%s's factory reset" % node.name, interval=5)
+    print("factory reset of controller %s: %.0f s\n%s" % (
+        node.name, time.monotonic() - started, res.stdout))
+    for cluster in ("OVN's clustered databases", "RabbitMQ", "Galera", "a Ceph monitor"):
+        assert "factory reset: leaving %s" % cluster in "".join(said), said
+    after = members(others[0])
+    print("without %s: %s" % (node.name, after))
+    assert after["galera"] == "2" and "rabbit@node1" not in after["rabbitmq"]
+    assert len(after["rabbitmq"]) == 2 and "node1" not in after["mons"]
+    assert all(len(s) == 2 and harack.address(1) not in s for s in after["ovn"].values())
+    for path in ("/var/lib/mysql/grastate.dat", "/var/lib/ovn/ovnnb_db.db",
+                 "/var/lib/ovn/ovnsb_db.db", "/var/lib/ceph/mon/ceph-node1"):
+        assert not node.path(path).exists(), path
+    assert not any(node.path("/var/lib/rabbitmq/mnesia").iterdir())
+    assert node.path("/var/lib/mysql/mysql").is_dir()        # made again for a join
+    # the cloud carries on with two controllers
+    assert c.osc("token", "issue", "-f", "json")["id"]
+    c.osc("server", "list", "-f", "json")
+    seconds = harack.wait_converged(others[0], want_nodes=3)
+    print("the rack healthy with two controllers %.0f s after the reset" % seconds)
+
+    def forgotten():                # its compute services, by a controller's agent
+        listed = c.osc("compute", "service", "list", "-f", "json")
+        return node.name not in {s["Host"] for s in listed}
+    wait_until(forgotten, 900, "the cloud to forget %s's services" % node.name, interval=10)
+
+    bundle = json.loads(others[0].run("rackforge", "cluster", "token", "create",
+                                      "--json").stdout)
+    argv = ["rackforge", "firstboot", "join", "--ca-sha256", bundle["ca_sha256"],
+            "--token-file", "-"]
+    for endpoint in bundle["endpoints"]:
+        argv += ["--endpoint", endpoint]
+    assert "join settings replaced" in node.run(*argv, input=bundle["token"] + "\n").stdout
+    started = time.monotonic()
+    wait_until(lambda: harack.firstboot_done(node), harack.FIRSTBOOT_TIMEOUT,
+               "%s to join again" % node.name, interval=2)
+    assert harack.roles(nodes)[node.name] == "controller"
+    harack.wait_converged(others[0], want_nodes=4)
+    print("%s a controller again, the rack converged %.0f s after its join"
+          % (node.name, time.monotonic() - started))
+    again = members(others[0])
+    assert again["galera"] == "3" and "rabbit@node1" in again["rabbitmq"]
+    assert len(again["rabbitmq"]) == 3 and "node1" in again["mons"]
+    assert all(len(s) == 3 for s in again["ovn"].values())
+    # quorum queues have a replica on it again (grown after its join)
+    queues = json.loads(node.run("rabbitmqctl", "--formatter", "json", "list_queues", "name",
+                                 "type", "members", timeout=120).stdout)
+    quorum = [q for q in queues if q.get("type") == "quorum"]
+    assert quorum and all("rabbit@node1" in q["members"] for q in quorum), quorum[:3]
+    assert c.osc("token", "issue", "-f", "json")["id"]

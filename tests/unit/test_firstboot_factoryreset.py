@@ -18,6 +18,7 @@ from rackforge import keys, paths, registry
 from rackforge.cluster import etcd, roles
 from rackforge.firstboot import bootstrap, cli, factoryreset, journal, leave
 from rackforge.kvstore import MemoryKV, RegistryUnavailable
+from rackforge.nodeagent import depart
 from rackforge.systemd import SystemctlFailed
 
 BOOT = {"join": {"endpoint": "https://10.0.0.5:9443", "token": "abcdef.0123456789abcdef",
@@ -121,8 +122,9 @@ def node(tmp_path, monkeypatch):
         if args[0] == "is-active":
             if args[-1] not in world.active:
                 raise SystemctlFailed(args=" ".join(args), detail="inactive", unit=args[-1])
-        elif args[-1] in world.refuse:
-            raise SystemctlFailed(args=" ".join(args), detail="no such unit", unit=args[-1])
+        elif world.refuse & set(args[1:]):          # systemctl fails the whole call
+            unit, = world.refuse & set(args[1:])
+            raise SystemctlFailed(args=" ".join(args), detail="no such unit", unit=unit)
 
     def connect(ident, endpoints):
         world.endpoints.append(list(endpoints))
@@ -188,14 +190,16 @@ def test_a_member_leaves_then_is_erased(node):
     assert node.kv.removed == ["100"]
     assert [m["name"] for m in node.kv.members()] == ["node-2", "node-3"]
     # the agents stopped before the leave, etcd last, then first boot started again
-    verbs = [c for c in node.calls if c[0] == "disable"]
+    verbs = [c for c in node.calls if c[0] in ("disable", "stop")]
     assert verbs[:3] == [("disable", "--now", u) for u in factoryreset.FIRST_UNITS]
-    assert verbs[-1] == ("disable", "--now", "rackforge-etcd.service")
-    stopped = [c[-1] for c in verbs]
+    stopped = [c[-1] for c in verbs[3:] if c[0] == "stop"]
+    assert stopped[-1] == "rackforge-etcd.service"
     assert {"nova-compute.service", "mariadb.service", "ceph.target",
             "keepalived.service"} <= set(stopped)           # the catalogue's units
     # what needs a service stops before it (nova-compute before libvirtd)
     assert stopped.index("nova-compute.service") < stopped.index("libvirtd.service")
+    # then all of them disabled in one call (one reload of systemd), after the last stop
+    assert verbs[3 + len(stopped):] == [("disable", *stopped)]
     assert node.calls[-1] == ("start", "--no-block", factoryreset.FIRSTBOOT)
     assert_factory_state(node)
     assert not (paths.config_dir() / "join-server.json").exists()
@@ -212,18 +216,84 @@ def test_the_host_name_must_be_typed(node):
     assert (paths.state_dir() / "node.json").exists()
 
 
-@pytest.mark.parametrize("rel,what", [("var/lib/mysql/grastate.dat", "Galera"),
-                                      ("var/lib/ovn/ovnsb_db.db", "OVN southbound")])
-def test_a_membership_without_a_leave_is_refused(node, rel, what):
-    path = node.root / rel
-    path.parent.mkdir(parents=True)
-    path.write_text("x")
-    (node.root / "var/lib/ceph/mon").mkdir(parents=True)       # empty: not a monitor
-    with pytest.raises(factoryreset.LeaveNotBuilt) as exc:
-        factoryreset.start("node-1", node.env)
-    assert what in str(exc.value) and "monitor" not in str(exc.value)
-    assert node.calls == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+CONTROLLER_DATA = ("var/lib/ovn/ovnnb_db.db", "var/lib/rabbitmq/mnesia/rabbit@node-1/x",
+                   "var/lib/mysql/grastate.dat", "var/lib/mysql/debian-11.8.flag",
+                   "var/lib/ceph/mon/ceph-node-1/store.db")
+
+
+class Departure:
+    """``nodeagent/depart.py``'s Departure as the reset drives it (its own tests run it
+    against a scripted rack): what it was asked, when, and a cut after ``cut_after``."""
+
+    def __init__(self, world, refused=None, cut_after=None):
+        self.world, self.refused, self.cut_after = world, refused, cut_after
+        self.ran, self.asked = [], []
+
+    def refusal(self, steps):
+        self.asked.append(list(steps))
+        return self.refused
+
+    def run_steps(self, steps, finished, save, say=None):
+        # after the agent stopped, before the cluster forgets the node
+        assert ("disable", "--now", "rackforge-nodeagent.service") in self.world.calls
+        assert "node-1" in names(self.world.reg)
+        for step in depart.ORDER:
+            if step in steps and step not in finished:
+                self.ran.append(step)
+                finished.append(step)
+                save()
+                if step == self.cut_after:
+                    raise SystemExit("power cut")
+
+
+@pytest.fixture
+def controller(node, monkeypatch):
+    for rel in CONTROLLER_DATA:
+        (node.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (node.root / rel).write_text("x")
+    node.departure = Departure(node)
+    monkeypatch.setattr(factoryreset, "_departure", lambda reg, ident, env: node.departure)
+    return node
+
+
+def test_a_controller_departs_its_clusters_then_leaves_and_its_data_is_erased(controller):
+    plan = factoryreset.start("node-1", controller.env)
+    assert plan.lines()[0] == ("it leaves OVN's clustered databases, RabbitMQ, Galera, a Ceph "
+                               "monitor first; the other controllers keep them")
+    assert controller.departure.asked == [["ovn", "rabbitmq", "galera", "ceph"]]
+    assert controller.departure.ran == ["ovn", "rabbitmq", "galera", "ceph"]
+    assert names(controller.reg) == ["node-2", "node-3"]
+    assert_factory_state(controller)
+    lib = controller.root / "var/lib"
+    assert depart.holds(controller.root) == []
+    assert [p.name for p in (lib / "mysql").iterdir()] == ["debian-11.8.flag"]
+    assert ("mariadb-install-db", "--rpm", "--cross-bootstrap", "--user=mysql",
+            "--disable-log-bin", "--skip-test-db", "--wsrep-provider=none",
+            "--datadir=%s" % (lib / "mysql")) \
+        in controller.calls
+
+
+def test_a_controller_its_clusters_cannot_spare_is_refused(controller):
+    controller.departure.refused = depart.PeersNotReady(
+        what="Galera", problems="mariadb on node-3 is failed")
+    with pytest.raises(depart.PeersNotReady, match="mariadb on node-3 is failed"):
+        factoryreset.start("node-1", controller.env)
+    assert controller.calls == [] and controller.departure.ran == []
+    assert names(controller.reg) == ["node-1", "node-2", "node-3"]
     assert not factoryreset.record_path().exists()
+    assert depart.holds(controller.root) == ["ovn", "rabbitmq", "galera", "ceph"]
+
+
+def test_a_departure_cut_short_resumes_with_the_clusters_not_left(controller):
+    controller.departure.cut_after = "rabbitmq"
+    with pytest.raises(SystemExit):
+        factoryreset.start("node-1", controller.env)
+    rec = factoryreset.read_record()
+    assert rec["phases"]["depart"] == "started" and rec["departed"] == ["ovn", "rabbitmq"]
+    controller.departure.cut_after = None
+    factoryreset.resume(controller.env)
+    assert controller.departure.ran == ["ovn", "rabbitmq", "galera", "ceph"]
+    assert_factory_state(controller)
 
 
 def test_osds_are_removed_first_with_node_disk_remove(node):
@@ -366,7 +436,11 @@ def test_the_quorum_is_checked_again_when_the_leave_runs(node, monkeypatch):
     assert node.kv.removed == ["100"] and names(node.reg) == ["node-2", "node-3"]
 
 
-def test_the_only_node_resets_without_a_leave(node):
+def test_the_only_node_resets_without_a_leave(node, monkeypatch):
+    for rel in ("var/lib/mysql/grastate.dat", "var/lib/ovn/ovnsb_db.db"):
+        (node.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (node.root / rel).write_text("x")
+    monkeypatch.setattr(factoryreset, "_departure", None)      # nobody to leave
     for name in ("node-2", "node-3"):
         node.reg.delete_node(node.nodes[name].id)
     node.kv.member_list = node.kv.member_list[:1]
@@ -376,6 +450,9 @@ def test_the_only_node_resets_without_a_leave(node):
     assert "the cluster ends with it" in plan.lines()[0]
     assert node.kv.removed == [] and names(node.reg) == ["node-1"]
     assert_factory_state(node)
+    # its clusters end with it: their data is erased all the same
+    assert depart.holds(node.root) == []
+    assert [c[0] for c in node.calls].count("mariadb-install-db") == 1
 
 
 def test_an_unreachable_cluster_changes_nothing(node):
@@ -424,6 +501,10 @@ def test_a_unit_the_image_lacks_is_passed_a_live_one_stops_the_reset(node):
     factoryreset.start("node-1", node.env)      # not installed: not running
     assert ("is-active", "--quiet", "memcached.service") in node.calls
     assert_factory_state(node)
+    # the one disable of them all failed on it: each unit then disabled on its own
+    batch = [c for c in node.calls if c[0] == "disable" and len(c) > 3]
+    assert len(batch) == 1 and "memcached.service" in batch[0]
+    assert {("disable", u) for u in batch[0][1:]} <= set(node.calls)
 
 
 def test_a_live_unit_that_does_not_stop_fails_and_resumes(node):
@@ -432,7 +513,8 @@ def test_a_live_unit_that_does_not_stop_fails_and_resumes(node):
     with pytest.raises(factoryreset.PhaseFailed, match="phase stop"):
         factoryreset.start("node-1", node.env)
     rec = factoryreset.read_record()
-    assert rec["phases"] == {"quiesce": "done", "leave": "done", "stop": "started"}
+    assert rec["phases"] == {"quiesce": "done", "depart": "done", "leave": "done",
+                             "stop": "started"}
     assert (paths.state_dir() / "node.json").exists()      # nothing erased under it
     node.refuse = set()
     factoryreset.resume(node.env)
@@ -494,7 +576,8 @@ def test_the_command_wants_root_the_name_and_says_each_phase(node, capsys):
     assert cli.cmd_firstboot_factory_reset(args, geteuid=lambda: 0, env=node.env) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("factory reset: ")] == [
-        "factory reset: quiesce", "factory reset: leave", "factory reset: stop",
+        "factory reset: quiesce", "factory reset: depart", "factory reset: leave",
+        "factory reset: stop",
         "factory reset: wipe",
         "factory reset: start", "factory reset: done; first boot waits for join settings"]
     again = types.SimpleNamespace(confirm=None, resume=True)

@@ -4,6 +4,8 @@ behind root's password, what happens shown first, the host name typed to confirm
 phase on the screen; a wrong name changes nothing; a node that cannot be reset is told
 why in one line and no screen opens."""
 
+import types
+
 import pytest
 from pilot import screen_text
 from test_firstboot_factoryreset import assert_factory_state, names, node  # noqa: F401
@@ -74,17 +76,22 @@ def test_no_password_no_reset(member, agent):       # noqa: F811
     assert member.calls == [] and names(member.reg) == ["node-1", "node-2", "node-3"]
 
 
-def test_a_node_holding_a_galera_member_is_told_why_not(member, agent):     # noqa: F811
+def test_a_controller_its_clusters_cannot_spare_is_told_why_not(member, agent,  # noqa: F811
+                                                                monkeypatch):
+    from rackforge.nodeagent import depart
     grastate = member.root / "var/lib/mysql/grastate.dat"
     grastate.parent.mkdir(parents=True)
     grastate.write_text("seqno: 1\n")
+    refused = depart.PeersNotReady(what="Galera", problems="mariadb on node-3 is failed")
+    monkeypatch.setattr(factoryreset, "_departure", lambda reg, ident, env: types.
+                        SimpleNamespace(refusal=lambda steps: refused))
 
     async def script(pilot):
         op = Operator(pilot)
         await open_reset(op)
         assert op.screen.TITLE == "actions"
-        assert "factory reset: this node holds Galera: a factory reset does not leave" \
-            in op.problems()
+        assert "factory reset: the other controllers must run Galera before this one " \
+            "leaves them: mariadb on node-3 is failed" in op.problems()
 
     run(agent, script)
     assert member.calls == [] and names(member.reg) == ["node-1", "node-2", "node-3"]
