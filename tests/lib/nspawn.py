@@ -13,7 +13,8 @@ systemd as PID 1, hence ``--register=no --keep-unit`` (TESTBED.md).
   needs a registered machine);
 - :meth:`Node.path` is a path in its root file system, seen from the host.
 
-When the rack is torn down, each node's changes are removed but for its journal (moved to
+When the rack is torn down, what each node left on the disk (its overlay's changes, a loop
+device's file) is removed but for its journal (moved to
 ``NODE/journal``, read with ``journalctl -D``) and its console log.
 
 Each container starts from a cgroup of its own (TESTBED.md): without a
@@ -133,11 +134,16 @@ class Node:
         hci image leaves 1 to 2 GB a node otherwise, for the whole pytest session."""
         if self.root.is_mount():
             return                      # never delete through a mount that did not go
-        journal = self.upper / "var" / "log" / "journal"
-        if journal.is_dir():
-            journal.rename(self.dir / "journal")
-        for d in (self.upper, self.work):
-            shutil.rmtree(d, ignore_errors=True)
+        journal, kept = self.upper / "var" / "log" / "journal", self.dir / "journal"
+        if journal.is_dir() and not kept.exists():
+            journal.rename(kept)
+        for p in self.dir.iterdir():    # its overlay's changes, a loop device's file
+            if p in (kept, self.console, self.root):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def path(self, inside):
         return self.root / str(inside).lstrip("/")
