@@ -14,6 +14,8 @@ that one controller claims (``tasks.py``) and the others wait for:
   Keystone's own API on this node;
 - ``glance-db-sync``, ``placement-db-sync``, ``nova-db-sync`` (api_db, cell0, cell1,
   db), ``neutron-db-sync``, ``cinder-db-sync``: each run as the service's user;
+  before a db_sync of a task never done, what an earlier attempt of it left in its
+  databases goes (MariaDB's DDL is not transactional: see ``clear_unfinished``);
 - ``nova-discover-hosts``: run again whenever the set of compute nodes whose
   nova-compute is up changes, until every one of them is mapped to cell1;
 - ``openstack-forget-hosts``: the compute services, network agents and volume
@@ -252,9 +254,36 @@ class OpenStack:
         galera.mysql(databases_sql(context["secrets"]), self.run, timeout=60)
         return {"databases": [db for _, _, dbs in DATABASES for db in dbs]}
 
+    # -- what an attempt of a db_sync that did not finish left -------------------------
+    def clear_unfinished(self, task, user):
+        """Make ``user``'s databases again, empty, if task ``task`` was never done and
+        they hold tables: an earlier attempt of it left them.  MariaDB's DDL is not
+        transactional: a db_sync whose connection went half way (a Galera node that
+        left the VIP's pool, a claimant's power cut) leaves tables that no migration
+        recorded, and every db_sync after it fails on "Table ... already exists".
+        Nothing but the task writes these databases before it is done, so nothing is
+        lost; a task done once (re-run for a rotated secret) never comes here.  The
+        grants stay (they are MariaDB's, not the database's)."""
+        if self.kv is None or self.kv.get(keys.TASKS + task) is not None:
+            return []
+        dbs = [db for _, owner, names in DATABASES if owner == user for db in names]
+        rows = galera.mysql("SELECT table_schema, COUNT(*) FROM information_schema.tables "
+                            "WHERE table_schema IN (%s) GROUP BY table_schema;"
+                            % ", ".join("'%s'" % db for db in dbs), self.run, timeout=60)
+        made = []
+        for db, count in rows:
+            if db in dbs and int(count):
+                LOG.warning("cluster task %s: database %s holds %s table(s) an attempt that "
+                            "did not finish left: made again, empty", task, db, count)
+                galera.mysql("DROP DATABASE `%s`; CREATE DATABASE `%s` CHARACTER SET utf8 "
+                             "COLLATE utf8_general_ci;" % (db, db), self.run, timeout=600)
+                made.append(db)
+        return made
+
     # -- task keystone-bootstrap --------------------------------------------------------
     def keystone_bootstrap(self, view, systemd, context):
         self.write_keys(context["secrets"])         # bootstrap reads the key repository
+        self.clear_unfinished("keystone-bootstrap", "keystone")
         self.manage("keystone", ["keystone-manage", "db_sync"])
         url = "http://%s:5000/v3/" % api_host(view)
         env = dict(os.environ, OS_BOOTSTRAP_PASSWORD=context["secrets"]["admin-password"])
@@ -399,6 +428,7 @@ class OpenStack:
     def db_sync(self, name):
         def task(view, systemd, context):
             user, commands = DB_SYNC[name]
+            self.clear_unfinished(name, user)
             for argv in commands:
                 ok = (0, CELL_EXISTS) if "create_cell" in argv else (0,)
                 self.manage(user, argv, ok=ok)

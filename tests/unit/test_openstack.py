@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from fakesystemd import FakeSystemd
 
-from rackforge.nodeagent import catalogue, hooks, keyring, openstack, render
+from rackforge.kvstore import MemoryKV
+from rackforge.nodeagent import catalogue, hooks, keyring, openstack, render, tasks
 from rackforge.nodeagent.reconcile import StepContext
 from rackforge.nodeagent.view import Peer, View
 
@@ -296,6 +297,54 @@ def test_nova_cell1_existing_is_not_an_error_and_the_order_is_debians():
     assert [c[0][4:7] for c in run.calls] == [
         ["nova-manage", "api_db", "sync"], ["nova-manage", "cell_v2", "map_cell0"],
         ["nova-manage", "cell_v2", "create_cell"], ["nova-manage", "db", "sync"]]
+
+
+def tables(counts):
+    """mariadb's answer to the count of tables per database, ``{db: count}``."""
+    return lambda argv: (0, "".join("%s\t%d\n" % kv for kv in counts.items()), "")
+
+
+@pytest.mark.parametrize("task,user,dbs", [
+    ("keystone-bootstrap", "keystone", ["keystone"]),
+    ("nova-db-sync", "nova", ["nova_api", "nova", "nova_cell0"])])
+def test_an_unfinished_attempt_s_tables_go_before_the_next_db_sync(task, user, dbs):
+    """The claimant's connection went half way through the first db_sync (seen: Galera
+    "Lost connection ... during query" mid CREATE TABLE): its databases hold tables no
+    migration recorded.  The next attempt makes them again, empty, then syncs."""
+    run = Run({("mariadb",): tables({db: 17 for db in dbs[:2]})})
+    os_ = openstack.OpenStack("n1", kv=MemoryKV(), run=run, root="/nonexistent")
+    if task == "keystone-bootstrap":
+        os_.write_keys = lambda secrets: []
+        os_.keystone_bootstrap(view(), None, {"secrets": secrets()})
+    else:
+        os_.db_sync(task)(view(), None, {})
+    mariadb = [sql for argv, sql, _ in run.calls if argv[0] == "mariadb"]
+    assert "information_schema.tables" in mariadb[0]
+    assert all("'%s'" % db in mariadb[0] for db in dbs)
+    assert mariadb[1:] == ["DROP DATABASE `%s`; CREATE DATABASE `%s` CHARACTER SET utf8 "
+                           "COLLATE utf8_general_ci;" % (db, db) for db in dbs[:2]]
+    first_sync = next(i for i, c in enumerate(run.calls) if c[0][0] == "runuser")
+    assert first_sync == len(mariadb) and run.calls[first_sync][0][2] == user
+
+
+def test_a_task_done_once_never_drops_a_database():
+    """keystone-bootstrap runs again when the admin password is rotated: its database
+    is the cloud's, never made again whatever it holds."""
+    kv = MemoryKV()
+    done = tasks.Tasks(kv, "n3", kv.lease_grant(60), "v1")
+    assert done.run("keystone-bootstrap", lambda: {"admin": "admin"}) == "done"
+    run = Run({("mariadb",): tables({"keystone": 40})})
+    os_ = openstack.OpenStack("n1", kv=kv, run=run)
+    os_.write_keys = lambda secrets: []
+    os_.keystone_bootstrap(view(), None, {"secrets": secrets()})
+    assert [c[0][0] for c in run.calls] == ["runuser", "runuser"]
+
+
+def test_an_empty_database_is_left_as_it_is():
+    run = Run({("mariadb",): tables({})})
+    openstack.OpenStack("n1", kv=MemoryKV(), run=run).db_sync("glance-db-sync")(
+        view(), None, {})
+    assert [c[0][0] for c in run.calls] == ["mariadb", "runuser"]
 
 
 def test_a_failed_sync_says_the_last_line_of_its_error():
