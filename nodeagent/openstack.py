@@ -78,6 +78,14 @@ DB_SYNC = {
                                      "head"]]),
     "cinder-db-sync": ("cinder", [["cinder-manage", "db", "sync"]]),
 }
+#: the databases of each task that runs a db_sync (what ``clear_unfinished`` may make
+#: again: named here, never derived)
+TASK_DATABASES = {"keystone-bootstrap": ("keystone",), "glance-db-sync": ("glance",),
+                  "placement-db-sync": ("placement",),
+                  "nova-db-sync": ("nova_api", "nova", "nova_cell0"),
+                  "neutron-db-sync": ("neutron",), "cinder-db-sync": ("cinder",)}
+CREATE_DATABASE = ("CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8 "
+                   "COLLATE utf8_general_ci; ")
 KEY_DIRS = {"keystone-fernet": "/etc/keystone/fernet-keys",
             "keystone-credential": "/etc/keystone/credential-keys"}
 #: nova-manage cell_v2 create_cell's exit code when cell1 exists already
@@ -101,8 +109,7 @@ def databases_sql(secrets):
     for secret, user, dbs in DATABASES:
         password = secrets[secret].replace("\\", "\\\\").replace("'", "''")
         for db in dbs:
-            out.append("CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8 "
-                       "COLLATE utf8_general_ci;" % db)
+            out.append((CREATE_DATABASE % db).strip())
         out.append("CREATE USER IF NOT EXISTS '%s'@'%%' IDENTIFIED BY '%s';" % (user, password))
         out.append("ALTER USER '%s'@'%%' IDENTIFIED BY '%s';" % (user, password))
         for db in dbs:
@@ -255,8 +262,8 @@ class OpenStack:
         return {"databases": [db for _, _, dbs in DATABASES for db in dbs]}
 
     # -- what an attempt of a db_sync that did not finish left -------------------------
-    def clear_unfinished(self, task, user):
-        """Make ``user``'s databases again, empty, if task ``task`` was never done and
+    def clear_unfinished(self, task):
+        """Make task ``task``'s databases again, empty, if task ``task`` was never done and
         they hold tables: an earlier attempt of it left them.  MariaDB's DDL is not
         transactional: a db_sync whose connection went half way (a Galera node that
         left the VIP's pool, a claimant's power cut) leaves tables that no migration
@@ -266,8 +273,12 @@ class OpenStack:
         grants stay (they are MariaDB's, not the database's)."""
         if self.kv is None or self.kv.get(keys.TASKS + task) is not None:
             return []
-        dbs = [db for _, owner, names in DATABASES if owner == user for db in names]
-        rows = galera.mysql("SELECT table_schema, COUNT(*) FROM information_schema.tables "
+        dbs = TASK_DATABASES[task]
+        # a database an earlier drop left gone (its create cut) is made first; reads
+        # wait for what the cluster committed (another claimant's DDL)
+        rows = galera.mysql("".join(CREATE_DATABASE % db for db in dbs) +
+                            "SET SESSION wsrep_sync_wait=1; "
+                            "SELECT table_schema, COUNT(*) FROM information_schema.tables "
                             "WHERE table_schema IN (%s) GROUP BY table_schema;"
                             % ", ".join("'%s'" % db for db in dbs), self.run, timeout=60)
         made = []
@@ -275,15 +286,15 @@ class OpenStack:
             if db in dbs and int(count):
                 LOG.warning("cluster task %s: database %s holds %s table(s) an attempt that "
                             "did not finish left: made again, empty", task, db, count)
-                galera.mysql("DROP DATABASE `%s`; CREATE DATABASE `%s` CHARACTER SET utf8 "
-                             "COLLATE utf8_general_ci;" % (db, db), self.run, timeout=600)
+                galera.mysql("DROP DATABASE IF EXISTS `%s`; " % db + CREATE_DATABASE % db,
+                             self.run, timeout=600)
                 made.append(db)
         return made
 
     # -- task keystone-bootstrap --------------------------------------------------------
     def keystone_bootstrap(self, view, systemd, context):
         self.write_keys(context["secrets"])         # bootstrap reads the key repository
-        self.clear_unfinished("keystone-bootstrap", "keystone")
+        self.clear_unfinished("keystone-bootstrap")
         self.manage("keystone", ["keystone-manage", "db_sync"])
         url = "http://%s:5000/v3/" % api_host(view)
         env = dict(os.environ, OS_BOOTSTRAP_PASSWORD=context["secrets"]["admin-password"])
@@ -428,7 +439,7 @@ class OpenStack:
     def db_sync(self, name):
         def task(view, systemd, context):
             user, commands = DB_SYNC[name]
-            self.clear_unfinished(name, user)
+            self.clear_unfinished(name)
             for argv in commands:
                 ok = (0, CELL_EXISTS) if "create_cell" in argv else (0,)
                 self.manage(user, argv, ok=ok)

@@ -6,7 +6,6 @@ erased; the bootstrap file keeps the management network only; refusals change
 nothing; a reset cut at any phase, or right after a side effect, resumes and ends the
 same."""
 
-import dataclasses
 import json
 import subprocess
 import types
@@ -191,16 +190,18 @@ def test_a_member_leaves_then_is_erased(node):
     assert node.kv.removed == ["100"]
     assert [m["name"] for m in node.kv.members()] == ["node-2", "node-3"]
     # the agents stopped before the leave, etcd last, then first boot started again
-    verbs = [c for c in node.calls if c[0] in ("disable", "stop")]
-    assert verbs[:3] == [("disable", "--now", u) for u in factoryreset.FIRST_UNITS]
-    stopped = [c[-1] for c in verbs[3:] if c[0] == "stop"]
+    verbs = [c for c in node.calls if c[0] in ("disable", "stop", "daemon-reload")]
+    first = len(factoryreset.FIRST_UNITS)
+    assert verbs[:first + 1] == [("disable", "--now", "--no-reload", u)
+                                 for u in factoryreset.FIRST_UNITS] + [("daemon-reload",)]
+    stopped = [c[-1] for c in verbs[first + 1:-1]]
+    assert verbs[first + 1:-1] == [("disable", "--now", "--no-reload", u) for u in stopped]
+    assert verbs[-1] == ("daemon-reload",)              # once a phase, not once a unit
     assert stopped[-1] == "rackforge-etcd.service"
     assert {"nova-compute.service", "mariadb.service", "ceph.target",
             "keepalived.service"} <= set(stopped)           # the catalogue's units
     # what needs a service stops before it (nova-compute before libvirtd)
     assert stopped.index("nova-compute.service") < stopped.index("libvirtd.service")
-    # then all of them disabled in one call (one reload of systemd), after the last stop
-    assert verbs[3 + len(stopped):] == [("disable", *stopped)]
     assert node.calls[-1] == ("start", "--no-block", factoryreset.FIRSTBOOT)
     assert_factory_state(node)
     assert not (paths.config_dir() / "join-server.json").exists()
@@ -236,7 +237,8 @@ class Departure:
 
     def run_steps(self, steps, finished, save, say=None):
         # after the agent stopped, before the cluster forgets the node
-        assert ("disable", "--now", "rackforge-nodeagent.service") in self.world.calls
+        assert ("disable", "--now", "--no-reload",
+                "rackforge-nodeagent.service") in self.world.calls
         assert "node-1" in names(self.world.reg)
         for step in depart.ORDER:
             if step in steps and step not in finished:
@@ -501,25 +503,6 @@ def test_a_unit_the_image_lacks_is_passed_a_live_one_stops_the_reset(node):
     node.refuse = {"memcached.service"}
     factoryreset.start("node-1", node.env)      # not installed: not running
     assert ("is-active", "--quiet", "memcached.service") in node.calls
-    assert_factory_state(node)
-    # left out of the one disable of them all (it would fail the whole call)
-    batch = [c for c in node.calls if c[0] == "disable" and len(c) > 3]
-    assert len(batch) == 1 and "memcached.service" not in batch[0]
-    assert "nova-compute.service" in batch[0]
-
-
-def test_a_disable_of_them_all_that_fails_is_done_unit_by_unit(node):
-    real = node.env.systemctl
-
-    def systemctl(*args):
-        if args[0] == "disable" and len(args) > 3:
-            node.calls.append(args)
-            raise SystemctlFailed(args=" ".join(args), detail="unit file changed", unit=None)
-        return real(*args)
-    node.env = dataclasses.replace(node.env, systemctl=systemctl)
-    factoryreset.start("node-1", node.env)
-    batch, = [c for c in node.calls if c[0] == "disable" and len(c) > 3]
-    assert {("disable", u) for u in batch[1:]} <= set(node.calls)
     assert_factory_state(node)
 
 
