@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from rackforge import __version__, errors, keys, paths, systemd
 from rackforge.kvstore import RegistryRejected, RegistryUnavailable, WatchCompacted
@@ -107,6 +108,7 @@ class Agent:
         self.want_pass = False          # a restart of a step-managed service: pass now
         self.publishes = True           # False: a one-off pass beside the running agent
         self.heartbeat_at = 0.0
+        self.follow = None              # keeps the way to etcd on its members (main)
 
     # -- the lease: heartbeat and health live under it ---------------------------------------
     def keep_lease(self):
@@ -210,6 +212,41 @@ class Agent:
             LOG.error("service %s: %s", svc.name, exc)
 
 
+def follow_members(kvs, node_path, client_path=None):
+    """Keep this node's way to etcd on etcd's voting members: ``client.json``'s
+    endpoints, ``node.json``'s ``etcd_endpoints`` (a factory reset's leave reads them)
+    and the live connections ``kvs`` (the first asks).  A node learns the members when
+    it joins: a compute node that joined while the seed was the only member knew the
+    seed alone, and lost the registry for good when the seed left (a factory reset)
+    or died.  The new endpoints, or None when nothing changed."""
+    from rackforge.cluster import etcd
+    from rackforge.fileutil import atomic_write
+    from rackforge.kvstore import read_client, write_client
+
+    members = getattr(kvs[0], "members", None)
+    current = read_client(client_path)
+    if members is None or current is None:
+        return None
+    urls = etcd.voting_endpoints(members())
+    endpoints, tls = current
+    if not urls or set(urls) == set(endpoints):
+        return None
+    write_client(urls, tls, client_path)
+    node_path = Path(node_path)
+    node = json.loads(node_path.read_text())
+    if node.get("etcd_endpoints") != urls:
+        node["etcd_endpoints"] = urls
+        atomic_write(node_path, json.dumps(node, indent=2) + "\n",
+                     mode=node_path.stat().st_mode & 0o777)
+    for kv in kvs:
+        setter = getattr(kv, "set_endpoints", None)
+        if setter is not None:
+            setter(urls)
+    LOG.info("etcd's members changed: this node reaches them at %s (was %s)",
+             ", ".join(urls), ", ".join(endpoints))
+    return urls
+
+
 class LeaseKeeper(threading.Thread):
     """Renews ``agent.lease`` every third of :data:`LEASE_TTL` through ``kv`` (not the
     loop's client: a pass may be inside a call on it).  An expired lease is left to the
@@ -264,6 +301,13 @@ def run_forever(agent, stop):
             agent.keep_lease()
             now = time.monotonic()
             if now >= next_pass:
+                if agent.follow is not None:
+                    try:
+                        agent.follow()
+                    except (RegistryUnavailable, RegistryRejected):
+                        raise
+                    except (OSError, ValueError, errors.RackforgeError) as exc:
+                        LOG.warning("following etcd's members: %s", exc)
                 revision = agent.kv.revision()
                 outcome = agent.reconcile()
                 next_pass = now + PASS_EVERY
@@ -310,8 +354,10 @@ def main(args):
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     LOG.info("rackforge %s node agent for %s: catalogue %s, %d services", __version__,
              node["name"], cat.version, len(cat.services))
-    LeaseKeeper(agent, registry.connect().kv, stop).start()
-    api = local_api(agent, registry.connect())
+    keeper_kv, api_reg = registry.connect().kv, registry.connect()
+    agent.follow = lambda: follow_members([agent.kv, keeper_kv, api_reg.kv], path)
+    LeaseKeeper(agent, keeper_kv, stop).start()
+    api = local_api(agent, api_reg)
     run_forever(agent, stop)
     systemd.notify("STOPPING=1")
     api.stop()

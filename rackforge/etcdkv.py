@@ -51,6 +51,19 @@ class _Uncertain(Exception):
         self.endpoint, self.detail = endpoint, detail
 
 
+def _checked(endpoints):
+    endpoints = list(endpoints)
+    for ep in endpoints:
+        url = urllib.parse.urlsplit(ep)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise errors.ConfigError(
+                "etcd endpoint '%s' is not a URL like http://10.0.0.1:2379; "
+                "fix --etcd or RACKFORGE_ETCD" % ep)
+    if not endpoints:
+        raise errors.ConfigError("no etcd endpoint given; fix --etcd or RACKFORGE_ETCD")
+    return endpoints
+
+
 class EtcdKV(KVStore):
     """etcd v3 through its JSON gateway, failing over between endpoints.
 
@@ -81,13 +94,7 @@ class EtcdKV(KVStore):
 
         if isinstance(endpoint, str):
             endpoint = [e.strip() for e in endpoint.split(",") if e.strip()]
-        self.endpoints = list(endpoint or [DEFAULT_ENDPOINT])
-        for ep in self.endpoints:
-            url = urllib.parse.urlsplit(ep)
-            if url.scheme not in ("http", "https") or not url.hostname:
-                raise errors.ConfigError(
-                    "etcd endpoint '%s' is not a URL like http://10.0.0.1:2379; "
-                    "fix --etcd or RACKFORGE_ETCD" % ep)
+        self.endpoints = _checked(endpoint or [DEFAULT_ENDPOINT])
         self.timeout = timeout
         session = requests.Session()
         # the cluster CA, not $REQUESTS_CA_BUNDLE (which requests lets override the
@@ -105,7 +112,13 @@ class EtcdKV(KVStore):
 
     @property
     def endpoint(self):
-        return self.endpoints[self._current]
+        endpoints = self.endpoints
+        return endpoints[self._current % len(endpoints)]
+
+    def set_endpoints(self, endpoints):
+        """Fail over between ``endpoints`` from now on (etcd's members changed).  One
+        assignment: a call in another thread works on the old list or the new one."""
+        self.endpoints = _checked(endpoints)
 
     # -- the gateway -----------------------------------------------------------------
     def _post(self, path, body, write=False, deadline=None):
@@ -117,11 +130,12 @@ class EtcdKV(KVStore):
         import requests
 
         deadline = deadline or time.monotonic() + self.timeout
-        n = len(self.endpoints)
+        endpoints = self.endpoints
+        n = len(endpoints)
         tried = []
         for i in range(n):
             index = (self._current + i) % n
-            ep = self.endpoints[index]
+            ep = endpoints[index]
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -168,7 +182,7 @@ class EtcdKV(KVStore):
             tried.append("%s: HTTP %d %s" % (ep, resp.status_code, message))
         if not tried:
             tried.append("no time left of %ss" % self.timeout)
-        raise RegistryUnavailable(endpoint=",".join(self.endpoints),
+        raise RegistryUnavailable(endpoint=",".join(endpoints),
                                   detail="; ".join(tried)[:400])
 
     @staticmethod
@@ -265,7 +279,9 @@ class EtcdKV(KVStore):
             except _Uncertain as exc:
                 last = exc
                 # read it back elsewhere before anything is sent again
-                self._current = (self.endpoints.index(exc.endpoint) + 1) % len(self.endpoints)
+                endpoints = self.endpoints
+                self._current = (endpoints.index(exc.endpoint) + 1 if exc.endpoint in
+                                 endpoints else 0) % len(endpoints)
                 outcome = self._settle(compares, puts, deletes, deadline)
                 if outcome is not None:
                     return outcome

@@ -98,3 +98,23 @@ def test_a_lost_answer_to_a_transaction_that_lost_its_race_reports_false():
         store.txn([], [("/counter", b"2")])
         assert kv.txn([Compare("/counter", rev)], [("/counter", b"mine")]) is False
         assert store.get("/counter").value == b"2"
+
+
+def test_new_endpoints_are_used_from_the_next_call_and_a_bad_one_is_refused():
+    """etcd's members changed (the node agent follows them): the one this client knew
+    is gone, the new list answers."""
+    from rackforge import errors
+
+    with Gateway() as live:
+        live.kv.txn([], [("/k", b"v")])
+        gone = closed_port()
+        kv = EtcdKV([gone], timeout=1)
+        with pytest.raises(RegistryUnavailable):
+            kv.get("/k")
+        kv.set_endpoints([live.url])
+        assert kv.get("/k").value == b"v" and kv.endpoint == live.url
+        with pytest.raises(errors.ConfigError, match="not a URL"):
+            kv.set_endpoints(["10.0.0.1:2379"])
+        with pytest.raises(errors.ConfigError, match="no etcd endpoint"):
+            kv.set_endpoints([])
+        assert kv.endpoints == [live.url]
