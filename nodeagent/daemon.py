@@ -227,8 +227,9 @@ def follow_members(kvs, node_path, client_path=None):
     current = read_client(client_path)
     if members is None or current is None:
         return None
-    urls = etcd.voting_endpoints(members())
     endpoints, tls = current
+    # the one it used first stays first (a controller's own member)
+    urls = etcd.voting_endpoints(members(), first=endpoints[0] if endpoints else None)
     if not urls or set(urls) == set(endpoints):
         return None
     write_client(urls, tls, client_path)

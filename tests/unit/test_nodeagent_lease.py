@@ -89,6 +89,9 @@ def test_a_node_follows_etcd_s_members_so_the_seed_leaving_never_strands_it(tmp_
     assert json.loads(node.read_text()) == {"node_id": "n4", "etcd_endpoints": want}
     assert node.stat().st_mode & 0o777 == 0o600
     assert ask.endpoints == other.endpoints == want
+    # a controller's own member (the one it used first) stays first
+    write_client(["https://10.0.0.12:2379"], tls, client)
+    assert daemon.follow_members([ask], node, client) == want[::-1]
     # the same members in another order: nothing written
     ask.list.reverse()
     before = client.stat().st_mtime_ns
