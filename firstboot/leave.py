@@ -57,6 +57,13 @@ class QuorumAtRisk(errors.RackforgeError):
     retryable = True
 
 
+class MembersNotReady(errors.RackforgeError):
+    message = ("etcd refused to remove this node's member now: a member that stays has "
+               "not been connected long enough, and cluster {cluster} would be without a "
+               "quorum ({detail}); the reset goes on when it is tried again")
+    retryable = True
+
+
 class LeaveContended(errors.RackforgeError):
     message = ("the cluster's records of node {node} kept changing under {attempts} "
                "attempts to remove them; try again")
@@ -179,7 +186,15 @@ def leave(reg, ident):
     if refused:
         raise refused
     if st.mine is not None:
-        reg.kv.member_remove(st.mine["ID"])
+        try:
+            reg.kv.member_remove(st.mine["ID"])
+        except RegistryUnavailable as exc:
+            # etcd's own check (strict reconfiguration): every member that stays must
+            # have been connected for a while; one just (re)started has not
+            if "unhealthy cluster" not in str(exc):
+                raise
+            raise MembersNotReady(cluster=st.cluster or "?",
+                                  detail="etcd: unhealthy cluster") from None
     roles.RoleElection(reg.kv).release(ident.node_id)
     forget(reg, ident)
 

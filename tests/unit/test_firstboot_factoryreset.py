@@ -420,6 +420,25 @@ def test_an_etcd_member_whose_leaving_breaks_the_quorum_is_refused(node, how):
     assert node.kv.removed == ["100"]
 
 
+def test_etcd_refusing_the_removal_for_a_member_just_back_waits_and_resumes(node):
+    """Every member answers, but etcd refuses the removal (HTTP 503 "unhealthy cluster":
+    one that stays restarted a moment ago): nothing of the cluster changes, the reset
+    says it would be without a quorum, and resumes once etcd agrees."""
+    real = node.kv.member_remove
+
+    def refuse(member_id):
+        raise RegistryUnavailable(endpoint=url("node-2"),
+                                  detail="HTTP 503 etcdserver: unhealthy cluster")
+    node.kv.member_remove = refuse
+    with pytest.raises(factoryreset.PhaseFailed, match="without a quorum"):
+        factoryreset.start("node-1", node.env)
+    assert node.kv.removed == [] and names(node.reg) == ["node-1", "node-2", "node-3"]
+    node.kv.member_remove = real
+    factoryreset.resume(node.env)
+    assert node.kv.removed == ["100"] and names(node.reg) == ["node-2", "node-3"]
+    assert_factory_state(node)
+
+
 def test_the_quorum_is_checked_again_when_the_leave_runs(node, monkeypatch):
     """Planned with a quorum; at the leave (a resume, later) one of the two others is
     down: nothing of the cluster changes, the reset waits and resumes."""
