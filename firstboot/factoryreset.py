@@ -353,17 +353,6 @@ def _run(rec, env, say):
 
 
 # -- the phases -------------------------------------------------------------------------
-def _unit_verb(env, phase, unit, *verb):
-    from rackforge.systemd import SystemctlFailed
-    try:
-        env.systemctl(*verb, unit)
-    except SystemctlFailed as exc:
-        # a unit this image does not have is not running: only a live one matters
-        if _active(env, unit):
-            raise PhaseFailed(phase=phase, detail=exc, record=record_path()) from None
-        LOG.info("factory reset: %s", exc)
-
-
 def _disable(env, units, phase):
     """Each unit disabled and stopped (``disable --now``), in the order given, before the
     next; systemctl's own reload of systemd once at the end (``--no-reload``), not once a
@@ -371,8 +360,15 @@ def _disable(env, units, phase):
     it; a unit with a SysV script still reloads once, through Debian's update-rc.d).
     The links are gone from the disk as each unit is disabled, so a power cut before
     the reload leaves nothing enabled that was."""
+    from rackforge.systemd import SystemctlFailed
     for unit in units:
-        _unit_verb(env, phase, unit, "disable", "--now", "--no-reload")
+        try:
+            env.systemctl("disable", "--now", "--no-reload", unit)
+        except SystemctlFailed as exc:
+            # a unit this image does not have is not running: only a live one matters
+            if _active(env, unit):
+                raise PhaseFailed(phase=phase, detail=exc, record=record_path()) from None
+            LOG.info("factory reset: %s", exc)
     env.systemctl("daemon-reload")
 
 
