@@ -23,7 +23,7 @@ shows what that costs.  Figures are printed and written to
 
 Usage: bench/bringup.py [--images DIR]
 (needs root and ``rackforge build minimal`` first: DIR/minimal/rackforge-minimal.iso,
-default images/; about 2 hours on this machine)
+default images/; about 45 minutes on this machine)
 """
 
 import argparse
