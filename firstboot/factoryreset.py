@@ -353,17 +353,25 @@ def _run(rec, env, say):
 
 
 # -- the phases -------------------------------------------------------------------------
+#: systemctl leaves a unit's SysV script alone (its rc links): Debian's OpenStack,
+#: MariaDB, RabbitMQ and memcached packages ship one beside their native unit, and
+#: ``systemd-sysv-install``'s ``update-rc.d`` reloads systemd whatever ``--no-reload``
+#: says.  Where a native unit exists systemd never reads the script's links, so they
+#: change nothing at boot.
+NO_SYSV = {"SYSTEMCTL_SKIP_SYSV": "1"}
+
+
 def _disable(env, units, phase):
     """Each unit disabled and stopped (``disable --now``), in the order given, before the
-    next; systemctl's own reload of systemd once at the end (``--no-reload``), not once a
-    unit (a controller's reset on the test bed: 87 reloads of about 2 s each, 45 with
-    it; a unit with a SysV script still reloads once, through Debian's update-rc.d).
-    The links are gone from the disk as each unit is disabled, so a power cut before
-    the reload leaves nothing enabled that was."""
+    next; systemd reloaded once at the end (``--no-reload``, and :data:`NO_SYSV` for
+    the reload a SysV script's ``update-rc.d`` does), not once a unit (a controller's
+    reset on the test bed: 87 reloads of about 2 s each with neither, 45 without the
+    SysV part).  The links are gone from the disk as each unit is disabled, so a power
+    cut before the reload leaves nothing enabled that was."""
     from rackforge.systemd import SystemctlFailed
     for unit in units:
         try:
-            env.systemctl("disable", "--now", "--no-reload", unit)
+            env.systemctl("disable", "--now", "--no-reload", unit, environ=NO_SYSV)
         except SystemctlFailed as exc:
             # a unit this image does not have is not running: only a live one matters
             if _active(env, unit):

@@ -5,6 +5,7 @@ the cluster's etcd and join service, later the node agent), so that a failed
 ``systemctl`` is always the same one line naming the unit.
 """
 
+import os
 import subprocess
 
 from rackforge import errors
@@ -18,11 +19,14 @@ class SystemctlFailed(errors.RackforgeError):
     retryable = True
 
 
-def systemctl(*args, run=subprocess.run, timeout=TIMEOUT):
-    """``systemctl ARGS`` (the unit last); a failure is one :class:`SystemctlFailed`
-    line naming that unit."""
+def systemctl(*args, run=subprocess.run, timeout=TIMEOUT, environ=None):
+    """``systemctl ARGS`` (the unit last), with ``environ`` added to this process's
+    environment when given; a failure is one :class:`SystemctlFailed` line naming
+    that unit."""
+    extra = {"env": {**os.environ, **environ}} if environ else {}
     try:
-        res = run(["systemctl", *args], capture_output=True, text=True, timeout=timeout)
+        res = run(["systemctl", *args], capture_output=True, text=True, timeout=timeout,
+                  **extra)
     except subprocess.TimeoutExpired:
         raise SystemctlFailed(args=" ".join(args), unit=args[-1],
                               detail="no answer within %ds" % timeout) from None

@@ -109,7 +109,7 @@ def node(tmp_path, monkeypatch):
     calls = []
     world = types.SimpleNamespace(kv=kv, reg=reg, nodes=nodes, me=me, calls=calls,
                                   root=tmp_path / "root", active=set(), refuse=set(),
-                                  down=False, endpoints=[])
+                                  down=False, endpoints=[], environ={})
     world.root.mkdir()
     for rel in ("run/rackforge/start/mariadb.service",          # a gate the agent opened
                 "etc/systemd/system/nova-compute.service",      # a unit the agent wrote
@@ -117,8 +117,10 @@ def node(tmp_path, monkeypatch):
         (world.root / rel).parent.mkdir(parents=True, exist_ok=True)
         (world.root / rel).write_text("x\n")
 
-    def systemctl(*args):
+    def systemctl(*args, environ=None):
         calls.append(args)
+        if environ:
+            world.environ[args] = environ
         if args[0] == "is-active":
             if args[-1] not in world.active:
                 raise SystemctlFailed(args=" ".join(args), detail="inactive", unit=args[-1])
@@ -197,6 +199,10 @@ def test_a_member_leaves_then_is_erased(node):
     stopped = [c[-1] for c in verbs[first + 1:-1]]
     assert verbs[first + 1:-1] == [("disable", "--now", "--no-reload", u) for u in stopped]
     assert verbs[-1] == ("daemon-reload",)              # once a phase, not once a unit
+    # nor once a unit through a SysV script's update-rc.d
+    disables = [c for c in verbs if c[0] == "disable"]
+    assert {c: node.environ.get(c) for c in disables} == {c: {"SYSTEMCTL_SKIP_SYSV": "1"}
+                                                          for c in disables}
     assert stopped[-1] == "rackforge-etcd.service"
     assert {"nova-compute.service", "mariadb.service", "ceph.target",
             "keepalived.service"} <= set(stopped)           # the catalogue's units

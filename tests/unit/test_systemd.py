@@ -41,3 +41,16 @@ def test_a_hang_and_a_missing_systemctl_are_one_line_too():
     run, _ = fake_run(0, raises=FileNotFoundError("systemctl"))
     with pytest.raises(systemd.SystemctlFailed, match="not installed"):
         systemd.systemctl("start", "x.service", run=run)
+
+
+def test_added_environment_reaches_systemctl_and_nothing_else_changes(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin")
+    seen = []
+
+    def run(argv, **kw):
+        seen.append(kw.get("env"))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    systemd.systemctl("disable", "x.service", run=run, environ={"SYSTEMCTL_SKIP_SYSV": "1"})
+    systemd.systemctl("disable", "x.service", run=run)
+    assert seen[0]["SYSTEMCTL_SKIP_SYSV"] == "1" and seen[0]["PATH"] == "/usr/sbin:/usr/bin"
+    assert seen[1] is None                  # the caller's environment, inherited
