@@ -147,9 +147,9 @@ class ConsoleApp(App):
         self.call_from_thread(self.push_screen, screen)
 
     # -- what the console does itself, as root (tests replace these) ------------------
-    def systemctl(self, *args):
+    def systemctl(self, *args, **kw):
         from rackforge import systemd
-        systemd.systemctl(*args)
+        systemd.systemctl(*args, **kw)
 
     def open_gate(self, unit):
         """``unit`` allowed to start (one only the agent starts: ``units.GATED``)."""

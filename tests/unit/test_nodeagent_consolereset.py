@@ -112,3 +112,18 @@ def test_a_phase_that_fails_is_one_line_and_resumes(member, agent):     # noqa: 
 
     run(agent, script)
     assert factoryreset.read_record()["phases"]["stop"] == "started"
+
+
+def test_the_console_runs_the_resets_own_systemctl_calls(monkeypatch):
+    """The console's own ``systemctl`` (the one its reset is given outside the tests) takes
+    every call the reset makes: its disables leave the SysV scripts alone."""
+    calls = []
+    monkeypatch.setattr("rackforge.systemd.systemctl",
+                        lambda *args, **kw: calls.append((args, kw)))
+    app = types.SimpleNamespace()
+    app.systemctl = lambda *args, **kw: console.ConsoleApp.systemctl(app, *args, **kw)
+    env = console.ConsoleApp.reset_env(app)
+    factoryreset._disable(env, ["mariadb.service"], "stop")
+    assert calls == [(("disable", "--now", "--no-reload", "mariadb.service"),
+                      {"environ": {"SYSTEMCTL_SKIP_SYSV": "1"}}),
+                     (("daemon-reload",), {})]
