@@ -353,8 +353,8 @@ def _run(rec, env, say):
 
 
 # -- the phases -------------------------------------------------------------------------
-#: systemctl leaves a unit's SysV script alone (its rc links): Debian's OpenStack,
-#: MariaDB, RabbitMQ and memcached packages ship one beside their native unit, and
+#: systemctl leaves a unit's SysV script alone (its rc links): many Debian packages,
+#: OpenStack's among them, ship one beside their native unit, and
 #: ``systemd-sysv-install``'s ``update-rc.d`` reloads systemd whatever ``--no-reload``
 #: says.  Where a native unit exists systemd never reads the script's links, so they
 #: change nothing at boot.
@@ -366,8 +366,9 @@ def _disable(env, units, phase):
     next; systemd reloaded once at the end (``--no-reload``, and :data:`NO_SYSV` for
     the reload a SysV script's ``update-rc.d`` does), not once a unit (a controller's
     reset on the test bed: 87 reloads of about 2 s each with neither, 45 without the
-    SysV part).  The links are gone from the disk as each unit is disabled, so a power
-    cut before the reload leaves nothing enabled that was."""
+    SysV part, the stop phase's one with both).  The links are gone from the disk as
+    each unit is disabled, so a power cut before the reload leaves nothing enabled that
+    was."""
     from rackforge.systemd import SystemctlFailed
     for unit in units:
         try:
